@@ -1,0 +1,329 @@
+"""Loader for the real THUMOS14 I3D features in the ``Thumos14reduced`` layout most WSTAL code reads.
+
+The layout (W-TALC, CO2-Net, P-MIL, ...)::
+
+    data_dir/
+        Thumos14reduced-I3D-JOINTFeatures.npy     object array, per video (t, 2048) float: RGB 0-1023, Flow 1024-2047
+        Thumos14reduced-Annotations/
+            videoname.npy  subset.npy  classlist.npy  duration.npy
+            segments.npy  labels.npy  labels_all.npy  Ambiguous_test.txt
+
+Split convention: THUMOS14 ``validation`` videos (200) are the training split, ``test`` videos (212) the
+evaluation split. Ground truth is kept exactly as in the files, including the second copy of every
+CliffDiving segment labelled Diving (the community's "CliffDiving is also Diving" convention); nothing is
+added or removed. The video-level label is ``labels_all.npy``, as W-TALC and its descendants use it.
+
+The object arrays are pickles. ``np.load(allow_pickle=True)`` would run whatever code a crafted file asks
+for, so :func:`safe_load_object_array` unpickles with an allow-list: numpy arrays, lists/tuples and plain
+scalars (str, bytes, int, float, bool, None, numpy scalars) and nothing else.
+
+Axis legend: t snippets (time), c channels.
+"""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, BinaryIO, Union
+
+import numpy as np
+
+from .data import SNIPPET_SECONDS, Video, WSTALDataset
+
+__all__ = [
+    "ANNOTATIONS_DIR",
+    "FEATURES_FILE",
+    "TEST_SUBSET",
+    "TRAIN_SUBSET",
+    "load_thumos14",
+    "safe_load_object_array",
+]
+
+FEATURES_FILE = "Thumos14reduced-I3D-JOINTFeatures.npy"
+ANNOTATIONS_DIR = "Thumos14reduced-Annotations"
+TRAIN_SUBSET = "validation"
+TEST_SUBSET = "test"
+_ANNOTATION_FILES = ("videoname", "subset", "classlist", "duration", "segments", "labels", "labels_all")
+_AMBIGUOUS_FILE = "Ambiguous_test.txt"
+
+PathLike = Union[str, Path]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# restricted unpickling
+
+
+def _latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
+    # Python 3 pickles ``bytes`` at protocol < 3 as ``_codecs.encode(text, "latin1")``; allow only that.
+    if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
+        raise pickle.UnpicklingError(
+            f"_codecs.encode is only allowed with latin1 text, got encoding {encoding!r}"
+        )
+    return text.encode("latin1")
+
+
+def _numpy_globals() -> dict[tuple[str, str], Callable[..., Any]]:
+    # numpy >= 2 moved ``numpy.core`` to ``numpy._core``; files written by either name the one they had.
+    try:
+        from numpy._core import multiarray, numeric
+    except ImportError:  # numpy < 2
+        from numpy.core import multiarray, numeric  # type: ignore[no-redef]
+    allowed: dict[tuple[str, str], Callable[..., Any]] = {
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("_codecs", "encode"): _latin1_encode,
+    }
+    for core in ("numpy.core", "numpy._core"):
+        allowed[(f"{core}.multiarray", "_reconstruct")] = multiarray._reconstruct
+        allowed[(f"{core}.multiarray", "scalar")] = multiarray.scalar
+        allowed[(f"{core}.numeric", "_frombuffer")] = numeric._frombuffer
+    return allowed
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """An unpickler that resolves only the handful of numpy globals that arrays and scalars need."""
+
+    _allowed = _numpy_globals()
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return self._allowed[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(
+                f"refusing to load global '{module}.{name}': only numpy arrays, lists and plain scalars are allowed"
+            ) from None
+
+
+_PLAIN_SCALARS = (str, bytes, int, float, complex, bool, type(None), np.generic)
+
+
+def _check_contents(root: np.ndarray, path: Path) -> None:
+    """Walk an unpickled object array and reject anything but arrays, lists/tuples and plain scalars."""
+    stack: list[Any] = [root]
+    seen: set[int] = set()
+    while stack:
+        item = stack.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, np.ndarray):
+            if item.dtype == object:
+                stack.extend(item.flat)
+            elif item.dtype.hasobject:
+                raise ValueError(
+                    f"{path}: structured arrays with object fields are not allowed (dtype {item.dtype})"
+                )
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+        elif not isinstance(item, _PLAIN_SCALARS):
+            raise ValueError(
+                f"{path}: found a {type(item).__name__}; only numpy arrays, lists and plain scalars are allowed"
+            )
+
+
+def _read_header(handle: BinaryIO, path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    try:
+        version = np.lib.format.read_magic(handle)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
+        else:
+            raise ValueError(f"unsupported .npy format version {version}")
+    except ValueError as error:
+        raise ValueError(f"{path}: not a readable .npy file ({error})") from error
+    return shape, dtype
+
+
+def safe_load_object_array(path: PathLike) -> np.ndarray:
+    """Load a ``.npy`` file, unpickling object arrays with an allow-list instead of ``allow_pickle=True``.
+
+    Numeric arrays are read with ``allow_pickle=False``. For object arrays the pickle may only reference
+    numpy's array/dtype/scalar reconstructors, and the loaded elements may only be numpy arrays, lists,
+    tuples and plain scalars; Python 2 pickles (byte strings) are decoded as latin1, like ``np.load`` with
+    ``encoding="latin1"``. Anything else -- a class, a function call such as ``os.system`` -- is rejected
+    before it runs.
+
+    Args:
+        path: the ``.npy`` file.
+
+    Returns:
+        The array.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: the file is not a ``.npy`` file, or its pickle asks for anything outside the allow-list.
+
+    Example:
+        >>> import tempfile, os
+        >>> ragged = np.empty(2, dtype=object); ragged[0] = [[0.0, 1.5]]; ragged[1] = []
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     np.save(os.path.join(tmp, "segments.npy"), ragged, allow_pickle=True)
+        ...     safe_load_object_array(os.path.join(tmp, "segments.npy")).tolist()
+        [[[0.0, 1.5]], []]
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    with path.open("rb") as handle:
+        shape, dtype = _read_header(handle, path)
+        if not dtype.hasobject:
+            handle.seek(0)
+            return np.lib.format.read_array(handle, allow_pickle=False)
+        try:
+            array = _RestrictedUnpickler(handle, encoding="latin1").load()
+        except pickle.UnpicklingError as error:
+            raise ValueError(f"{path}: {error}") from error
+        except (EOFError, TypeError, AttributeError, IndexError) as error:
+            raise ValueError(
+                f"{path}: corrupt or unsupported pickle payload ({type(error).__name__}: {error})"
+            ) from error
+    if not isinstance(array, np.ndarray) or array.shape != shape:
+        found = f"array of shape {array.shape}" if isinstance(array, np.ndarray) else type(array).__name__
+        raise ValueError(f"{path}: header promises an array of shape {shape}, the payload is a {found}")
+    _check_contents(array, path)
+    return array
+
+
+# --------------------------------------------------------------------------------------------------------------
+# THUMOS14
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8") if isinstance(value, (bytes, np.bytes_)) else str(value)
+
+
+def _read_annotations(annotation_dir: Path) -> dict[str, np.ndarray]:
+    if not annotation_dir.is_dir():
+        raise FileNotFoundError(f"{annotation_dir}: annotation folder not found")
+    missing = [f"{name}.npy" for name in _ANNOTATION_FILES if not (annotation_dir / f"{name}.npy").is_file()]
+    if missing:
+        raise FileNotFoundError(f"{annotation_dir}: missing annotation file(s) {', '.join(missing)}")
+    files = {name: safe_load_object_array(annotation_dir / f"{name}.npy") for name in _ANNOTATION_FILES}
+    files["duration"] = files["duration"].reshape(-1)
+    counts = {name: len(array) for name, array in files.items() if name != "classlist"}
+    if len(set(counts.values())) != 1:
+        raise ValueError(f"{annotation_dir}: the annotation files disagree on the number of videos: {counts}")
+    return files
+
+
+def _read_ambiguous(path: Path) -> dict[str, np.ndarray]:
+    if not path.is_file():
+        warnings.warn(
+            f"{path} not found: no ambiguous regions, the THUMOS Ambiguous filter is off", stacklevel=3
+        )
+        return {}
+    regions: dict[str, list[tuple[float, float]]] = {}
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        try:
+            name, start, end = fields[0], float(fields[1]), float(fields[2])
+        except (IndexError, ValueError):
+            raise ValueError(f"{path}:{number}: expected 'video start end', got {line!r}") from None
+        regions.setdefault(name, []).append((start, end))
+    return {name: np.asarray(spans, dtype=np.float64).reshape(-1, 2) for name, spans in regions.items()}
+
+
+def _make_video(
+    index: int, features: Any, files: dict[str, np.ndarray], class_index: dict[str, int], feature_dim: int
+) -> Video:
+    name = _text(files["videoname"][index])
+    if not isinstance(features, np.ndarray) or features.ndim != 2 or features.shape[1] != feature_dim:
+        found = f"shape {features.shape}" if isinstance(features, np.ndarray) else type(features).__name__
+        raise ValueError(
+            f"{FEATURES_FILE}: video {name!r} (entry {index}) must be a (T, {feature_dim}) array, got {found}"
+        )
+    if features.shape[0] == 0:
+        raise ValueError(f"{FEATURES_FILE}: video {name!r} (entry {index}) has zero snippets")
+    segments = np.asarray(files["segments"][index], dtype=np.float64).reshape(-1, 2)
+    labels = [_text(label) for label in files["labels"][index]]
+    video_labels = [_text(label) for label in files["labels_all"][index]]
+    if len(labels) != len(segments):
+        raise ValueError(
+            f"{ANNOTATIONS_DIR}: video {name!r} has {len(segments)} segments but {len(labels)} segment labels"
+        )
+    unknown = sorted(set(labels + video_labels) - class_index.keys())
+    if unknown:
+        raise ValueError(
+            f"{ANNOTATIONS_DIR}: video {name!r} uses labels {unknown} that are not in classlist.npy"
+        )
+    label = np.zeros(len(class_index), dtype=np.float32)
+    label[[class_index[c] for c in video_labels]] = 1.0
+    half = feature_dim // 2
+    return Video(
+        name=name,
+        rgb=np.ascontiguousarray(features[:, :half], dtype=np.float32),
+        flow=np.ascontiguousarray(features[:, half:], dtype=np.float32),
+        label=label,
+        segments=segments,
+        segment_classes=np.asarray([class_index[c] for c in labels], dtype=np.int64),
+        duration=float(files["duration"][index]),
+    )
+
+
+def load_thumos14(
+    data_dir: PathLike, *, max_videos: int | None = None, feature_dim: int = 2048
+) -> WSTALDataset:
+    """Load THUMOS14 I3D features and annotations from the ``Thumos14reduced`` layout.
+
+    Args:
+        data_dir: folder holding ``Thumos14reduced-I3D-JOINTFeatures.npy`` and ``Thumos14reduced-Annotations/``.
+        max_videos: keep only the first ``max_videos`` videos of each split (file order); ``None`` keeps all.
+        feature_dim: width of one joint feature row; the first half is RGB, the second half Flow.
+
+    Returns:
+        The dataset: train = the ``validation`` subset, test = the ``test`` subset, 20 classes, and the
+        ambiguous regions of ``Ambiguous_test.txt`` (a warning and no regions when that file is absent).
+
+    Raises:
+        FileNotFoundError: the folder, the feature file or an annotation file is missing.
+        ValueError: a file is malformed or unsafe; the feature file does not hold one entry per annotated
+            video; a video's features are not ``(T, feature_dim)`` or have zero snippets; a label is unknown.
+    """
+    if max_videos is not None and (
+        isinstance(max_videos, bool) or not isinstance(max_videos, int) or max_videos < 1
+    ):
+        raise ValueError(f"max_videos must be a positive int or None, got {max_videos!r}")
+    if (
+        isinstance(feature_dim, bool)
+        or not isinstance(feature_dim, int)
+        or feature_dim < 2
+        or feature_dim % 2
+    ):
+        raise ValueError(
+            f"feature_dim must be a positive even int (RGB half + Flow half), got {feature_dim!r}"
+        )
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise FileNotFoundError(f"{data_dir}: THUMOS14 data folder not found")
+    features_path = data_dir / FEATURES_FILE
+    if not features_path.is_file():
+        raise FileNotFoundError(f"{features_path}: feature file not found")
+    annotation_dir = data_dir / ANNOTATIONS_DIR
+    files = _read_annotations(annotation_dir)
+    classes = tuple(_text(c) for c in files["classlist"])
+    class_index = {c: i for i, c in enumerate(classes)}
+    subsets = np.asarray([_text(s) for s in files["subset"]])
+
+    features = safe_load_object_array(features_path)
+    if features.ndim != 1 or len(features) != len(subsets):
+        raise ValueError(
+            f"{features_path}: expected one feature array per annotated video ({len(subsets)} in "
+            f"{ANNOTATIONS_DIR}/videoname.npy), got an array of shape {features.shape}"
+        )
+
+    def split(subset: str) -> list[Video]:
+        indices = np.flatnonzero(subsets == subset)[:max_videos]
+        return [_make_video(int(i), features[i], files, class_index, feature_dim) for i in indices]
+
+    return WSTALDataset(
+        classes=classes,
+        train=split(TRAIN_SUBSET),
+        test=split(TEST_SUBSET),
+        ambiguous=_read_ambiguous(annotation_dir / _AMBIGUOUS_FILE),
+        snippet_seconds=SNIPPET_SECONDS,
+    )
