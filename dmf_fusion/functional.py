@@ -176,7 +176,7 @@ def concat_linear(
         out = rgb2 @ w_rgb.t()
     else:
         out = torch.addmm(bias, rgb2, w_rgb.t())
-    out = out.addmm_(flow2, w_flow.t())
+    out = torch.addmm(out, flow2, w_flow.t())  # out of place: in-place ops skip autocast
     return out.view(rgb.shape[0], rgb.shape[1], -1)
 
 

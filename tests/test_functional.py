@@ -9,8 +9,9 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-import reference as ref
 from dmf_fusion import functional as DF
+
+import reference as ref
 
 PATHS = pytest.mark.parametrize("fused", [True, False], ids=["fused", "plain"])
 

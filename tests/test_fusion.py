@@ -10,8 +10,9 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-import reference as ref
 from dmf_fusion import ConcatFusion, DualModalityFusion, MutualFusion, MutualLoss
+
+import reference as ref
 
 # atol/rtol per input dtype, against the float64 reference (xformers-style table)
 TOL = {
@@ -322,3 +323,16 @@ def test_mutual_loss_fully_masked_is_zero_not_nan():
     a, e, _ = make_inputs(17, 2, 4, 8, 8, masked=False)
     mask = torch.zeros(2, 4, dtype=torch.bool)
     assert MutualLoss()(a, e, mask) == 0
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_runs_under_autocast(kind, device):
+    """Under autocast the blocks run (GEMMs in bfloat16) and stay close to the float32 result."""
+    module = make_module(kind, 8, 8).to(device)
+    rgb, flow, mask = make_inputs(18, 2, 9, 8, 8, device=device)
+    want = outputs(kind, module, rgb, flow, mask)
+    with torch.autocast(device, dtype=torch.bfloat16):
+        got = outputs(kind, module, rgb, flow, mask)
+    for g, w in zip(got, want):
+        assert torch.isfinite(g).all()
+        torch.testing.assert_close(g.float(), w, atol=0.1, rtol=0.05)

@@ -70,5 +70,5 @@ def test_mutual_loss_bad_input():
         MutualLoss()(a, torch.randn(2, 5, 3))
     with pytest.raises(ValueError, match=r"rgb_embed and flow_embed must share"):
         MutualLoss()(a, torch.randn(2, 6, 4))
-    with pytest.raises(TypeError, match="mask must have dtype torch.bool"):
+    with pytest.raises(TypeError, match=r"mask must have dtype torch\.bool"):
         MutualLoss()(a, a, torch.ones(2, 5, dtype=torch.int64))

@@ -1,0 +1,361 @@
+"""Training machinery of the two-stage detector: seeding, batching with padding + mask, one generic
+training loop per stage, and atomic, resumable checkpoints.
+
+The loop is deliberately plain so that distributed data parallel, mixed precision and
+``torch.compile`` can be added around it later:
+
+* :func:`train_stage` takes a model, a data iterable factory and an optimizer, and calls
+  ``step(model, batch)`` which must go through ``model(...)`` (the forward a DDP wrapper hooks);
+* every random draw of the data pipeline comes from one ``torch.Generator`` per stage, and the global
+  torch RNG (dropout) is seeded per stage, so a stage's result does not depend on what ran before it;
+* a checkpoint holds the model, optimizer, scheduler, epoch, both RNG states and the loss history; it is
+  written each epoch to a temporary file and moved into place with ``os.replace`` (atomic on POSIX), so
+  an interrupted run always leaves the last complete epoch behind.
+
+Axis legend: b batch, t time (snippets), c channels, k classes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+try:  # tqdm is in the [examples] extra; without it progress is plain prints
+    from tqdm.auto import tqdm as _tqdm
+except ImportError:  # pragma: no cover - exercised only without tqdm
+    _tqdm = None
+
+__all__ = [
+    "Batch",
+    "CheckpointMismatchError",
+    "StopAfter",
+    "TrainingInterrupted",
+    "batch_indices",
+    "collate",
+    "fingerprint",
+    "load_checkpoint",
+    "log",
+    "progress",
+    "save_checkpoint",
+    "seed_everything",
+    "stage_seed",
+    "train_stage",
+]
+
+
+def log(message: str) -> None:
+    """Print a line without breaking an active tqdm bar."""
+    if _tqdm is not None:
+        _tqdm.write(message, file=sys.stdout)
+    else:
+        print(message, flush=True)
+
+
+def progress(iterable: Iterable[Any], *, desc: str, total: Optional[int] = None, enabled: bool = True) -> Iterable[Any]:
+    """A tqdm bar on stderr when tqdm is installed and ``enabled``; otherwise the iterable itself."""
+    if _tqdm is None or not enabled:
+        return iterable
+    return _tqdm(iterable, desc=desc, total=total, leave=False, dynamic_ncols=True, file=sys.stderr)
+
+
+# --------------------------------------------------------------------------------------------------
+# seeding
+# --------------------------------------------------------------------------------------------------
+
+
+def stage_seed(seed: int, stage: str) -> int:
+    """A 63-bit seed for one stage, derived from the run seed and the stage name (stable across runs)."""
+    digest = hashlib.sha256(f"{seed}:{stage}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and the global torch RNG, and return a fresh ``torch.Generator`` for the data."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def fingerprint(config: dict[str, Any]) -> str:
+    """A short stable hash of a JSON-serialisable configuration (written into checkpoints)."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------------------------
+# batching
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Batch:
+    """Padded videos and whatever a stage needs per video.
+
+    Attributes:
+        names: video names.
+        rgb, flow: features, zero-padded.
+        mask: True = valid snippet.
+        labels: multi-hot video labels.
+        targets: stage-specific padded tensors, e.g. ``objectness`` (b, t).
+        per_video: stage-specific lists with one tensor per video, e.g. ``proposals``.
+
+    Shape:
+        rgb: (b, t, c_rgb); flow: (b, t, c_flow); mask: (b, t); labels: (b, k).
+    """
+
+    names: list[str]
+    rgb: Tensor
+    flow: Tensor
+    mask: Tensor
+    labels: Tensor
+    targets: dict[str, Tensor] = field(default_factory=dict)
+    per_video: dict[str, list[Tensor]] = field(default_factory=dict)
+
+    def to(self, device: torch.device | str) -> Batch:
+        """The batch on ``device``."""
+        return Batch(
+            self.names,
+            self.rgb.to(device),
+            self.flow.to(device),
+            self.mask.to(device),
+            self.labels.to(device),
+            {k: v.to(device) for k, v in self.targets.items()},
+            {k: [x.to(device) for x in v] for k, v in self.per_video.items()},
+        )
+
+
+def pad_sequences(arrays: Sequence[np.ndarray | Tensor]) -> Tensor:
+    """Stack sequences of different lengths along a new batch axis, zero-padded at the end of time.
+
+    Shape:
+        arrays: b arrays (t_i, ...). Returns (b, max t_i, ...).
+    """
+    tensors = [torch.as_tensor(a) for a in arrays]
+    out = tensors[0].new_zeros((len(tensors), max(x.shape[0] for x in tensors), *tensors[0].shape[1:]))
+    for i, x in enumerate(tensors):
+        out[i, : x.shape[0]] = x
+    return out
+
+
+def collate(
+    names: Sequence[str],
+    rgb: Sequence[np.ndarray | Tensor],
+    flow: Sequence[np.ndarray | Tensor],
+    labels: Sequence[np.ndarray | Tensor],
+    *,
+    targets: Optional[dict[str, Sequence[np.ndarray | Tensor]]] = None,
+    per_video: Optional[dict[str, list[Tensor]]] = None,
+) -> Batch:
+    """Pad variable-length videos into a :class:`Batch` with a validity mask."""
+    lengths = torch.tensor([len(x) for x in rgb])
+    mask = torch.arange(int(lengths.max())) < lengths.unsqueeze(1)
+    return Batch(
+        list(names),
+        pad_sequences(rgb).float(),
+        pad_sequences(flow).float(),
+        mask,
+        torch.stack([torch.as_tensor(y) for y in labels]).float(),
+        {k: pad_sequences(v) for k, v in (targets or {}).items()},
+        dict(per_video or {}),
+    )
+
+
+def batch_indices(count: int, batch_size: int, generator: torch.Generator, *, shuffle: bool = True) -> Iterator[list[int]]:
+    """Index lists of one epoch, shuffled with ``generator``; the last batch may be smaller."""
+    order = torch.randperm(count, generator=generator) if shuffle else torch.arange(count)
+    for start in range(0, count, batch_size):
+        yield order[start : start + batch_size].tolist()
+
+
+def sample_snippets(length: int, max_len: int, generator: torch.Generator) -> Tensor:
+    """Indices of ``max_len`` snippets spread over the whole video, one drawn at random in each of ``max_len``
+    equal parts (W-TALC / CO2-Net style); all snippets when the video is short enough.
+
+    Example:
+        >>> idx = sample_snippets(100, 10, torch.Generator().manual_seed(0))
+        >>> idx.shape, bool((idx.diff() > 0).all())
+        (torch.Size([10]), True)
+    """
+    if length <= max_len:
+        return torch.arange(length)
+    edges = torch.linspace(0, length, max_len + 1)
+    jitter = torch.rand(max_len, generator=generator)
+    return (edges[:-1] + jitter * (edges[1:] - edges[:-1])).long().clamp(max=length - 1)
+
+
+def crop_window(length: int, max_len: int, generator: torch.Generator) -> tuple[int, int]:
+    """A random contiguous window ``[start, end)`` of at most ``max_len`` snippets."""
+    if length <= max_len:
+        return 0, length
+    start = int(torch.randint(0, length - max_len + 1, (1,), generator=generator))
+    return start, start + max_len
+
+
+# --------------------------------------------------------------------------------------------------
+# checkpoints
+# --------------------------------------------------------------------------------------------------
+
+
+class CheckpointMismatchError(RuntimeError):
+    """``--resume`` found a checkpoint written by a different configuration."""
+
+
+class TrainingInterrupted(RuntimeError):
+    """Raised by :class:`StopAfter` to simulate a killed run (after a checkpoint was written)."""
+
+
+class StopAfter:
+    """Stop training after ``epochs`` epochs in this process, counted over all stages (for tests)."""
+
+    def __init__(self, epochs: Optional[int]) -> None:
+        self.remaining = epochs
+
+    def epoch_done(self) -> None:
+        if self.remaining is None:
+            return
+        self.remaining -= 1
+        if self.remaining <= 0:
+            raise TrainingInterrupted("stopped on request after a checkpoint; rerun with --resume to continue")
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """``torch.save`` to ``path`` atomically: a temporary file in the same folder, then ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, expected_fingerprint: str) -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True`` and check it belongs to this configuration."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state.get("fingerprint") != expected_fingerprint:
+        raise CheckpointMismatchError(
+            f"{path} was written by a different configuration (fingerprint {state.get('fingerprint')!r}, "
+            f"this run {expected_fingerprint!r}); rerun without --resume or choose another --out"
+        )
+    return state
+
+
+def _rng_state(generator: torch.Generator) -> dict[str, Tensor]:
+    state = {"generator": generator.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.stack(torch.cuda.get_rng_state_all())  # type: ignore[assignment]
+    return state
+
+
+def _restore_rng(state: dict[str, Tensor], generator: torch.Generator) -> None:
+    generator.set_state(state["generator"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(list(state["cuda"]))
+
+
+# --------------------------------------------------------------------------------------------------
+# the loop
+# --------------------------------------------------------------------------------------------------
+
+StepFn = Callable[[nn.Module, Batch], dict[str, Tensor]]
+
+
+def train_stage(
+    name: str,
+    model: nn.Module,
+    data: Callable[[torch.Generator], Iterable[Batch]],
+    optimizer: torch.optim.Optimizer,
+    step: StepFn,
+    *,
+    epochs: int,
+    generator: torch.Generator,
+    checkpoint: Optional[Path] = None,
+    config_fingerprint: str = "",
+    resume: bool = False,
+    scheduler: Optional[torch.optim.lr_scheduler.LRScheduler] = None,
+    device: torch.device | str = "cpu",
+    grad_clip: Optional[float] = 10.0,
+    stop: Optional[StopAfter] = None,
+    show_progress: bool = True,
+) -> list[dict[str, float]]:
+    """Train ``model`` for ``epochs`` epochs, checkpointing after each; resume from ``checkpoint`` if asked.
+
+    Args:
+        name: stage name, for progress lines.
+        model: the network (already on ``device``).
+        data: ``data(generator)`` returns the batches of one epoch (all randomness from ``generator``).
+        optimizer: its optimizer.
+        step: ``step(model, batch)`` returns named scalar losses including ``"total"``.
+        epochs: number of epochs of the stage.
+        generator: the stage's data generator (its state is checkpointed).
+        checkpoint: where to write the stage checkpoint (None: no checkpointing).
+        config_fingerprint: identifies the configuration; a resumed checkpoint must carry the same.
+        resume: continue from ``checkpoint`` if it exists (a finished stage is just loaded).
+        scheduler: optional learning-rate scheduler stepped once per epoch.
+        device: where batches go.
+        grad_clip: max gradient norm (None: no clipping).
+        stop: test hook that interrupts the run after a number of epochs.
+        show_progress: show a per-batch tqdm bar.
+
+    Returns:
+        The per-epoch mean losses (the whole history, also across a resume).
+    """
+    history: list[dict[str, float]] = []
+    first_epoch = 0
+    if resume and checkpoint is not None and checkpoint.exists():
+        state = load_checkpoint(checkpoint, config_fingerprint)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None and "scheduler" in state:
+            scheduler.load_state_dict(state["scheduler"])
+        _restore_rng(state["rng"], generator)
+        history = list(state["history"])
+        first_epoch = int(state["epoch"])
+        verb = "loaded finished" if first_epoch >= epochs else f"resumed after epoch {first_epoch} of"
+        log(f"[{name}] {verb} {checkpoint}")
+    for epoch in range(first_epoch, epochs):
+        model.train()
+        sums: dict[str, float] = {}
+        count = 0
+        for batch in progress(data(generator), desc=f"{name} {epoch + 1}/{epochs}", enabled=show_progress):
+            losses = step(model, batch.to(device))
+            optimizer.zero_grad(set_to_none=True)
+            losses["total"].backward()
+            if grad_clip is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            optimizer.step()
+            for key, value in losses.items():
+                sums[key] = sums.get(key, 0.0) + float(value.detach())
+            count += 1
+        if scheduler is not None:
+            scheduler.step()
+        means = {k: v / max(count, 1) for k, v in sums.items()}
+        history.append(means)
+        log(f"[{name}] epoch {epoch + 1}/{epochs} " + " ".join(f"{k} {v:.4f}" for k, v in means.items()))
+        if checkpoint is not None:
+            state = {
+                "stage": name,
+                "epoch": epoch + 1,
+                "epochs": epochs,
+                "fingerprint": config_fingerprint,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "rng": _rng_state(generator),
+                "history": history,
+            }
+            if scheduler is not None:
+                state["scheduler"] = scheduler.state_dict()
+            save_checkpoint(checkpoint, state)
+        if stop is not None:
+            stop.epoch_done()
+    model.eval()
+    return history
