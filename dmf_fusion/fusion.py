@@ -109,7 +109,8 @@ class DualModalityFusion(nn.Module):
         attn_dim: query/key width ``d`` of the dot temporal attention.
         temperature: softmax temperature of the dot channel attention.
         fused: fast path (True) or the plain reference path (False); an attribute, change it any time.
-        device, dtype: parameter factory kwargs, as in ``torch.nn``.
+        device: parameter device, a factory kwarg as in ``torch.nn``.
+        dtype: parameter dtype, a factory kwarg as in ``torch.nn``.
 
     Shape:
         rgb: (b, t, dim_rgb); flow: (b, t, dim_flow); mask: (b, t) bool, True = valid.
@@ -254,7 +255,8 @@ class ConcatFusion(nn.Module):
         dim_out: output channels; default ``dim_rgb + dim_flow``.
         bias: learn an additive bias.
         fused: split-weight path (True) or the plain concatenate-then-project path (False).
-        device, dtype: parameter factory kwargs.
+        device: parameter device, a factory kwarg as in ``torch.nn``.
+        dtype: parameter dtype, a factory kwarg as in ``torch.nn``.
 
     Shape:
         rgb: (b, t, dim_rgb); flow: (b, t, dim_flow); mask: (b, t); returns (b, t, dim_out), zero at
@@ -311,7 +313,8 @@ class MutualFusion(nn.Module):
         dim: width of the shared space and of the output.
         dropout: dropout on the embeddings before the projectors (training only).
         fused: fast path (True) or plain path (False).
-        device, dtype: parameter factory kwargs.
+        device: parameter device, a factory kwarg as in ``torch.nn``.
+        dtype: parameter dtype, a factory kwarg as in ``torch.nn``.
 
     Shape:
         rgb: (b, t, dim_rgb); flow: (b, t, dim_flow); mask: (b, t). Returns

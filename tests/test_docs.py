@@ -1,14 +1,22 @@
-"""Every ``python`` code block in README.md and docs/*.md runs, and every docstring example passes.
+"""Every ``python`` code block in README.md and docs/**/*.md runs, and every docstring example passes.
 
 A page's blocks run in order in one namespace, so later blocks may use names from earlier ones.
 Blocks fenced as ``text``, ``bash`` or ``console`` are shown, not run.
+
+The site itself: every page is in the mkdocs nav (and every nav entry exists), ``mkdocs build --strict``
+passes when mkdocs and its plugins are installed (the ``[docs]`` extra), and the script that draws the
+DMF figure runs.
 """
 
 from __future__ import annotations
 
 import doctest
 import importlib
+import importlib.util
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("**/*.md"))]
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 MODULES = ["dmf_fusion.functional", "dmf_fusion.fusion", "dmf_fusion.losses"]
+MKDOCS_CONFIG = ROOT / "docs" / "_mkdocs" / "mkdocs.yml"
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
@@ -39,3 +48,61 @@ def test_docstring_examples(name):
     result = doctest.testmod(module, extraglobs={"torch": torch}, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0, f"{name} has no docstring examples"
     assert result.failed == 0
+
+
+def _nav_pages() -> list[str]:
+    """The page paths of the ``nav:`` section, read without a YAML parser (PyYAML comes with mkdocs)."""
+    text = MKDOCS_CONFIG.read_text()
+    nav = text[text.index("\nnav:") :]
+    return re.findall(r"^\s*- [^:\n]+:\s*(\S+\.md)\s*$", nav, re.M)
+
+
+def test_nav_lists_every_page():
+    pages = sorted(str(p.relative_to(ROOT / "docs")) for p in (ROOT / "docs").glob("**/*.md"))
+    nav = _nav_pages()
+    assert len(nav) == len(set(nav)), f"a page appears twice in the nav: {nav}"
+    assert sorted(nav) == pages, (
+        f"pages missing from the nav: {sorted(set(pages) - set(nav))}; "
+        f"nav entries without a page: {sorted(set(nav) - set(pages))}"
+    )
+
+
+def _installed(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:  # a dotted name whose parent package is missing
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not all(_installed(m) for m in ("mkdocs", "material", "mkdocstrings_handlers.python")),
+    reason="needs the [docs] extra (mkdocs, mkdocs-material, mkdocstrings-python)",
+)
+def test_mkdocs_build_strict(tmp_path):
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
+    command = [
+        sys.executable,
+        "-m",
+        "mkdocs",
+        "build",
+        "--strict",
+        "-f",
+        str(MKDOCS_CONFIG),
+        "-d",
+        str(tmp_path / "site"),
+    ]
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "site" / "blocks" / "dmf" / "index.html").is_file()
+    assert (tmp_path / "site" / "figures" / "dmf.png").is_file()
+
+
+def test_dmf_figure_script_runs(tmp_path):
+    pytest.importorskip("matplotlib")
+    script = ROOT / "docs" / "figures" / "make_dmf_figure.py"
+    out = tmp_path / "dmf.png"
+    subprocess.run([sys.executable, str(script), str(out)], check=True, timeout=300)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (ROOT / "docs" / "figures" / "dmf.png").is_file(), "the committed figure is missing"
+    assert "figures/dmf.png" in (ROOT / "docs" / "blocks" / "dmf.md").read_text()

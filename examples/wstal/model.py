@@ -204,26 +204,37 @@ class TemporalConv(nn.Module):
         return _zero_pad(self.conv(x.transpose(1, 2)).transpose(1, 2), mask)
 
 
-def masked_topk_mean(x: Tensor, mask: Optional[Tensor], k: Tensor) -> Tensor:
-    """Mean of the ``k[b]`` largest valid values along time, per channel (top-k MIL pooling).
+def masked_topk_mean(x: Tensor, mask: Optional[Tensor], k: Tensor, *, key: Optional[Tensor] = None) -> Tensor:
+    """Mean of ``x`` over the ``k[b]`` valid snippets with the largest values (top-k MIL pooling), per channel;
+    with ``key``, over the ``k[b]`` valid snippets with the largest ``key`` (the same snippets for every
+    channel).
 
     Args:
         x: scores.
         mask: True = valid snippet (None = all valid).
         k: per-sample number of snippets to average, ``1 <= k[b] <= valid length``.
+        key: optional ranking of the snippets.
 
     Shape:
-        x: (b, t, c); mask: (b, t); k: (b,). Returns (b, c).
+        x: (b, t, c); mask: (b, t); k: (b,); key: (b, t). Returns (b, c).
 
     Example:
         >>> x = torch.tensor([[[1.0], [5.0], [3.0], [9.0]]])
         >>> masked_topk_mean(x, torch.tensor([[True, True, True, False]]), torch.tensor([2]))
         tensor([[4.]])
+        >>> masked_topk_mean(x, None, torch.tensor([1]), key=-x[..., 0])
+        tensor([[1.]])
     """
-    if mask is not None:
-        x = x.masked_fill(~mask.unsqueeze(-1), float("-inf"))
-    ranked = x.sort(dim=1, descending=True).values  # (b, t, c)
-    keep = torch.arange(x.shape[1], device=x.device) < k.unsqueeze(1)  # (b, t)
+    keep = torch.arange(x.shape[1], device=x.device) < k.unsqueeze(1)  # (b, t) in rank order
+    if key is None:
+        if mask is not None:
+            x = x.masked_fill(~mask.unsqueeze(-1), float("-inf"))
+        ranked = x.sort(dim=1, descending=True).values  # (b, t, c)
+    else:
+        if mask is not None:
+            key = key.masked_fill(~mask, float("-inf"))
+        order = key.argsort(dim=1, descending=True, stable=True)
+        ranked = x.gather(1, order.unsqueeze(-1).expand_as(x))
     ranked = ranked.masked_fill(~keep.unsqueeze(-1), 0.0)
     return ranked.sum(1) / k.unsqueeze(1).to(x.dtype)
 
@@ -302,48 +313,53 @@ class MILBaseModel(nn.Module):
         return BaseOutput(cas, attention, fused.aux_loss)
 
 
+def _masked_weighted_mean(x: Tensor, weight: Tensor, mask: Tensor) -> Tensor:
+    """``sum_t w x / sum_t w`` over valid snippets. Shape: x (b, t, c); weight, mask (b, t). Returns (b, c)."""
+    weight = weight * mask.to(weight.dtype)
+    return (x * weight.unsqueeze(-1)).sum(1) / weight.sum(1, keepdim=True).clamp_min(1e-6)
+
+
 def base_losses(
     out: BaseOutput,
     labels: Tensor,
     mask: Tensor,
     *,
     topk_ratio: float = 8.0,
+    bottomk_ratio: float = 3.0,
+    suppression_weight: float = 1.0,
     guide_weight: float = 1.0,
-    sparsity_weight: float = 0.1,
     mutual_weight: float = 1.0,
 ) -> dict[str, Tensor]:
     """Losses of :class:`MILBaseModel`.
 
-    * ``mil``: top-k MIL on the raw CAS against ``[y, 1]`` (every video has background);
-    * ``supp``: top-k MIL on the attention-suppressed CAS (``cas * attention``) against ``[y, 0]``;
-    * ``guide``: attention agrees with ``1 - p(background)`` (detached), per snippet;
-    * ``sparse``: mean attention (actions are a minority of snippets);
+    * ``mil``: top-k MIL. Per labelled class, the mean CAS of its ``t / topk_ratio`` highest-scoring snippets
+      must name that class (softmax over ``k + 1`` against ``y``), and the mean CAS of the ``t / bottomk_ratio``
+      snippets *least* like any labelled class must name background: every untrimmed video has background,
+      and its easiest background snippets ground the background class (without them a constant
+      background logit satisfies the video-level loss);
+    * ``fg`` / ``bg``: attention-based background suppression: the attention-weighted mean CAS must name
+      ``[y, 0]`` and the ``(1 - attention)``-weighted mean background ``[0, 1]``;
+    * ``guide``: the attention agrees with ``1 - p(background)`` of the CAS (detached), per snippet;
     * ``mutual``: the fusion's auxiliary loss.
 
     Shape:
         labels: (b, k) multi-hot; mask: (b, t). Returns named scalars and ``total``.
     """
-    lengths = mask.sum(1)
-    k = _topk_count(lengths, topk_ratio)
-    ones = labels.new_ones(labels.shape[0], 1)
-    video_logits = masked_topk_mean(out.cas, mask, k)
-    supp_logits = masked_topk_mean(out.cas * out.attention.unsqueeze(-1), mask, k)
-    mil = _mil_cross_entropy(video_logits, torch.cat([labels, ones], -1))
-    supp = _mil_cross_entropy(supp_logits, torch.cat([labels, 0 * ones], -1))
+    k = _topk_count(mask.sum(1), topk_ratio)
+    ones, zeros = labels.new_ones(labels.shape[0], 1), labels.new_zeros(labels.shape[0], 1)
+    target = torch.cat([labels, zeros], -1)
+    background = torch.cat([torch.zeros_like(labels), ones], -1)
+    top = masked_topk_mean(out.cas, mask, k)
+    labelled = out.cas[..., :-1].detach().masked_fill(labels.unsqueeze(1) == 0, float("-inf")).amax(-1)
+    bottom = masked_topk_mean(out.cas, mask, _topk_count(mask.sum(1), bottomk_ratio), key=-labelled)
+    mil = _mil_cross_entropy(top, target) + _mil_cross_entropy(bottom, background)
+    fg = _mil_cross_entropy(_masked_weighted_mean(out.cas, out.attention, mask), target)
+    bg = _mil_cross_entropy(_masked_weighted_mean(out.cas, 1 - out.attention, mask), background)
     valid = mask.to(out.attention.dtype)
-    n_valid = valid.sum().clamp_min(1)
     foreground = 1 - F.softmax(out.cas, -1)[..., -1].detach()
-    guide = ((out.attention - foreground).abs() * valid).sum() / n_valid
-    sparse = (out.attention * valid).sum() / n_valid
-    total = mil + supp + guide_weight * guide + sparsity_weight * sparse + mutual_weight * out.aux_loss
-    return {
-        "total": total,
-        "mil": mil,
-        "supp": supp,
-        "guide": guide,
-        "sparse": sparse,
-        "mutual": out.aux_loss,
-    }
+    guide = ((out.attention - foreground).abs() * valid).sum() / valid.sum().clamp_min(1)
+    total = mil + suppression_weight * (fg + bg) + guide_weight * guide + mutual_weight * out.aux_loss
+    return {"total": total, "mil": mil, "fg": fg, "bg": bg, "guide": guide, "mutual": out.aux_loss}
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,0 +1,234 @@
+"""Inference of the two-stage detector: base-model scores, Stage-1 proposals, Stage-2 detections.
+
+Every function here runs a trained network in ``eval`` mode under ``torch.no_grad`` on whole videos
+(no cropping) and returns per-video results in snippet units; :func:`to_detections` converts to the
+seconds-based :class:`~wstal.evaluation.Detection` the evaluator and the JSON writer take.
+
+Detection scores:
+
+* **base**: for each class the video is predicted to contain, segments grouped on the class score
+  sequence ``attention * p(class)``, scored by outer-inner contrast times the video-level class score;
+* **Stage 1 alone**: each T-RPN proposal x the base model's mean ``p(class)`` inside it x its video
+  score (the proposals classified without Stage 2);
+* **Stage 2**: each proposal's objectness x the Stage-2 class probability x the Stage-2 video score;
+
+all followed by per-class soft-NMS.
+
+Axis legend: t snippets, k classes (``k + 1`` with background), n proposals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .data import Video
+from .evaluation import Detection
+from .model import MILBaseModel, ProposalClassifier, TemporalRPN, _masked_weighted_mean
+from .proposals import nms_1d, soft_nms_1d
+from .pseudo_labels import Segments, segments_from_scores
+from .train import collate, progress
+
+__all__ = [
+    "BaseResult",
+    "DetectionConfig",
+    "base_detections",
+    "classify_proposals",
+    "detections_from_proposals",
+    "rpn_proposals",
+    "run_base",
+    "select_classes",
+    "stage1_detections",
+    "to_detections",
+]
+
+
+class DetectionConfig(NamedTuple):
+    """Post-processing settings shared by the three detectors.
+
+    Attributes:
+        class_threshold: a class is detected in a video when its video-level score reaches this (the
+            best class is always kept).
+        soft_nms_sigma: Gaussian soft-NMS sigma.
+        max_detections: detections kept per video after soft-NMS.
+        proposal_nms_iou: NMS tIoU among Stage-1 proposals.
+        max_proposals: Stage-1 proposals kept per video.
+        min_objectness: Stage-1 proposals below this objectness are dropped before NMS.
+    """
+
+    class_threshold: float = 0.1
+    soft_nms_sigma: float = 0.3
+    max_detections: int = 100
+    proposal_nms_iou: float = 0.6
+    max_proposals: int = 60
+    min_objectness: float = 0.05
+
+
+class BaseResult(NamedTuple):
+    """Base model outputs for one video: ``p`` (t, k + 1) softmax of the CAS, ``attention`` (t,),
+    ``video_scores`` (k,)."""
+
+    p: Tensor
+    attention: Tensor
+    video_scores: Tensor
+
+
+def _batches(videos: Sequence[Video], batch_size: int) -> list[list[Video]]:
+    # longest first, so each padded batch wastes little
+    order = sorted(range(len(videos)), key=lambda i: -videos[i].num_snippets)
+    return [[videos[i] for i in order[s : s + batch_size]] for s in range(0, len(order), batch_size)]
+
+
+def _collate(videos: Sequence[Video]):
+    return collate([v.name for v in videos], [v.rgb for v in videos], [v.flow for v in videos], [v.label for v in videos])
+
+
+@torch.no_grad()
+def run_base(
+    model: MILBaseModel,
+    videos: Sequence[Video],
+    *,
+    device: torch.device | str = "cpu",
+    batch_size: int = 8,
+    desc: str = "base inference",
+) -> dict[str, BaseResult]:
+    """Run the base model on whole videos; video scores are the softmax of the attention-weighted CAS
+    (background excluded), the branch trained against ``[y, 0]``."""
+    model.eval()
+    results: dict[str, BaseResult] = {}
+    for group in progress(_batches(videos, batch_size), desc=desc):
+        batch = _collate(group).to(device)
+        out = model(batch.rgb, batch.flow, batch.mask)
+        video_logits = _masked_weighted_mean(out.cas, out.attention, batch.mask)
+        video_scores = F.softmax(video_logits, -1)[:, :-1]
+        p = F.softmax(out.cas, -1)
+        for i, video in enumerate(group):
+            t = video.num_snippets
+            results[video.name] = BaseResult(p[i, :t].cpu(), out.attention[i, :t].cpu(), video_scores[i].cpu())
+    return results
+
+
+def select_classes(video_scores: Tensor, threshold: float) -> list[int]:
+    """Classes whose video score reaches ``threshold``, best first; at least the best class."""
+    order = video_scores.argsort(descending=True).tolist()
+    return [c for c in order if video_scores[c] >= threshold] or order[:1]
+
+
+def _soft_nms_per_class(
+    per_class: dict[int, tuple[Tensor, Tensor]], config: DetectionConfig
+) -> list[tuple[int, float, float, float]]:
+    rows: list[tuple[int, float, float, float]] = []
+    for c, (segments, scores) in per_class.items():
+        if segments.shape[0] == 0:
+            continue
+        keep, decayed = soft_nms_1d(segments, scores, sigma=config.soft_nms_sigma, max_keep=config.max_detections)
+        kept = segments[keep].tolist()
+        rows.extend((c, float(s), float(a), float(b)) for (a, b), s in zip(kept, decayed.tolist()))
+    rows.sort(key=lambda r: -r[1])
+    return rows[: config.max_detections]
+
+
+def base_detections(result: BaseResult, config: DetectionConfig) -> list[tuple[int, float, float, float]]:
+    """Detections of the base model alone, ``(class, score, start, end)`` in snippets."""
+    per_class = {}
+    for c in select_classes(result.video_scores, config.class_threshold):
+        sequence = result.attention * result.p[:, c] / result.p[:, c].max().clamp_min(1e-6)
+        found = segments_from_scores(sequence, nms_iou=0.7)
+        per_class[c] = (found.segments, found.scores.clamp_min(0) * result.video_scores[c])
+    return _soft_nms_per_class(per_class, config)
+
+
+@torch.no_grad()
+def rpn_proposals(
+    model: TemporalRPN,
+    videos: Sequence[Video],
+    config: DetectionConfig,
+    *,
+    device: torch.device | str = "cpu",
+    batch_size: int = 8,
+    desc: str = "proposals",
+) -> dict[str, Segments]:
+    """Class-agnostic Stage-1 proposals per video: one candidate per snippet, objectness filter, NMS."""
+    model.eval()
+    found: dict[str, Segments] = {}
+    for group in progress(_batches(videos, batch_size), desc=desc):
+        batch = _collate(group).to(device)
+        out = model(batch.rgb, batch.flow, batch.mask)
+        objectness = torch.sigmoid(out.objectness)
+        for i, video in enumerate(group):
+            t = video.num_snippets
+            centres = torch.arange(t, dtype=torch.float32) + 0.5
+            offsets = out.offsets[i, :t].float().cpu()
+            segments = torch.stack([centres - offsets[:, 0], centres + offsets[:, 1]], -1).clamp(0, t)
+            scores = objectness[i, :t].float().cpu()
+            keep = (scores >= config.min_objectness) & (segments[:, 1] - segments[:, 0] >= 0.5)
+            if not keep.any():
+                keep = scores == scores.max()
+            segments, scores = segments[keep], scores[keep]
+            keep_idx = nms_1d(segments, scores, config.proposal_nms_iou)
+            keep_idx = keep_idx[scores[keep_idx].argsort(descending=True, stable=True)][: config.max_proposals]
+            found[video.name] = Segments(segments[keep_idx], scores[keep_idx])
+    return found
+
+
+def stage1_detections(
+    proposals: Segments, result: BaseResult, config: DetectionConfig
+) -> list[tuple[int, float, float, float]]:
+    """Stage-1 proposals classified by the base model (no Stage 2): objectness x mean p(class) inside x
+    video score."""
+    t = result.p.shape[0]
+    per_class = {}
+    for c in select_classes(result.video_scores, config.class_threshold):
+        cumulative = torch.cat([torch.zeros(1), result.p[:, c].cumsum(0)])
+        lo = proposals.segments[:, 0].floor().long().clamp(0, t - 1)
+        hi = proposals.segments[:, 1].ceil().long().clamp(lo + 1, t)
+        inside = (cumulative[hi] - cumulative[lo]) / (hi - lo).float()
+        per_class[c] = (proposals.segments, proposals.scores * inside * result.video_scores[c])
+    return _soft_nms_per_class(per_class, config)
+
+
+@torch.no_grad()
+def classify_proposals(
+    model: ProposalClassifier,
+    videos: Sequence[Video],
+    proposals: dict[str, Segments],
+    *,
+    topk_ratio: float = 4.0,
+    device: torch.device | str = "cpu",
+    batch_size: int = 8,
+    desc: str = "classify",
+) -> dict[str, tuple[Tensor, Tensor]]:
+    """Stage-2 class probabilities ``(n, k)`` (softmax over ``k + 1``, background dropped) per proposal,
+    and video scores ``(k,)`` (softmax of the objectness-weighted top-k logits)."""
+    model.eval()
+    found: dict[str, tuple[Tensor, Tensor]] = {}
+    for group in progress(_batches(videos, batch_size), desc=desc):
+        batch = _collate(group).to(device)
+        props = [proposals[v.name].segments.to(device) for v in group]
+        logits, _ = model(batch.rgb, batch.flow, batch.mask, props)
+        for video, lg in zip(group, logits):
+            obj = proposals[video.name].scores.to(device)
+            k = max(1, int(np.ceil(lg.shape[0] / topk_ratio)))
+            video_logits = (lg * obj.unsqueeze(-1)).topk(k, dim=0).values.mean(0)
+            found[video.name] = (F.softmax(lg, -1)[:, :-1].cpu(), F.softmax(video_logits, -1)[:-1].cpu())
+    return found
+
+
+def detections_from_proposals(
+    proposals: Segments, class_probs: Tensor, video_scores: Tensor, config: DetectionConfig
+) -> list[tuple[int, float, float, float]]:
+    """Stage-2 detections: objectness x class probability x video score, soft-NMS per class."""
+    per_class = {}
+    for c in select_classes(video_scores, config.class_threshold):
+        per_class[c] = (proposals.segments, proposals.scores * class_probs[:, c] * video_scores[c])
+    return _soft_nms_per_class(per_class, config)
+
+
+def to_detections(rows: Sequence[tuple[int, float, float, float]], snippet_seconds: float) -> list[Detection]:
+    """``(class, score, start, end)`` in snippets to :class:`Detection` in seconds."""
+    return [Detection(int(c), float(s), a * snippet_seconds, b * snippet_seconds) for c, s, a, b in rows]

@@ -1,0 +1,112 @@
+"""From snippet scores to segments: the base model's pseudo action segments and the dense Stage-1 targets.
+
+A score sequence (the base model's class-agnostic attention, or a class's activation) becomes segments
+in three steps, as in the WSTAL literature (W-TALC, CO2-Net):
+
+1. **multi-threshold grouping**: at each threshold, every maximal run of snippets at or above it is a
+   candidate (low thresholds give long segments, high thresholds short, confident ones);
+2. **outer-inner contrast**: a candidate's score is its mean inside minus the mean of a margin of
+   ``outer_ratio`` of its length on both sides, so a segment that cuts an action in half scores low;
+3. **NMS** among the candidates (each threshold re-finds most segments, NMS keeps the best-bounded one).
+
+:func:`dense_targets` turns pseudo segments into per-snippet objectness and the assigned segment, which
+is what the anchor-free T-RPN regresses.
+
+Axis legend: t snippets, n segments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from .proposals import group_segments, nms_1d, outer_inner_contrast
+
+__all__ = ["DEFAULT_THRESHOLDS", "Segments", "dense_targets", "segments_from_scores"]
+
+DEFAULT_THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(2, 19))
+"""Grouping thresholds 0.10, 0.15, ..., 0.90 (scores are probabilities)."""
+
+
+class Segments(NamedTuple):
+    """Segments ``[start, end)`` in snippets (float) and their scores, best first."""
+
+    segments: Tensor
+    scores: Tensor
+
+
+def segments_from_scores(
+    scores: Tensor,
+    *,
+    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+    outer_ratio: float = 0.25,
+    nms_iou: float = 0.5,
+    min_score: float = 0.0,
+    min_length: int = 1,
+    max_segments: int | None = None,
+) -> Segments:
+    """Group a score sequence into scored segments (multi-threshold grouping, contrast, NMS).
+
+    Args:
+        scores: per-snippet scores in [0, 1].
+        thresholds: grouping thresholds.
+        outer_ratio: outer margin of the contrast score, relative to the segment length.
+        nms_iou: NMS tIoU threshold.
+        min_score: drop segments whose contrast score is below this.
+        min_length: shortest segment in snippets.
+        max_segments: keep at most this many (best first).
+
+    Shape:
+        scores: (t,). Returns segments (n, 2) float32 and scores (n,).
+
+    Example:
+        >>> s = torch.tensor([0.0, 0.1, 0.9, 0.95, 0.9, 0.1, 0.0, 0.0])
+        >>> segments_from_scores(s, thresholds=(0.5,)).segments.tolist()
+        [[2.0, 5.0]]
+    """
+    scores = scores.detach().float().cpu()
+    candidates = group_segments(scores, list(thresholds), min_length=min_length)
+    if candidates.shape[0] == 0:
+        return Segments(torch.zeros(0, 2), torch.zeros(0))
+    contrast = outer_inner_contrast(scores, candidates, outer_ratio=outer_ratio).float()
+    keep = contrast >= min_score
+    candidates, contrast = candidates[keep].float(), contrast[keep]
+    if candidates.shape[0] == 0:
+        return Segments(torch.zeros(0, 2), torch.zeros(0))
+    keep = nms_1d(candidates, contrast, nms_iou)
+    keep = keep[contrast[keep].argsort(descending=True, stable=True)]
+    if max_segments is not None:
+        keep = keep[:max_segments]
+    return Segments(candidates[keep], contrast[keep])
+
+
+def dense_targets(segments: Tensor, num_snippets: int) -> tuple[Tensor, Tensor]:
+    """Per-snippet Stage-1 targets from pseudo segments.
+
+    Snippet ``i`` (centre ``i + 0.5``) is positive when the centre lies inside a segment; it is assigned
+    the shortest such segment (the usual anchor-free rule for nested segments).
+
+    Shape:
+        segments: (n, 2) ``[start, end)`` in snippets. Returns objectness (t,) in {0, 1} and the assigned
+        ``[start, end]`` (t, 2) (zeros where negative).
+
+    Example:
+        >>> obj, seg = dense_targets(torch.tensor([[1.0, 3.0]]), 5)
+        >>> obj.tolist(), seg[2].tolist()
+        ([0.0, 1.0, 1.0, 0.0, 0.0], [1.0, 3.0])
+    """
+    objectness = torch.zeros(num_snippets)
+    assigned = torch.zeros(num_snippets, 2)
+    if segments.shape[0] == 0:
+        return objectness, assigned
+    centres = torch.arange(num_snippets, dtype=torch.float32) + 0.5
+    inside = (centres[:, None] >= segments[None, :, 0]) & (centres[:, None] < segments[None, :, 1])  # (t, n)
+    length = (segments[:, 1] - segments[:, 0]).expand(num_snippets, -1).masked_fill(~inside, float("inf"))
+    best = length.argmin(1)
+    positive = inside.any(1)
+    objectness[positive] = 1.0
+    assigned[positive] = segments[best[positive]].float()
+    return objectness, assigned
