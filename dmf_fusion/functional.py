@@ -8,9 +8,16 @@ behind concat and mutual fusion and the mutual loss.
 
 Every function with a ``fused`` argument has two paths that compute the same thing:
 
-* ``fused=True``: the fast path (one GEMM per shifted convolution, fused add-multiply epilogues,
-  scaled-dot-product attention kernels that never build a ``(t, s)`` matrix);
+* ``fused=True``: the fast path (GEMMs on the device's fastest engine, residuals folded into GEMM
+  epilogues, temporal attention that never builds a ``(t, s)`` matrix: blocked attention on CPU,
+  flash / memory-efficient scaled-dot-product attention on CUDA);
 * ``fused=False``: the plain path, written the obvious way. It is the in-package reference.
+
+Why the fused path on CPU runs its float32 GEMMs as 1x1 convolutions: ``torch.matmul`` on CPU calls
+the BLAS (MKL), whose float32 GEMM runs on AVX2 on AMD CPUs, while ``conv2d`` on channel-last input
+calls oneDNN's brgemm kernels, which use AVX-512 where the CPU has it. A 1x1 convolution over a
+channel-last ``(b, c, 1, t)`` view of a ``(b, t, c)`` tensor *is* the GEMM ``x @ w.T``, without a copy
+of ``x`` and with its output already channel-last (docs/benchmarks.md has the measured rates).
 
 Conventions (see docs/conventions.md): channel-last tensors, ``mask`` is bool ``(b, t)`` with
 True = valid snippet, padded snippets never influence valid outputs and come out as zeros, a fully
@@ -25,7 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +52,52 @@ __all__ = [
     "temporal_conv1d",
     "zero_padding",
 ]
+
+_HAS_ONEDNN = torch.backends.mkldnn.is_available()
+
+# Query rows of one attention tile are chosen so that a (rows, s) score tile holds at most this many
+# elements (64 MiB in float32): the blocked CPU attention's extra memory is a few such tiles,
+# whatever the video length, and a tile is big enough for full-rate GEMMs.
+ATTENTION_TILE = 1 << 24
+
+
+# --------------------------------------------------------------------------------------------------
+# GEMMs
+
+
+def _upcast(x: Tensor) -> Tensor:
+    """Half-precision scores go to float32 for softmax/sigmoid; float32/float64 stay as they are."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def _onednn(x: Tensor) -> bool:
+    """True where the fused path runs GEMMs as oneDNN 1x1 convolutions: float32 on CPU."""
+    return _HAS_ONEDNN and x.device.type == "cpu" and x.dtype == torch.float32
+
+
+def _linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
+    """``x @ weight.T + bias`` for channel-last ``x``, on the device's fastest GEMM.
+
+    float32 on CPU: a 1x1 ``conv2d`` on the ``(b, c, 1, t)`` channel-last view of ``x`` (oneDNN,
+    see the module docstring); anything else: ``F.linear``. Same math, autograd and autocast.
+
+    Shape:
+        x: (b, t, c) or (t, c); weight: (o, c); bias: (o,); returns (b, t, o) or (t, o).
+    """
+    if not _onednn(x):
+        return F.linear(x, weight, bias)
+    if x.dim() == 2:
+        return _linear(x.unsqueeze(0), weight, bias).squeeze(0)
+    y = F.conv2d(x.transpose(1, 2).unsqueeze(2), weight[:, :, None, None], bias)
+    return y.squeeze(2).transpose(1, 2)
+
+
+def _mm(a: Tensor, b: Tensor) -> Tensor:
+    """``a @ b`` for 2-d ``a (n, i)``, ``b (i, o)`` on the fastest GEMM (copies the operands that
+    the oneDNN route needs row-major; cheap next to the GEMM for the shapes used here)."""
+    if not _onednn(a):
+        return a @ b
+    return _linear(a.contiguous(), b.t().contiguous())
 
 
 # --------------------------------------------------------------------------------------------------
@@ -67,11 +120,6 @@ def _valid_counts(x: Tensor, mask: Optional[Tensor]) -> Tensor:
     if mask is None:
         return x.new_full((x.shape[0], 1), x.shape[1])
     return mask.sum(-1, keepdim=True).clamp(min=1).to(x.dtype)
-
-
-def _upcast(x: Tensor) -> Tensor:
-    """Half-precision scores go to float32 for softmax/sigmoid; float32/float64 stay as they are."""
-    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
 def _key_mask(mask: Tensor) -> Tensor:
@@ -102,6 +150,23 @@ def masked_mean(x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
 # temporal convolution and the split-weight linear map
 
 
+def _temporal_conv1d(x: Tensor, weight: Tensor, bias: Optional[Tensor], mask: Optional[Tensor], fused: bool) -> Tensor:
+    """:func:`temporal_conv1d` on an ``x`` that is already zero at padded snippets."""
+    weight = weight.to(x.dtype)
+    bias = None if bias is None else bias.to(x.dtype)
+    taps = weight.shape[-1]
+    if taps % 2 != 1:
+        raise ValueError(f"weight must have an odd kernel size, got shape {tuple(weight.shape)}")
+    if fused:
+        # the (b, c, 1, t) view of channel-last x is a channel-last image: no transpose copy, and
+        # oneDNN / cuDNN run their NHWC direct convolution; the output comes back channel-last
+        out = F.conv2d(x.transpose(1, 2).unsqueeze(2), weight.unsqueeze(2), bias, padding=(0, taps // 2))
+        out = out.squeeze(2).transpose(1, 2)
+    else:
+        out = F.conv1d(x.transpose(1, 2), weight, bias, padding=taps // 2).transpose(1, 2)
+    return zero_padding(out, mask)
+
+
 def temporal_conv1d(
     x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, mask: Optional[Tensor] = None, *, fused: bool = True
 ) -> Tensor:
@@ -110,9 +175,10 @@ def temporal_conv1d(
     Padded snippets act exactly like the zero padding at the sequence ends, so appending masked
     snippets never changes a valid output. Outputs at padded snippets are zero.
 
-    The fused path runs the convolution as one GEMM of ``x`` against all kernel taps at once
-    (``(b t) c @ c (k o)``) and adds the shifted tap outputs, so ``x`` is read once and never
-    transposed; the plain path is ``torch.nn.functional.conv1d``.
+    The fused path convolves the ``(b, c, 1, t)`` view of ``x``, which is a channel-last (NHWC)
+    image, so ``x`` is read in place, never transposed, and the direct NHWC convolution kernels of
+    oneDNN (CPU) and cuDNN (CUDA) run; the plain path is ``torch.nn.functional.conv1d`` on the
+    channel-first transpose.
 
     Args:
         x: input features.
@@ -124,31 +190,7 @@ def temporal_conv1d(
     Shape:
         x: (b, t, c); weight: (o, c, k) with odd k; bias: (o,); returns (b, t, o).
     """
-    weight = weight.to(x.dtype)
-    bias = None if bias is None else bias.to(x.dtype)
-    x = zero_padding(x, mask)
-    taps = weight.shape[-1]
-    if taps % 2 != 1:
-        raise ValueError(f"weight must have an odd kernel size, got shape {tuple(weight.shape)}")
-    if fused:
-        y = x @ rearrange(weight, "o c k -> c (k o)")
-        y = rearrange(y, "b t (k o) -> b t k o", k=taps)
-        half = taps // 2
-        out = y[:, :, half]
-        if bias is not None:
-            out = out + bias
-        time = x.shape[1]
-        for tap in range(taps):
-            shift = tap - half  # out[t] += y[t + shift, tap]
-            if tap == half or abs(shift) >= time:
-                continue
-            if shift < 0:
-                out = out + F.pad(y[:, : time + shift, tap], (0, 0, -shift, 0))
-            else:
-                out = out + F.pad(y[:, shift:, tap], (0, 0, 0, shift))
-    else:
-        out = F.conv1d(x.transpose(1, 2), weight, bias, padding=taps // 2).transpose(1, 2)
-    return zero_padding(out, mask)
+    return _temporal_conv1d(zero_padding(x, mask), weight, bias, mask, fused)
 
 
 def concat_linear(
@@ -170,6 +212,9 @@ def concat_linear(
         return F.linear(torch.cat([rgb, flow], dim=-1), weight, bias)
     c_rgb = rgb.shape[-1]
     w_rgb, w_flow = weight[:, :c_rgb], weight[:, c_rgb:]
+    if _onednn(rgb):
+        # two oneDNN GEMMs and one in-place add (the GEMM does not keep its output for backward)
+        return _linear(rgb, w_rgb, bias).add_(_linear(flow, w_flow))
     rows = rgb.shape[0] * rgb.shape[1]
     rgb2, flow2 = rgb.reshape(rows, c_rgb), flow.reshape(rows, -1)
     if bias is None:
@@ -182,6 +227,22 @@ def concat_linear(
 
 # --------------------------------------------------------------------------------------------------
 # gate form: squeeze-excitation channel gate from RGB, convolutional temporal gate from Flow
+
+
+def _channel_attention_gate(
+    rgb: Tensor,
+    mask: Optional[Tensor],
+    weight1: Tensor,
+    bias1: Optional[Tensor],
+    weight2: Tensor,
+    bias2: Optional[Tensor],
+) -> Tensor:
+    """:func:`channel_attention_gate` on an ``rgb`` that is already zero at padded snippets."""
+    dtype = rgb.dtype
+    pooled = rgb.sum(1) / _valid_counts(rgb, mask)
+    hidden = F.relu(F.linear(pooled, weight1.to(dtype), None if bias1 is None else bias1.to(dtype)))
+    logits = F.linear(hidden, weight2.to(dtype), None if bias2 is None else bias2.to(dtype))
+    return torch.sigmoid(_upcast(logits)).to(dtype)
 
 
 def channel_attention_gate(
@@ -197,11 +258,22 @@ def channel_attention_gate(
     Shape:
         rgb: (b, t, c); weight1: (r, c); weight2: (e, r); returns (b, e) in (0, 1).
     """
-    dtype = rgb.dtype
-    pooled = masked_mean(rgb, mask)
-    hidden = F.relu(F.linear(pooled, weight1.to(dtype), None if bias1 is None else bias1.to(dtype)))
-    logits = F.linear(hidden, weight2.to(dtype), None if bias2 is None else bias2.to(dtype))
-    return torch.sigmoid(_upcast(logits)).to(dtype)
+    return _channel_attention_gate(zero_padding(rgb, mask), mask, weight1, bias1, weight2, bias2)
+
+
+def _temporal_attention_gate(
+    flow: Tensor, mask: Optional[Tensor], weights: Sequence[Tensor], biases: Sequence[Optional[Tensor]], fused: bool
+) -> Tensor:
+    """:func:`temporal_attention_gate` on a ``flow`` that is already zero at padded snippets."""
+    if len(weights) == 0 or len(weights) != len(biases):
+        raise ValueError(f"weights and biases must be non-empty and of equal length, got {len(weights)}, {len(biases)}")
+    h = flow
+    for i, (w, b) in enumerate(zip(weights, biases)):
+        h = _temporal_conv1d(h, w, b, mask, fused)  # zero at padded snippets, as the next layer needs
+        if i < len(weights) - 1:
+            h = F.relu(h)
+    att = torch.sigmoid(_upcast(h.squeeze(-1))).to(flow.dtype)
+    return att if mask is None else att * mask
 
 
 def temporal_attention_gate(
@@ -218,15 +290,7 @@ def temporal_attention_gate(
     Shape:
         flow: (b, t, c); weights[i]: (o_i, o_{i-1}, k) with o_last = 1; returns (b, t) in (0, 1).
     """
-    if len(weights) == 0 or len(weights) != len(biases):
-        raise ValueError(f"weights and biases must be non-empty and of equal length, got {len(weights)}, {len(biases)}")
-    h = flow
-    for i, (w, b) in enumerate(zip(weights, biases)):
-        h = temporal_conv1d(h, w, b, mask, fused=fused)
-        if i < len(weights) - 1:
-            h = F.relu(h)
-    att = torch.sigmoid(_upcast(h.squeeze(-1))).to(flow.dtype)
-    return att if mask is None else att * mask
+    return _temporal_attention_gate(zero_padding(flow, mask), mask, weights, biases, fused)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -248,6 +312,37 @@ def channel_attention_dot(rgb: Tensor, mask: Optional[Tensor] = None, *, tempera
     return torch.softmax(_upcast(scores), dim=-1).to(rgb.dtype)
 
 
+def _channel_enhance_dot(
+    rgb: Tensor, flow: Tensor, mask: Optional[Tensor], alpha: float, temperature: float, fused: bool
+) -> Tensor:
+    """:func:`channel_enhance_dot` on ``rgb`` and ``flow`` that are already zero at padded snippets."""
+    if not fused:
+        n = _valid_counts(rgb, mask).unsqueeze(-1)
+        gram = torch.einsum("btc,bte->bce", rgb, rgb) / n / temperature
+        attn = torch.softmax(_upcast(gram), dim=-1).to(rgb.dtype)
+        enhance = torch.einsum("bce,bte->btc", attn, flow)
+        return flow + alpha * enhance
+    if alpha == 0:
+        return flow  # exact identity, and no GEMM whose 0 * x terms could turn -0.0 or inf around
+    if not _onednn(rgb):
+        attn = channel_attention_dot(rgb, mask, temperature=temperature)
+        return torch.baddbmm(flow, flow, attn.transpose(1, 2), alpha=alpha)
+    # float32 on CPU: per sample, the Gram matrix and the residual apply are oneDNN GEMMs; the
+    # residual is folded into the weight, flow + alpha * flow @ A.T = flow @ (I + alpha * A).T, so
+    # no (b, t, c) pass is spent on it. Both Gram operands are rows of one transposed copy of rgb.
+    channels = rgb.shape[-1]
+    scale = 1.0 / (_valid_counts(rgb, mask).squeeze(-1) * temperature)
+    rgb_t = rgb.transpose(1, 2).contiguous()
+    eye = torch.eye(channels, dtype=rgb.dtype, device=rgb.device)
+    out = []
+    # unbind, not indexing: the backward of b selects would zero-fill b full-size gradients
+    for x_t, f, s in zip(rgb_t.unbind(0), flow.unbind(0), scale.unbind(0)):
+        gram = _linear(x_t, x_t)  # (c, e) = rgb_i.T @ rgb_i
+        attn = torch.softmax(gram * s, dim=-1)
+        out.append(_linear(f, torch.add(eye, attn, alpha=alpha)))
+    return torch.stack(out)
+
+
 def channel_enhance_dot(
     rgb: Tensor,
     flow: Tensor,
@@ -259,8 +354,9 @@ def channel_enhance_dot(
 ) -> Tensor:
     """The channel half of DMF, dot form: ``flow + alpha * flow @ A_c.T`` with ``A_c`` from RGB.
 
-    The fused path applies the attention and the residual in one batched GEMM epilogue
-    (``baddbmm``); the plain path builds the Gram matrix with einsum, normalises, and adds.
+    The fused path folds the residual into the GEMM: ``flow @ (I + alpha * A_c).T`` on CPU float32
+    (per-sample oneDNN GEMMs), ``baddbmm`` elsewhere; the plain path builds the Gram matrix with
+    einsum, normalises, and adds.
 
     Shape:
         rgb: (b, t, c); flow: (b, t, c) (same channels; project first otherwise); returns (b, t, c),
@@ -271,16 +367,7 @@ def channel_enhance_dot(
             f"rgb and flow must have the same channels for the dot channel attention, got "
             f"{rgb.shape[-1]} and {flow.shape[-1]} (project rgb to the flow width first)"
         )
-    flow = zero_padding(flow, mask)
-    if fused:
-        attn = channel_attention_dot(rgb, mask, temperature=temperature)
-        return torch.baddbmm(flow, flow, attn.transpose(1, 2), alpha=alpha)
-    rgb = zero_padding(rgb, mask)
-    n = _valid_counts(rgb, mask).unsqueeze(-1)
-    gram = torch.einsum("btc,bte->bce", rgb, rgb) / n / temperature
-    attn = torch.softmax(_upcast(gram), dim=-1).to(rgb.dtype)
-    enhance = torch.einsum("bce,bte->btc", attn, flow)
-    return flow + alpha * enhance
+    return _channel_enhance_dot(zero_padding(rgb, mask), zero_padding(flow, mask), mask, alpha, temperature, fused)
 
 
 def temporal_attention_dot(q: Tensor, k: Tensor, mask: Optional[Tensor] = None) -> Tensor:
@@ -299,14 +386,102 @@ def temporal_attention_dot(q: Tensor, k: Tensor, mask: Optional[Tensor] = None) 
     return attn if mask is None else attn * mask.unsqueeze(-1)
 
 
+def _attention_rows(t: int, s: int) -> int:
+    """Query rows per tile of the blocked attention: ``rows * s <= ATTENTION_TILE``, a multiple of 64
+    unless one tile covers all ``t`` queries."""
+    rows = ATTENTION_TILE // max(s, 1)
+    if rows >= t:
+        return t
+    return max(64, rows - rows % 64)
+
+
+class _BlockedAttention(torch.autograd.Function):
+    """Memory-efficient attention ``softmax(q k.T + key_bias) v`` in query tiles, for CPU.
+
+    Forward keeps one ``(rows, s)`` score tile at a time and saves only its inputs; backward
+    recomputes each tile's probabilities and accumulates ``dk``, ``dv`` (FlashAttention's scheme, in
+    torch ops: the GEMMs run at full library rate, the softmax and its backward are one row-wise
+    kernel each). ``q`` comes pre-scaled by ``1/sqrt(d)``; ``key_bias`` is 0 / ``-inf`` per key (or
+    None); ``query_mask`` zeroes the outputs (and the incoming gradients) of padded queries.
+
+    FLOPs: ``2 t s (d + c)`` forward, ``2 t s (2 d + 2 c) + 2 t s d`` backward (one recomputed
+    ``q k.T``), the minimum for a method that does not store the ``(t, s)`` matrix.
+
+    Shape:
+        q, k: (b, t, d); v: (b, s, c); key_bias: (b, s); query_mask: (b, t); returns (b, t, c).
+    """
+
+    @staticmethod
+    def _probs(q: Tensor, k: Tensor, key_bias: Optional[Tensor]) -> Tensor:
+        if _onednn(q):
+            return torch.softmax(_linear(q, k, key_bias), dim=-1)  # the bias rides in the GEMM epilogue
+        scores = q @ k.t()
+        return torch.softmax(scores if key_bias is None else scores + key_bias, dim=-1)
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, q: Tensor, k: Tensor, v: Tensor, key_bias: Optional[Tensor], query_mask: Optional[Tensor]
+    ) -> Tensor:
+        batch, time, _ = q.shape
+        rows = _attention_rows(time, k.shape[1])
+        out = v.new_empty(batch, time, v.shape[-1])
+        zero = v.new_zeros(())
+        for i in range(batch):
+            bias = None if key_bias is None else key_bias[i]
+            v_t = v[i].t().contiguous() if _onednn(v) else None  # (c, s): the GEMM weight, once per sample
+            for start in range(0, time, rows):
+                stop = min(start + rows, time)
+                p = _BlockedAttention._probs(q[i, start:stop], k[i], bias)
+                o = _linear(p, v_t) if v_t is not None else p @ v[i]
+                if query_mask is None:
+                    out[i, start:stop] = o
+                else:
+                    torch.where(query_mask[i, start:stop, None], o, zero, out=out[i, start:stop])
+        ctx.save_for_backward(q, k, v, key_bias, query_mask)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Optional[Tensor], ...]:  # type: ignore[override]
+        q, k, v, key_bias, query_mask = ctx.saved_tensors
+        if query_mask is not None:
+            grad = zero_padding(grad, query_mask)
+        grad = grad.contiguous()
+        batch, time, _ = q.shape
+        rows = _attention_rows(time, k.shape[1])
+        dq, dk, dv = torch.empty_like(q), torch.zeros_like(k), torch.zeros_like(v)
+        for i in range(batch):
+            bias = None if key_bias is None else key_bias[i]
+            k_t = k[i].t().contiguous()  # (d, s)
+            for start in range(0, time, rows):
+                stop = min(start + rows, time)
+                q_blk, g_blk = q[i, start:stop], grad[i, start:stop]
+                p = _BlockedAttention._probs(q_blk, k[i], bias)
+                dv[i] += _mm(p.t(), g_blk)
+                dp = _linear(g_blk, v[i])  # (rows, s) = g @ v.T
+                ds = torch._softmax_backward_data(dp, p, -1, p.dtype)  # p * (dp - rowsum(dp * p))
+                dq[i, start:stop] = _linear(ds, k_t)
+                dk[i] += ds.t() @ q_blk  # 2 t s d FLOPs: the BLAS takes the transposed tile as is
+        return dq, dk, dv, None, None
+
+
 def attend_temporal(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor] = None, *, fused: bool = True) -> Tensor:
     """``A_t @ v`` for the temporal attention of :func:`temporal_attention_dot`, zero at padded queries.
 
-    The fused path calls ``scaled_dot_product_attention`` and never builds the ``(t, s)`` matrix, so
-    memory grows linearly with time. Flash kernels need the value head size to equal the query/key
-    size ``d``, so ``v``'s ``c`` channels are split into ``h = ceil(c / d)`` heads of ``d`` channels
-    (zero-padded to a multiple of ``d`` when needed) and the single query/key head is broadcast to
-    all of them: every head sees the same attention weights, which is exactly ``A_t @ v``.
+    The fused path never builds the ``(t, s)`` matrix, so memory grows linearly with time. It picks
+    its kernel per call from the device:
+
+    * CPU: blocked attention (:class:`_BlockedAttention`): query tiles of at most
+      ``ATTENTION_TILE`` scores, probabilities recomputed in backward, ``2 t s (d + c)`` FLOPs forward.
+      (CPU ``scaled_dot_product_attention`` only has a flash kernel for equal q/k/v widths and falls
+      back to the ``(t, s)``-materializing math kernel otherwise.)
+    * CUDA and other devices: ``scaled_dot_product_attention``. Flash kernels need the value head
+      size to equal the query/key size ``d``, so ``v``'s ``c`` channels are split into
+      ``h = ceil(c / d)`` heads of ``d`` channels (zero-padded to a multiple of ``d`` when needed) and
+      the single query/key head is broadcast to all of them: every head sees the same attention
+      weights, which is exactly ``A_t @ v``. With a mask the memory-efficient kernel runs (flash
+      takes no mask).
+
+    Under autocast the CPU path runs in float32 and returns float32 (like softmax under autocast).
 
     Shape:
         q, k: (b, t, d); v: (b, t, c); mask: (b, t); returns (b, t, c).
@@ -314,6 +489,21 @@ def attend_temporal(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor] = No
     if not fused:
         return temporal_attention_dot(q, k, mask) @ v
     batch, time, dim = q.shape
+    if q.device.type == "cpu":
+        dtype = torch.promote_types(torch.promote_types(q.dtype, k.dtype), v.dtype)
+        if torch.is_autocast_enabled("cpu"):
+            dtype = torch.float32
+        # float32 compute for half inputs (CPU half GEMMs are slow and the softmax wants float32)
+        compute = torch.float64 if dtype == torch.float64 else torch.float32
+        q = (q.to(compute) * (1.0 / math.sqrt(dim))).contiguous()
+        k, v = k.to(compute).contiguous(), v.to(compute).contiguous()
+        key_bias = None
+        if mask is not None:
+            key_bias = torch.zeros(mask.shape, dtype=compute, device=q.device)
+            key_bias.masked_fill_(~_key_mask(mask), float("-inf"))
+        with torch.autocast("cpu", enabled=False):
+            out = _BlockedAttention.apply(q, k, v, key_bias, mask)
+        return out.to(dtype)
     channels = v.shape[-1]
     heads = -(-channels // dim)
     if heads * dim != channels:
@@ -356,18 +546,20 @@ def mutual_loss(
     Shape:
         rgb_embed, flow_embed: (b, t, c); mask: (b, t); returns () or (b, t) for ``"none"``.
     """
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"reduction must be one of 'mean', 'sum', 'none', got {reduction!r}")
     a = zero_padding(rgb_embed, mask)
     b = zero_padding(flow_embed, mask)
     if stop_gradient:
-        per_snippet = 0.5 * (a - b.detach()).pow(2).mean(-1) + 0.5 * (a.detach() - b).pow(2).mean(-1)
+        per_snippet = 0.5 * (
+            F.mse_loss(a, b.detach(), reduction="none").mean(-1) + F.mse_loss(a.detach(), b, reduction="none").mean(-1)
+        )
     else:
-        per_snippet = (a - b).pow(2).mean(-1)
+        per_snippet = F.mse_loss(a, b, reduction="none").mean(-1)  # one fused (a - b)^2 kernel
     if reduction == "none":
         return per_snippet
     total = per_snippet.sum()
     if reduction == "sum":
         return total
-    if reduction == "mean":
-        count = per_snippet.new_tensor(per_snippet.numel()) if mask is None else mask.sum().clamp(min=1)
-        return total / count
-    raise ValueError(f"reduction must be one of 'mean', 'sum', 'none', got {reduction!r}")
+    count = per_snippet.new_tensor(per_snippet.numel()) if mask is None else mask.sum().clamp(min=1)
+    return total / count

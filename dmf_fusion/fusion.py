@@ -209,11 +209,10 @@ class DualModalityFusion(nn.Module):
         self, rgb: Tensor, flow: Tensor, mask: Optional[Tensor], return_attention: bool
     ) -> Union[DMFOutput, DMFAttentionOutput]:
         fc1, fc2 = self.channel_fc1, self.channel_fc2
-        a_c = DF.channel_attention_gate(rgb, mask, fc1.weight, fc1.bias, fc2.weight, fc2.bias)
+        # rgb and flow are already zero at padded snippets: the private forms skip a second masking pass
+        a_c = DF._channel_attention_gate(rgb, mask, fc1.weight, fc1.bias, fc2.weight, fc2.bias)
         convs = (self.temporal_conv1, self.temporal_conv2)
-        a_t = DF.temporal_attention_gate(
-            flow, mask, [c.weight for c in convs], [c.bias for c in convs], fused=self.fused
-        )
+        a_t = DF._temporal_attention_gate(flow, mask, [c.weight for c in convs], [c.bias for c in convs], self.fused)
         if self.fused:
             rgb_plus = torch.addcmul(rgb, rgb, a_t.unsqueeze(-1), value=self.alpha)
             flow_plus = torch.addcmul(flow, flow, a_c.unsqueeze(1), value=self.alpha)
@@ -227,19 +226,34 @@ class DualModalityFusion(nn.Module):
     def _dot(
         self, rgb: Tensor, flow: Tensor, mask: Optional[Tensor], return_attention: bool
     ) -> Union[DMFOutput, DMFAttentionOutput]:
-        rgb_c = rgb if self.rgb_to_flow is None else F.linear(rgb, self.rgb_to_flow.weight.to(rgb.dtype))
-        flow_plus = DF.channel_enhance_dot(
-            rgb_c, flow, mask, alpha=self.alpha, temperature=self.temperature, fused=self.fused
-        )
-        q = F.linear(flow, self.to_q.weight.to(flow.dtype))
-        k = F.linear(flow, self.to_k.weight.to(flow.dtype))
-        enhance_rgb = DF.attend_temporal(q, k, rgb, mask, fused=self.fused)
-        rgb_plus = torch.add(rgb, enhance_rgb, alpha=self.alpha) if self.fused else rgb + self.alpha * enhance_rgb
+        flow_plus, rgb_c = self._dot_channel(rgb, flow, mask)
+        rgb_plus, q, k = self._dot_temporal(rgb, flow, mask)
         if return_attention:
             a_c = DF.channel_attention_dot(rgb_c, mask, temperature=self.temperature)
             a_t = DF.temporal_attention_dot(q, k, mask)
             return DMFAttentionOutput(rgb_plus, flow_plus, a_c, a_t)
         return DMFOutput(rgb_plus, flow_plus)
+
+    # the two halves of the dot form (separate so that benchmarks/ can time each); rgb and flow are
+    # already zero at padded snippets
+
+    def _dot_channel(self, rgb: Tensor, flow: Tensor, mask: Optional[Tensor]) -> tuple[Tensor, Tensor]:
+        linear = DF._linear if self.fused else F.linear
+        rgb_c = rgb if self.rgb_to_flow is None else linear(rgb, self.rgb_to_flow.weight.to(rgb.dtype))
+        flow_plus = DF._channel_enhance_dot(rgb_c, flow, mask, self.alpha, self.temperature, self.fused)
+        return flow_plus, rgb_c
+
+    def _dot_temporal(self, rgb: Tensor, flow: Tensor, mask: Optional[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        dtype = flow.dtype
+        if self.fused:  # q and k from one GEMM
+            qk = DF._linear(flow, torch.cat([self.to_q.weight, self.to_k.weight]).to(dtype))
+            q, k = qk.split(self.attn_dim, dim=-1)
+        else:
+            q = F.linear(flow, self.to_q.weight.to(dtype))
+            k = F.linear(flow, self.to_k.weight.to(dtype))
+        enhance_rgb = DF.attend_temporal(q, k, rgb, mask, fused=self.fused)
+        rgb_plus = torch.add(rgb, enhance_rgb, alpha=self.alpha) if self.fused else rgb + self.alpha * enhance_rgb
+        return rgb_plus, q, k
 
 
 class ConcatFusion(nn.Module):
@@ -362,14 +376,15 @@ class MutualFusion(nn.Module):
     def forward(self, rgb: Tensor, flow: Tensor, mask: Optional[Tensor] = None) -> MutualOutput:
         mask = _check_inputs(rgb, flow, mask, self.dim_rgb, self.dim_flow)
         dtype = rgb.dtype
-        rgb_embed = F.relu(F.linear(rgb, self.embed_rgb.weight.to(dtype), self.embed_rgb.bias.to(dtype)))
-        flow_embed = F.relu(F.linear(flow, self.embed_flow.weight.to(dtype), self.embed_flow.bias.to(dtype)))
+        linear = DF._linear if self.fused else F.linear
+        rgb_embed = F.relu(linear(rgb, self.embed_rgb.weight.to(dtype), self.embed_rgb.bias.to(dtype)))
+        flow_embed = F.relu(linear(flow, self.embed_flow.weight.to(dtype), self.embed_flow.bias.to(dtype)))
         rgb_embed, flow_embed = DF.zero_padding(rgb_embed, mask), DF.zero_padding(flow_embed, mask)
-        a = F.dropout(rgb_embed, self.dropout, self.training)
-        b = F.dropout(flow_embed, self.dropout, self.training)
-        if self.fused:
-            weight = torch.cat([self.head_rgb.weight, self.head_flow.weight], dim=1)
-            fused = DF.concat_linear(a, b, weight, self.head_rgb.bias)
+        a = F.dropout(rgb_embed, self.dropout, self.training) if self.dropout > 0 else rgb_embed
+        b = F.dropout(flow_embed, self.dropout, self.training) if self.dropout > 0 else flow_embed
+        if self.fused:  # the two projectors as split-weight GEMMs into one output, no concatenation
+            h_r, h_f = self.head_rgb, self.head_flow
+            fused = linear(a, h_r.weight.to(dtype), h_r.bias.to(dtype)).add_(linear(b, h_f.weight.to(dtype)))
         else:
             h_r, h_f = self.head_rgb, self.head_flow
             fused = F.linear(a, h_r.weight.to(dtype), h_r.bias.to(dtype)) + F.linear(b, h_f.weight.to(dtype))

@@ -330,7 +330,9 @@ def test_adding_a_false_positive_never_raises_ap(scene, data):
 @given(scenes(), st.randoms(use_true_random=False))
 def test_order_of_videos_and_lists_does_not_matter_without_score_ties(scene, random):
     videos, detections, num_classes = scene
-    distinct = {name: [d._replace(score=random.random()) for d in ds] for name, ds in detections.items()}
+    total = sum(len(ds) for ds in detections.values())
+    ranks = iter(random.sample(range(total), total))  # distinct scores
+    distinct = {name: [d._replace(score=next(ranks) / total) for d in ds] for name, ds in detections.items()}
     shuffled = {name: random.sample(ds, len(ds)) for name, ds in distinct.items()}
     a = evaluate_detections(videos, distinct, num_classes)
     b = evaluate_detections(random.sample(videos, len(videos)), shuffled, num_classes)

@@ -58,7 +58,8 @@ def loop_soft_nms(segments, scores, sigma, threshold, max_keep):
     current = {i: s for i, s in enumerate(scores) if s >= threshold}
     keep, kept = [], []
     while current and (max_keep is None or len(keep) < max_keep):
-        best = max(current, key=lambda i: (current[i], -i))
+        peak = max(current.values())
+        best = min(i for i, s in current.items() if s >= peak - 4 * np.finfo(np.float64).eps * abs(peak))
         keep.append(best)
         kept.append(current.pop(best))
         for i in list(current):

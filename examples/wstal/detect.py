@@ -96,12 +96,13 @@ def run_base(
     device: torch.device | str = "cpu",
     batch_size: int = 8,
     desc: str = "base inference",
+    show_progress: bool = True,
 ) -> dict[str, BaseResult]:
     """Run the base model on whole videos; video scores are the softmax of the attention-weighted CAS
     (background excluded), the branch trained against ``[y, 0]``."""
     model.eval()
     results: dict[str, BaseResult] = {}
-    for group in progress(_batches(videos, batch_size), desc=desc):
+    for group in progress(_batches(videos, batch_size), desc=desc, enabled=show_progress):
         batch = _collate(group).to(device)
         out = model(batch.rgb, batch.flow, batch.mask)
         video_logits = _masked_weighted_mean(out.cas, out.attention, batch.mask)
@@ -152,11 +153,12 @@ def rpn_proposals(
     device: torch.device | str = "cpu",
     batch_size: int = 8,
     desc: str = "proposals",
+    show_progress: bool = True,
 ) -> dict[str, Segments]:
     """Class-agnostic Stage-1 proposals per video: one candidate per snippet, objectness filter, NMS."""
     model.eval()
     found: dict[str, Segments] = {}
-    for group in progress(_batches(videos, batch_size), desc=desc):
+    for group in progress(_batches(videos, batch_size), desc=desc, enabled=show_progress):
         batch = _collate(group).to(device)
         out = model(batch.rgb, batch.flow, batch.mask)
         objectness = torch.sigmoid(out.objectness)
@@ -186,7 +188,7 @@ def stage1_detections(
     for c in select_classes(result.video_scores, config.class_threshold):
         cumulative = torch.cat([torch.zeros(1), result.p[:, c].cumsum(0)])
         lo = proposals.segments[:, 0].floor().long().clamp(0, t - 1)
-        hi = proposals.segments[:, 1].ceil().long().clamp(lo + 1, t)
+        hi = torch.maximum(proposals.segments[:, 1].ceil().long(), lo + 1).clamp(max=t)
         inside = (cumulative[hi] - cumulative[lo]) / (hi - lo).float()
         per_class[c] = (proposals.segments, proposals.scores * inside * result.video_scores[c])
     return _soft_nms_per_class(per_class, config)
@@ -202,12 +204,13 @@ def classify_proposals(
     device: torch.device | str = "cpu",
     batch_size: int = 8,
     desc: str = "classify",
+    show_progress: bool = True,
 ) -> dict[str, tuple[Tensor, Tensor]]:
     """Stage-2 class probabilities ``(n, k)`` (softmax over ``k + 1``, background dropped) per proposal,
     and video scores ``(k,)`` (softmax of the objectness-weighted top-k logits)."""
     model.eval()
     found: dict[str, tuple[Tensor, Tensor]] = {}
-    for group in progress(_batches(videos, batch_size), desc=desc):
+    for group in progress(_batches(videos, batch_size), desc=desc, enabled=show_progress):
         batch = _collate(group).to(device)
         props = [proposals[v.name].segments.to(device) for v in group]
         logits, _ = model(batch.rgb, batch.flow, batch.mask, props)

@@ -28,7 +28,7 @@ r tIoU thresholds, k classes.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -241,24 +241,45 @@ def _gather_detections(
 
 
 def _drop_ambiguous(
-    table: np.ndarray,
-    det_video: np.ndarray,
-    videos: Sequence[Video],
-    regions: Mapping[str, np.ndarray],
-    scale: Callable[[np.ndarray], np.ndarray],
+    table: np.ndarray, det_video: np.ndarray, videos: Sequence[Video], regions: Mapping[str, np.ndarray]
 ) -> tuple[np.ndarray, np.ndarray]:
+    """Remove detections that overlap (by a positive length) a region of their video."""
     keep = np.ones(len(table), dtype=bool)
     for index, video in enumerate(videos):
-        spans = np.asarray(regions.get(video.name, np.zeros((0, 2))), dtype=np.float64).reshape(-1, 2)
-        if spans.size == 0:
+        spans = regions.get(video.name)
+        if spans is None or spans.size == 0:
             continue
-        spans = scale(spans)
         rows = np.flatnonzero(det_video == index)
         overlap = np.minimum(table[rows, 3, None], spans[None, :, 1]) - np.maximum(
             table[rows, 2, None], spans[None, :, 0]
         )
         keep[rows[np.any(overlap > 0, axis=1)]] = False
     return table[keep], det_video[keep]
+
+
+def _candidate_pairs(
+    det_key: np.ndarray,
+    det_segments: np.ndarray,
+    gt_key: np.ndarray,
+    gt_segments: np.ndarray,
+    min_tiou: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every (detection, ground truth) pair with the same key and tIoU >= ``min_tiou``, with its tIoU.
+
+    ``gt_key`` must be sorted. Pairs come sorted by detection, then by preference: tIoU descending, then
+    ground truth in order.
+    """
+    first = np.searchsorted(gt_key, det_key, side="left")
+    count = np.searchsorted(gt_key, det_key, side="right") - first
+    pair_det = np.repeat(np.arange(len(det_key)), count)
+    pair_gt = first[pair_det] + np.arange(pair_det.size) - np.repeat(np.cumsum(count) - count, count)
+    pair_iou = _pairwise_iou(
+        det_segments[pair_det, 0], det_segments[pair_det, 1], gt_segments[pair_gt, 0], gt_segments[pair_gt, 1]
+    )
+    reachable = pair_iou >= min_tiou
+    pair_det, pair_gt, pair_iou = pair_det[reachable], pair_gt[reachable], pair_iou[reachable]
+    preference = np.lexsort((pair_gt, -pair_iou, pair_det))
+    return pair_det[preference], pair_gt[preference], pair_iou[preference]
 
 
 def evaluate_detections(
@@ -314,35 +335,28 @@ def evaluate_detections(
             raise ValueError(f"snippet_seconds must be positive, got {snippet_seconds!r}")
         gt_segments = np.round(gt_segments / snippet_seconds)
         table[:, 2:] /= snippet_seconds
-
-    def region_units(spans: np.ndarray) -> np.ndarray:
-        return np.round(spans / snippet_seconds) if snippet_units else spans
-
     if ambiguous:
-        table, det_video = _drop_ambiguous(table, det_video, videos, ambiguous, region_units)
+        regions = {
+            name: np.asarray(spans, dtype=np.float64).reshape(-1, 2) for name, spans in ambiguous.items()
+        }
+        if snippet_units:
+            regions = {name: np.round(spans / snippet_seconds) for name, spans in regions.items()}
+        table, det_video = _drop_ambiguous(table, det_video, videos, regions)
 
     # rank: class, then score descending; a stable sort keeps video order, then list order, for ties
     order = np.lexsort((-table[:, 1], table[:, 0]))
     table, det_video = table[order], det_video[order]
     det_class = table[:, 0].astype(np.int64)
 
-    # candidate pairs: each detection against the ground truth of its class in its video
-    gt_order = np.argsort(gt_video * num_classes + gt_class, kind="stable")
-    gt_key = (gt_video * num_classes + gt_class)[gt_order]
-    gt_segments = gt_segments[gt_order]
-    det_key = det_video * num_classes + det_class
-    first = np.searchsorted(gt_key, det_key, side="left")
-    count = np.searchsorted(gt_key, det_key, side="right") - first
-    pair_det = np.repeat(np.arange(len(table)), count)
-    pair_gt = first[pair_det] + np.arange(pair_det.size) - np.repeat(np.cumsum(count) - count, count)
-    pair_iou = _pairwise_iou(
-        table[pair_det, 2], table[pair_det, 3], gt_segments[pair_gt, 0], gt_segments[pair_gt, 1]
+    gt_key = gt_video * num_classes + gt_class
+    gt_order = np.argsort(gt_key, kind="stable")
+    pair_det, pair_gt, pair_iou = _candidate_pairs(
+        det_video * num_classes + det_class,
+        table[:, 2:],
+        gt_key[gt_order],
+        gt_segments[gt_order],
+        thresholds.min() - _TIOU_TOLERANCE,
     )
-    reachable = pair_iou >= thresholds.min() - _TIOU_TOLERANCE
-    pair_det, pair_gt, pair_iou = pair_det[reachable], pair_gt[reachable], pair_iou[reachable]
-    preference = np.lexsort((pair_gt, -pair_iou, pair_det))
-    pair_det, pair_gt, pair_iou = pair_det[preference], pair_gt[preference], pair_iou[preference]
-
     true_positive = np.stack(
         [
             _greedy_match(pair_det[keep], pair_gt[keep], len(table), len(gt_key))

@@ -292,11 +292,12 @@ class MILBaseModel(nn.Module):
     """
 
     def __init__(
-        self, fusion: FusionEmbed, num_classes: int, *, hidden: int = 256, dropout: float = 0.5
+        self, fusion: FusionEmbed, num_classes: int, *, hidden: int = 256, dropout: float = 0.5, center: str = "all"
     ) -> None:
         super().__init__()
         self.fusion = fusion
         self.num_classes = num_classes
+        self.center = center
         self.embed = TemporalConv(fusion.dim, hidden, 3)
         self.attention_conv = TemporalConv(hidden, hidden // 2, 3)
         self.attention_out = nn.Linear(hidden // 2, 1)
@@ -305,12 +306,24 @@ class MILBaseModel(nn.Module):
 
     def forward(self, rgb: Tensor, flow: Tensor, mask: Optional[Tensor] = None) -> BaseOutput:
         fused = self.fusion(rgb, flow, mask)
-        x = self.dropout(F.relu(self.embed(fused.features, mask)))
-        attention = torch.sigmoid(self.attention_out(F.relu(self.attention_conv(x, mask)))).squeeze(-1)
-        cas = self.classifier(x)
+        features = fused.features
+        if self.center == "input":
+            features = _zero_pad(features - _masked_time_mean(features, mask), mask)
+        x = self.dropout(F.relu(self.embed(features, mask)))
+        xc = _zero_pad(x - _masked_time_mean(x, mask), mask) if self.center in ("attention", "all") else x
+        attention = torch.sigmoid(self.attention_out(F.relu(self.attention_conv(xc, mask)))).squeeze(-1)
+        cas = self.classifier(xc if self.center == "all" else x)
         if mask is not None:
             attention = attention * mask.to(attention.dtype)
         return BaseOutput(cas, attention, fused.aux_loss)
+
+
+def _masked_time_mean(x: Tensor, mask: Optional[Tensor]) -> Tensor:
+    """Mean over valid snippets, kept as a length-1 time axis. Shape: x (b, t, c) -> (b, 1, c)."""
+    if mask is None:
+        return x.mean(1, keepdim=True)
+    weight = mask.to(x.dtype).unsqueeze(-1)
+    return (x * weight).sum(1, keepdim=True) / weight.sum(1, keepdim=True).clamp_min(1)
 
 
 def _masked_weighted_mean(x: Tensor, weight: Tensor, mask: Tensor) -> Tensor:

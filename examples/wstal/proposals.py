@@ -16,20 +16,18 @@ Axis legend: t snippets (time), c channels, n segments / proposals, b bins.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = [
-    "group_segments",
-    "nms_1d",
-    "outer_inner_contrast",
-    "roi_align_1d",
-    "segment_iou_1d",
-    "soft_nms_1d",
-]
+__all__ = ["group_segments", "nms_1d", "outer_inner_contrast", "roi_align_1d", "soft_nms_1d"]
+
+_LOG2_E = math.log2(math.e)
+_TIE_ULPS = 4  # soft-NMS: scores this close (in units of the dtype's epsilon, relative) count as tied
+_ROI_CHUNK_ELEMENTS = 1 << 22  # bound the float64 temporaries of roi_align_1d to about 32 MiB each
 
 
 def _check_scores(scores: Tensor) -> None:
@@ -129,18 +127,10 @@ def outer_inner_contrast(scores: Tensor, segments: Tensor, *, outer_ratio: float
     return (inner - outer).to(scores.dtype)
 
 
-def segment_iou_1d(segment: Tensor, segments: Tensor) -> Tensor:
-    """tIoU of one ``[start, end]`` segment with each of ``segments`` (0 where the union is empty).
-
-    Shape:
-        - segment: ``(2,)``
-        - segments: ``(n, 2)``
-        - output: ``(n,)``
-    """
-    intersection = (
-        torch.minimum(segment[1], segments[:, 1]) - torch.maximum(segment[0], segments[:, 0])
-    ).clamp(min=0)
-    union = (segment[1] - segment[0]) + (segments[:, 1] - segments[:, 0]) - intersection
+def _iou_1d(start: Tensor, end: Tensor, starts: Tensor, ends: Tensor) -> Tensor:
+    """tIoU of the segment ``[start, end]`` with each ``[starts, ends]`` (0 where the union is empty)."""
+    intersection = (torch.minimum(end, ends) - torch.maximum(start, starts)).clamp(min=0)
+    union = (end - start) + (ends - starts) - intersection
     return torch.where(union > 0, intersection / union.clamp(min=torch.finfo(union.dtype).tiny), 0.0)
 
 
@@ -153,6 +143,11 @@ def _check_nms_inputs(segments: Tensor, scores: Tensor) -> None:
         raise ValueError(
             f"scores must have one entry per segment: {segments.shape[0]} segments, got {tuple(scores.shape)}"
         )
+
+
+# The NMS loops keep 1-D tensors and shrink them with boolean masks, and soft-NMS computes exp(-x) as
+# exp2(-x log2 e) (equal up to rounding): on some CPU builds row gathers and torch.exp of even a few
+# elements go through a thread pool, whose start-up on a busy machine costs milliseconds per call.
 
 
 def nms_1d(segments: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
@@ -180,11 +175,12 @@ def nms_1d(segments: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     """
     _check_nms_inputs(segments, scores)
     order = torch.sort(scores, descending=True, stable=True).indices
+    start, end = segments[:, 0].index_select(0, order), segments[:, 1].index_select(0, order)
     keep = []
     while order.numel():
-        best, order = order[0], order[1:]
-        keep.append(best)
-        order = order[segment_iou_1d(segments[best], segments[order]) <= iou_threshold]
+        keep.append(order[0])
+        survivors = _iou_1d(start[0], end[0], start[1:], end[1:]) <= iou_threshold
+        order, start, end = order[1:][survivors], start[1:][survivors], end[1:][survivors]
     return torch.stack(keep) if keep else torch.zeros(0, dtype=torch.long, device=segments.device)
 
 
@@ -198,9 +194,9 @@ def soft_nms_1d(
 ) -> tuple[Tensor, Tensor]:
     """Gaussian soft-NMS of 1-D segments (Bodla et al., 2017).
 
-    Repeatedly takes the remaining segment with the highest (decayed) score (ties: lower index first) and
-    multiplies every other remaining score by ``exp(-tIoU^2 / sigma)``; segments whose score falls below
-    ``score_threshold`` are dropped.
+    Repeatedly takes the remaining segment with the highest (decayed) score (ties, up to a few ulps: lower
+    index first) and multiplies every other remaining score by ``exp(-tIoU^2 / sigma)``; segments whose
+    score falls below ``score_threshold`` are dropped.
 
     Args:
         segments: ``[start, end]`` segments.
@@ -228,22 +224,22 @@ def soft_nms_1d(
     if max_keep is not None and (isinstance(max_keep, bool) or not isinstance(max_keep, int) or max_keep < 0):
         raise ValueError(f"max_keep must be a non-negative int or None, got {max_keep!r}")
     limit = segments.shape[0] if max_keep is None else min(max_keep, segments.shape[0])
-    remaining = torch.arange(segments.shape[0], device=segments.device)
-    current = scores.clone()
-    remaining = remaining[current >= score_threshold]
-    current = current[current >= score_threshold]
+    alive = scores >= score_threshold
+    remaining = torch.arange(segments.shape[0], device=segments.device)[alive]
+    current, start, end = scores[alive], segments[:, 0][alive], segments[:, 1][alive]
     keep, kept_scores = [], []
+    tie = _TIE_ULPS * torch.finfo(scores.dtype).eps
     while remaining.numel() and len(keep) < limit:
-        top = int(torch.argmax(current))  # the first maximum: the lowest index among ties
-        best = remaining[top]
-        keep.append(best)
+        # the lowest index among the maxima; "equal" allows a few ulps, since exp of equal inputs can differ
+        # in the last bit between vectorized and scalar code paths
+        peak = current.max()
+        top = int(torch.argmax((current >= peak - tie * peak.abs()).byte()))
+        keep.append(remaining[top])
         kept_scores.append(current[top])
-        alive = torch.ones_like(remaining, dtype=torch.bool)
-        alive[top] = False
-        remaining, current = remaining[alive], current[alive]
-        current = current * torch.exp(-(segment_iou_1d(segments[best], segments[remaining]) ** 2) / sigma)
-        survivors = current >= score_threshold
-        remaining, current = remaining[survivors], current[survivors]
+        decay = torch.exp2(_iou_1d(start[top], end[top], start, end).square() * (-_LOG2_E / sigma))
+        current = current * decay
+        alive = (current >= score_threshold) & (torch.arange(current.numel(), device=current.device) != top)
+        remaining, current, start, end = remaining[alive], current[alive], start[alive], end[alive]
     if not keep:
         return torch.zeros(0, dtype=torch.long, device=segments.device), scores.new_zeros(0)
     return torch.stack(keep), torch.stack(kept_scores)
@@ -277,13 +273,12 @@ def roi_align_1d(features: Tensor, rois: Tensor, output_size: int) -> Tensor:
         >>> roi_align_1d(feats, torch.tensor([[0.5, 2.5]]), 2)[..., 0]
         tensor([[0.5000, 1.5000]])
     """
-    if not isinstance(features, Tensor) or features.ndim != 2 or not features.is_floating_point():
-        found = (
-            f"{tuple(features.shape)} {features.dtype}"
-            if isinstance(features, Tensor)
-            else type(features).__name__
-        )
-        raise ValueError(f"features must be a floating-point tensor of shape (T, C), got {found}")
+    if not isinstance(features, Tensor):
+        raise TypeError(f"features must be a Tensor, got {type(features).__name__}")
+    if features.ndim != 2:
+        raise ValueError(f"features must have shape (T, C), got {tuple(features.shape)}")
+    if not features.is_floating_point():
+        raise TypeError(f"features must be a floating-point tensor, got {features.dtype}")
     _check_segments(rois, "rois")
     if not rois.is_floating_point():
         raise TypeError(f"rois must be a floating-point tensor, got {rois.dtype}")
@@ -306,7 +301,9 @@ def roi_align_1d(features: Tensor, rois: Tensor, output_size: int) -> Tensor:
     return torch.cat(pooled) if pooled else features.new_zeros(0, output_size, features.shape[1])
 
 
-_ROI_CHUNK_ELEMENTS = 1 << 22  # bound the float64 temporaries of roi_align_1d to about 32 MiB each
+def _rows(table: Tensor, index: Tensor) -> Tensor:
+    """``table[index]`` for an integer ``index`` of any shape, as one ``index_select`` (the faster kernel)."""
+    return table.index_select(0, index.flatten()).view(*index.shape, table.shape[1])
 
 
 def _roi_bin_means(values: Tensor, integral_at_knot: Tensor, rois: Tensor, fractions: Tensor) -> Tensor:
@@ -315,8 +312,8 @@ def _roi_bin_means(values: Tensor, integral_at_knot: Tensor, rois: Tensor, fract
     position = (edges + 0.5).clamp(0, last_knot)  # knot coordinate; the signal is 0 outside the knots
     knot = position.floor().long().clamp(max=last_knot - 1)  # left knot of the interval holding the edge
     offset = (position - knot)[..., None]
-    left, right = values[knot], values[knot + 1]
+    left, right, whole = _rows(values, knot), _rows(values, knot + 1), _rows(integral_at_knot, knot)
     # integral from the first knot to the edge: whole intervals, then the partial trapezoid
-    integral = integral_at_knot[knot] + offset * left + offset**2 / 2 * (right - left)
+    integral = whole + offset * left + offset**2 / 2 * (right - left)
     widths = (edges[:, 1:] - edges[:, :-1])[..., None]
     return (integral[:, 1:] - integral[:, :-1]) / widths

@@ -171,12 +171,15 @@ def safe_load_object_array(path: PathLike) -> np.ndarray:
         shape, dtype = _read_header(handle, path)
         if not dtype.hasobject:
             handle.seek(0)
-            return np.lib.format.read_array(handle, allow_pickle=False)
+            try:
+                return np.lib.format.read_array(handle, allow_pickle=False)
+            except ValueError as error:
+                raise ValueError(f"{path}: {error}") from error
         try:
             array = _RestrictedUnpickler(handle, encoding="latin1").load()
         except pickle.UnpicklingError as error:
             raise ValueError(f"{path}: {error}") from error
-        except (EOFError, TypeError, AttributeError, IndexError) as error:
+        except Exception as error:  # untrusted bytes: any failure is a malformed file
             raise ValueError(
                 f"{path}: corrupt or unsupported pickle payload ({type(error).__name__}: {error})"
             ) from error

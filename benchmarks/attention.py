@@ -1,0 +1,624 @@
+"""Microbenchmarks of the DMF attention core and the fusion blocks against this machine's ceilings.
+
+    python benchmarks/attention.py                    # THUMOS size (16 x 750 x 1024), fp32 CPU + long videos
+    python benchmarks/attention.py --quick            # small grid, < 1 minute, writes no docs
+    python benchmarks/attention.py --device cuda --dtype bfloat16
+    python benchmarks/attention.py --batch 1 16 --time 128 750 4096 --channels 256 1024 2048
+
+One run measures, in order: the two ceilings (the fastest large GEMM of the benchmark's dtype on
+every GEMM engine torch offers here, and large-copy bandwidth); then every row, forward and
+forward+backward, fused path beside the plain reference path and a CO2-Net-style gating block of the
+same size; then the long-video rows (one video, DMF dot, fused vs plain, each in a fresh process);
+then the ceilings again (the best of the two measurements is used, which gives the strictest
+floors). Each row: median time, hand-counted FLOPs and bytes, achieved GFLOP/s and GB/s, roofline
+floor = FLOPs / matmul rate + bytes / copy bandwidth, measured / floor, and peak extra memory.
+
+Results: JSON under benchmarks/results/, a markdown table in docs/benchmarks.md (between the
+``<!-- results: DEVICE DTYPE -->`` markers of that device and dtype), and the target check on stdout.
+
+Forward rows run under ``torch.no_grad()`` (inference); forward+backward rows compute the gradients of
+every input and parameter with ``torch.autograd.grad`` against fixed random output gradients.
+
+Axis legend: b batch, t time (snippets), c channels per modality, d attention dim.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+for path in (str(HERE), str(ROOT)):  # the working tree's library and the helpers next to this file
+    if path not in sys.path:
+        sys.path.insert(0, path)
+
+import roofline  # noqa: E402
+import torch  # noqa: E402
+from co2net import CrossModalGating  # noqa: E402
+from torch import Tensor  # noqa: E402
+from torch.utils import benchmark  # noqa: E402
+
+from dmf_fusion import ConcatFusion, DualModalityFusion, MutualFusion, MutualLoss  # noqa: E402
+from dmf_fusion import functional as DF  # noqa: E402
+
+THUMOS = (16, 750, 1024)
+ATTN_DIM = 64
+REDUCTION = 4
+KERNEL = 3
+
+
+# --------------------------------------------------------------------------------------------------
+# cases: what each row runs, and its FLOPs and bytes counted by hand
+
+
+@dataclass(frozen=True)
+class Size:
+    b: int
+    t: int
+    c: int
+
+    def __str__(self) -> str:
+        return f"{self.b}x{self.t}x{self.c}"
+
+
+@dataclass
+class Work:
+    """Hand-counted matrix-multiply FLOPs and compulsory memory traffic of one row, per pass."""
+
+    flops_fwd: float
+    bytes_fwd: float
+    flops_fwdbwd: float
+    bytes_fwdbwd: float
+
+
+def work_for(block: str, s: Size, e: int) -> Work:
+    """FLOPs: 2 m n k per matrix product of the math as written (no symmetry exploited), backward
+    = 2x forward per product. Bytes: inputs read and outputs written once, plus what a global
+    reduction forces through memory (hidden activations, the (b, c, c) Gram and attention matrices,
+    q and k); elementwise work is counted in bytes only. ``e`` is the element size."""
+    n, c, b, t = s.b * s.t, s.c, s.b, s.t
+    d, h, k = ATTN_DIM, max(c // REDUCTION, 1), KERNEL
+    if block == "DMF gate":
+        f = 2 * n * k * c * h + 2 * n * k * h
+        # fwd: rgb read once (pool + output in one pass), flow twice (conv, output), 2 outputs, hidden
+        fwd = 5 * n * c + 2 * n * h + k * c * h
+        # bwd: read 2 output grads, rgb, flow; write 2 input grads; hidden grads; weight grads
+        return Work(f, e * fwd, 3 * f, e * (fwd + 6 * n * c + 4 * n * h + k * c * h))
+    if block == "DMF dot, channel half":
+        f = 4 * n * c * c
+        fwd = 3 * n * c + 4 * b * c * c
+        return Work(f, e * fwd, 3 * f, e * (fwd + 5 * n * c + 6 * b * c * c))
+    if block == "DMF dot, temporal half":
+        proj = 2 * n * c * 2 * d
+        fwd = 3 * n * c + 4 * n * d + 2 * c * d
+        # fwd+bwd attention: 2 b t^2 (d + c) forward, (2c + 2d) backward, + d for the recomputed q k^T
+        # that a method without the (t, s) matrix needs
+        return Work(
+            proj + 2 * b * t * t * (d + c),
+            e * fwd,
+            3 * proj + 2 * b * t * t * (3 * c + 4 * d),
+            e * (fwd + 5 * n * c + 6 * n * d + 2 * c * d),
+        )
+    if block == "DMF dot":
+        ch, tm = work_for("DMF dot, channel half", s, e), work_for("DMF dot, temporal half", s, e)
+        return Work(*(getattr(ch, f.name) + getattr(tm, f.name) for f in Work.__dataclass_fields__.values()))
+    if block in ("ConcatFusion", "one GEMM, same FLOPs"):
+        o = 2 * c
+        f = 2 * n * 2 * c * o
+        fwd = 2 * n * c + n * o + 2 * c * o
+        return Work(f, e * fwd, 3 * f, e * (fwd + n * o + 4 * n * c + 2 * c * o))
+    if block == "MutualFusion + MutualLoss":
+        dim = c
+        f = 2 * n * c * dim * 2 + 2 * n * dim * dim * 2
+        fwd = 2 * n * c + 5 * n * dim + 2 * (c * dim + dim * dim)
+        return Work(f, e * fwd, 3 * f, e * (fwd + 5 * n * dim + 4 * n * c + 2 * (c * dim + dim * dim)))
+    if block == "CO2-Net-style gating":
+        f = 2 * (2 * n * k * c * c + 2 * b * c * c)
+        fwd = 12 * n * c + 4 * k * c * c
+        return Work(f, e * fwd, 3 * f, e * (fwd + 16 * n * c + 4 * k * c * c))
+    raise KeyError(block)
+
+
+@dataclass
+class Case:
+    block: str
+    path: str  # "fused" | "plain" | "reference"
+    build: Callable[[], tuple[Callable[..., Sequence[Tensor]], torch.nn.Module]]
+
+
+def _dmf(attention: str, fused: bool, s: Size, **factory) -> DualModalityFusion:
+    return DualModalityFusion(
+        s.c, s.c, attention=attention, attn_dim=ATTN_DIM, reduction=REDUCTION, kernel_size=KERNEL, fused=fused, **factory
+    )
+
+
+def cases(s: Size, device: torch.device, dtype: torch.dtype, mask: Optional[Tensor]) -> list[Case]:
+    factory = {"device": device, "dtype": dtype}
+    out: list[Case] = []
+
+    def dmf(attention: str, fused: bool):
+        def build():
+            m = _dmf(attention, fused, s, **factory)
+            return (lambda r, f: tuple(m(r, f, mask))), m
+
+        return build
+
+    def dot_half(which: str, fused: bool):
+        def build():
+            m = _dmf("dot", fused, s, **factory)
+            if which == "channel":
+                return (lambda r, f: (m._dot_channel(r, f, mask)[0],)), m
+            return (lambda r, f: (m._dot_temporal(r, f, mask)[0],)), m
+
+        return build
+
+    def concat(fused: bool):
+        def build():
+            m = ConcatFusion(s.c, s.c, fused=fused, **factory)
+            return (lambda r, f: (m(r, f, mask),)), m
+
+        return build
+
+    def one_gemm():
+        # the split-weight concat's FLOPs as one GEMM of the library's fastest route: x (b, t, 2c) @ W.T
+        m = torch.nn.Linear(2 * s.c, 2 * s.c, **factory)
+        return (lambda x, _f: (DF._linear(x, m.weight, m.bias),)), m
+
+    def mutual(fused: bool):
+        def build():
+            m = MutualFusion(s.c, s.c, s.c, fused=fused, **factory)
+            loss = MutualLoss()
+
+            def fn(r, f):
+                o = m(r, f, mask)
+                return o.fused, loss(o.rgb_embed, o.flow_embed, mask)
+
+            return fn, m
+
+        return build
+
+    def co2():
+        m = CrossModalGating(s.c, KERNEL).to(**factory)
+        return (lambda r, f: m(r, f)), m
+
+    for attention, block in (("gate", "DMF gate"), ("dot", "DMF dot")):
+        out += [Case(block, "fused", dmf(attention, True)), Case(block, "plain", dmf(attention, False))]
+    for which in ("channel", "temporal"):
+        block = f"DMF dot, {which} half"
+        out += [Case(block, "fused", dot_half(which, True)), Case(block, "plain", dot_half(which, False))]
+    out += [Case("ConcatFusion", "fused", concat(True)), Case("ConcatFusion", "plain", concat(False))]
+    out += [Case("one GEMM, same FLOPs", "reference", one_gemm)]
+    out += [Case("MutualFusion + MutualLoss", "fused", mutual(True)), Case("MutualFusion + MutualLoss", "plain", mutual(False))]
+    out += [Case("CO2-Net-style gating", "reference", co2)]
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# running rows
+
+
+@dataclass
+class Row:
+    size: str
+    block: str
+    path: str
+    mode: str  # "fwd" | "fwd+bwd"
+    median_s: float
+    iqr_s: float
+    runs: int
+    flops: float
+    bytes: float
+    floor_s: float = 0.0
+    ratio: float = 0.0
+    peak_extra_bytes: Optional[int] = None
+    gflops: float = 0.0
+    gbs: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+def _inputs(s: Size, block: str, device: torch.device, dtype: torch.dtype, grad: bool) -> list[Tensor]:
+    g = torch.Generator(device=device).manual_seed(0)
+    if block == "one GEMM, same FLOPs":
+        x = torch.randn(s.b, s.t, 2 * s.c, device=device, dtype=dtype, generator=g)
+        return [x.requires_grad_(grad), torch.empty(0, device=device)]
+    return [torch.randn(s.b, s.t, s.c, device=device, dtype=dtype, generator=g).requires_grad_(grad) for _ in range(2)]
+
+
+def make_step(fn, module: torch.nn.Module, inputs: list[Tensor], mode: str) -> Callable[[], None]:
+    if mode == "fwd":
+
+        def forward() -> None:
+            with torch.no_grad():
+                fn(*inputs)
+
+        return forward
+    targets = [x for x in inputs if x.requires_grad] + [p for p in module.parameters() if p.requires_grad]
+    outs = fn(*inputs)
+    g = torch.Generator(device=outs[0].device).manual_seed(1)
+    grads = [torch.randn(o.shape, device=o.device, dtype=o.dtype, generator=g) for o in outs]
+    del outs
+
+    def forward_backward() -> None:
+        torch.autograd.grad(fn(*inputs), targets, grads, allow_unused=True)
+
+    return forward_backward
+
+
+def run_case(case: Case, s: Size, device, dtype, mode: str, min_run_time: float, memory: bool) -> tuple[Row, benchmark.Measurement]:
+    fn, module = case.build()
+    inputs = _inputs(s, case.block, device, dtype, grad=mode != "fwd")
+    step = make_step(fn, module, inputs, mode)
+    step()  # warm-up: kernel JIT, primitive caches, allocator
+    timer = benchmark.Timer(
+        "step()",
+        globals={"step": step},
+        label=f"dmf-fusion blocks, {dtype_name(dtype)} {device.type}",
+        sub_label=f"{case.block} [{case.path}] {s}",
+        description=mode,
+        num_threads=torch.get_num_threads(),
+    )
+    m = timer.blocked_autorange(min_run_time=min_run_time)
+    peak = roofline.peak_extra_bytes(step, device) if memory else None
+    w = work_for(case.block, s, torch.empty((), dtype=dtype).element_size())
+    flops, nbytes = (w.flops_fwd, w.bytes_fwd) if mode == "fwd" else (w.flops_fwdbwd, w.bytes_fwdbwd)
+    row = Row(str(s), case.block, case.path, mode, m.median, m.iqr, len(m.times) * m.number_per_run, flops, nbytes)
+    row.peak_extra_bytes = peak
+    row.gflops, row.gbs = flops / m.median / 1e9, nbytes / m.median / 1e9
+    return row, m
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+# --------------------------------------------------------------------------------------------------
+# long videos: one video, DMF dot fused vs plain, forward+backward, each in a fresh process
+
+
+def long_probe(path: str, t: int, c: int, dtype_s: str, device_s: str) -> dict:
+    """Run in a child process: one forward+backward of DMF dot on one video; time and peak memory."""
+    roofline.configure_allocator()
+    device, dtype = torch.device(device_s), getattr(torch, dtype_s)
+    s = Size(1, t, c)
+    m = _dmf("dot", path == "fused", s, device=device, dtype=dtype)
+    rgb, flow = _inputs(s, "DMF dot", device, dtype, grad=True)
+    step = make_step(lambda r, f: tuple(m(r, f)), m, [rgb, flow], "fwd+bwd")
+    if t <= 4096:
+        step()  # warm-up where it is cheap; above, one run is seconds and first-call costs are noise
+    start = time.perf_counter()
+    peak = roofline.peak_extra_bytes(step, device)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return {"seconds": time.perf_counter() - start, "peak_extra_bytes": peak}
+
+
+def plain_long_bytes(t: int) -> float:
+    """Rough peak of the plain path's fwd+bwd: about five float32 (t, t) matrices alive at once."""
+    return 5 * 4.0 * t * t
+
+
+def mem_available() -> Optional[int]:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def run_long(times: Sequence[int], c: int, plain_max: int, device, dtype, timeout: float) -> list[dict]:
+    rows = []
+    for t in times:
+        for path in ("fused", "plain"):
+            row = {"t": t, "c": c, "path": path, "seconds": None, "peak_extra_bytes": None, "note": ""}
+            rows.append(row)
+            if path == "plain" and t > plain_max:
+                row["note"] = f"not run (> --long-plain-max {plain_max})"
+                continue
+            avail = mem_available()
+            if path == "plain" and device.type == "cpu" and avail is not None and plain_long_bytes(t) > 0.8 * avail:
+                row["note"] = f"not run: needs ~{plain_long_bytes(t) / roofline.GiB:.0f} GiB, {avail / roofline.GiB:.0f} GiB available"
+                continue
+            arg = f"{path},{t},{c},{dtype_name(dtype)},{device.type}"
+            try:
+                done = subprocess.run(
+                    [sys.executable, __file__, "--_long-probe", arg], capture_output=True, text=True, timeout=timeout
+                )
+            except subprocess.TimeoutExpired:
+                row["note"] = f"timed out after {timeout:.0f} s"
+                continue
+            if done.returncode != 0:
+                row["note"] = f"failed (exit {done.returncode}): {done.stderr.strip().splitlines()[-1:]}"
+                continue
+            row.update(json.loads(done.stdout.strip().splitlines()[-1]))
+            print(
+                f"  long video t={t:>6} {path:>5}: {row['seconds']:8.2f} s, peak extra "
+                f"{_gib(row['peak_extra_bytes'])}",
+                flush=True,
+            )
+    return rows
+
+
+def long_flops(t: int, c: int) -> float:
+    """DMF dot fwd+bwd FLOPs of one video (same counting as the table)."""
+    w = work_for("DMF dot", Size(1, t, c), 4)
+    return w.flops_fwdbwd
+
+
+# --------------------------------------------------------------------------------------------------
+# targets
+
+
+def check_targets(rows: list[Row], long_rows: list[dict], size: str) -> list[dict]:
+    """The issue's targets, evaluated on this run's rows of ``size``."""
+    at = [r for r in rows if r.size == size]
+    get = {(r.block, r.path, r.mode): r for r in at}
+    out = []
+    for r in at:
+        if r.path == "fused":
+            out.append(
+                {
+                    "target": f"fused within 1.5x of roofline: {r.block}, {r.mode}",
+                    "value": r.ratio,
+                    "limit": 1.5,
+                    "met": r.ratio <= 1.5,
+                }
+            )
+    for block in ("DMF gate", "DMF dot"):
+        f, p = get.get((block, "fused", "fwd+bwd")), get.get((block, "plain", "fwd+bwd"))
+        if f and p:
+            speedup = p.median_s / f.median_s
+            out.append({"target": f"{block} fused >= 2x faster than plain, fwd+bwd", "value": speedup, "limit": 2.0, "met": speedup >= 2.0})
+    ref = {m: get.get(("one GEMM, same FLOPs", "reference", m)) for m in ("fwd", "fwd+bwd")}
+    for mode, g in ref.items():
+        split = get.get(("ConcatFusion", "fused", mode))
+        if g and split:
+            ratio = split.median_s / g.median_s
+            out.append({"target": f"ConcatFusion split / one GEMM, {mode}", "value": ratio, "limit": 1.1, "met": ratio <= 1.1})
+    fused = [r for r in long_rows if r["path"] == "fused" and r["seconds"]]
+    if fused:
+        big = max(fused, key=lambda r: r["t"])
+        if big["peak_extra_bytes"] is not None:
+            out.append(
+                {
+                    "target": f"DMF dot fused fwd+bwd, one video of t={big['t']}: peak extra memory < 2 GiB",
+                    "value": big["peak_extra_bytes"] / roofline.GiB,
+                    "limit": 2.0,
+                    "met": big["peak_extra_bytes"] < 2 * roofline.GiB,
+                }
+            )
+        small = min(fused, key=lambda r: r["t"])
+        if big["t"] > small["t"]:
+            # time grows no faster than the FLOPs (which grow like t^2): time ratio / FLOPs ratio
+            growth = (big["seconds"] / small["seconds"]) / (long_flops(big["t"], big["c"]) / long_flops(small["t"], small["c"]))
+            out.append(
+                {
+                    "target": f"DMF dot fused time grows no faster than its FLOPs, t={small['t']} -> {big['t']}",
+                    "value": growth,
+                    "limit": 1.0,
+                    "met": growth <= 1.0,
+                    "note": "(time ratio) / (FLOPs ratio); noise on a shared machine is +-10%",
+                }
+            )
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# output
+
+
+def _gib(x: Optional[float]) -> str:
+    return "n/a" if x is None else f"{x / roofline.GiB:.2f} GiB"
+
+
+def _mib(x: Optional[float]) -> str:
+    return "n/a" if x is None else f"{x / roofline.MiB:,.0f}"
+
+
+def table(rows: list[Row]) -> list[str]:
+    lines = [
+        "| size b×t×c | block | path | pass | median ms | GFLOP | GB | GFLOP/s | GB/s | floor ms | measured / floor | peak extra MiB |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.size} | {r.block} | {r.path} | {r.mode} | {r.median_s * 1e3:,.1f} | {r.flops / 1e9:,.1f} | "
+            f"{r.bytes / 1e9:.2f} | {r.gflops:,.0f} | {r.gbs:.1f} | {r.floor_s * 1e3:,.1f} | **{r.ratio:.2f}** | "
+            f"{_mib(r.peak_extra_bytes)} |"
+        )
+    return lines
+
+
+def long_table(long_rows: list[dict]) -> list[str]:
+    lines = [
+        "| video t | c | path | fwd+bwd s | GFLOP | GFLOP/s | peak extra memory | note |",
+        "|---:|---:|---|---:|---:|---:|---:|---|",
+    ]
+    for r in long_rows:
+        fl = long_flops(r["t"], r["c"])
+        sec = r["seconds"]
+        lines.append(
+            f"| {r['t']:,} | {r['c']} | {r['path']} | {'' if sec is None else f'{sec:.2f}'} | {fl / 1e9:,.0f} | "
+            f"{'' if sec is None else f'{fl / sec / 1e9:.0f}'} | {_gib(r['peak_extra_bytes'])} | {r['note']} |"
+        )
+    return lines
+
+
+def target_table(targets: list[dict]) -> list[str]:
+    lines = ["| target | value | limit | met |", "|---|---:|---:|---|"]
+    for t in targets:
+        lines.append(f"| {t['target']} | {t['value']:.2f} | {t['limit']} | {'yes' if t['met'] else '**no**'} |")
+    return lines
+
+
+def markdown(report: dict) -> str:
+    m, c = report["machine"], report["ceilings"]
+    rates = ", ".join(f"{k} {max(v) / 1e9:.0f}" for k, v in c["matmul_rates"].items())
+    lines = [
+        f"Measured {report['finished']} on **{m['name']}** ({m.get('isa', '')}, {m.get('blas', '')}, oneDNN "
+        f"{m.get('onednn', '')}), torch {m['torch']}, **{report['dtype']}** on {report['device']}; load average "
+        f"{report['load_before']} before, {report['load_after']} after. Command: `{report['command']}`.",
+        "",
+        f"Ceilings (best of start and end of the run): matmul **{c['matmul_flops'] / 1e9:.0f} GFLOP/s** "
+        f"({c['matmul_engine']}; every engine: {rates} GFLOP/s), copy **{c['copy_bytes'] / 1e9:.1f} GB/s** (read + write; "
+        f"measured {', '.join(f'{x / 1e9:.1f}' for x in c['copy_rates'])}).",
+        "",
+        *table([Row(**r) for r in report["rows"]]),
+        "",
+    ]
+    if report["long"]:
+        lines += ["Long videos (one video, DMF dot, forward+backward, each in a fresh process):", "", *long_table(report["long"]), ""]
+    if report["targets"]:
+        lines += [f"Targets at {report['target_size']}:", "", *target_table(report["targets"]), ""]
+    return "\n".join(lines)
+
+
+def write_markdown(path: Path, key: str, body: str) -> None:
+    """Replace the text between ``<!-- results: KEY -->`` and ``<!-- /results: KEY -->`` (appended
+    at the end of the page when the markers are missing)."""
+    start, end = f"<!-- results: {key} -->", f"<!-- /results: {key} -->"
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    block = f"{start}\n{body}\n{end}"
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        text = head + block + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    path.write_text(text)
+
+
+# --------------------------------------------------------------------------------------------------
+# main
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda (default: cuda if present)")
+    p.add_argument("--dtype", default=None, help="float32, bfloat16, float16 (default: float32 on CPU, bfloat16 on CUDA)")
+    p.add_argument("--batch", type=int, nargs="+", default=None, help=f"batch sizes (default {THUMOS[0]})")
+    p.add_argument("--time", type=int, nargs="+", default=None, help=f"snippets per video (default {THUMOS[1]})")
+    p.add_argument("--channels", type=int, nargs="+", default=None, help=f"channels per modality (default {THUMOS[2]})")
+    p.add_argument("--blocks", nargs="+", default=None, help="only rows whose block name contains one of these words")
+    p.add_argument("--quick", action="store_true", help="small grid and short timings (< 1 minute); writes no docs")
+    p.add_argument("--min-run-time", type=float, default=None, help="seconds of timing per row (default 1.0; quick 0.1)")
+    p.add_argument("--long-times", type=int, nargs="*", default=None, help="long-video lengths (default 4096 8192 16384 32768)")
+    p.add_argument("--long-channels", type=int, default=None, help="channels of the long-video rows (default 1024)")
+    p.add_argument("--long-plain-max", type=int, default=None, help="longest video the plain path runs (default 16384)")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement of the grid rows")
+    p.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/DEVICE-DTYPE[-quick].json)")
+    p.add_argument("--markdown", type=Path, default=None, help="markdown page to update (default docs/benchmarks.md; quick: none)")
+    p.add_argument("--no-markdown", action="store_true", help="do not touch the markdown page")
+    p.add_argument("--_long-probe", dest="long_probe", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.dtype is None:
+        args.dtype = "float32" if args.device == "cpu" else "bfloat16"
+    q = args.quick
+    args.batch = args.batch or ([2] if q else [THUMOS[0]])
+    args.time = args.time or ([128] if q else [THUMOS[1]])
+    args.channels = args.channels or ([256] if q else [THUMOS[2]])
+    args.min_run_time = args.min_run_time if args.min_run_time is not None else (0.1 if q else 1.0)
+    if args.long_times is None:
+        args.long_times = [512, 1024] if q else [4096, 8192, 16384, 32768]
+    args.long_channels = args.long_channels or (256 if q else 1024)
+    args.long_plain_max = args.long_plain_max or (1024 if q else 16384)
+    if args.markdown is None and not q:
+        args.markdown = ROOT / "docs" / "benchmarks.md"
+    if args.no_markdown:
+        args.markdown = None
+    return args
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    if args.long_probe:
+        path, t, c, dtype_s, device_s = args.long_probe.split(",")
+        print(json.dumps(long_probe(path, int(t), int(c), dtype_s, device_s)))
+        return 0
+    roofline.configure_allocator()
+    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    torch.manual_seed(0)
+    command = " ".join(["python", "benchmarks/attention.py", *(argv if argv is not None else sys.argv[1:])])
+    load_before = roofline.load_average()
+    gemm_n, copy_bytes = (1024, 64 * roofline.MiB) if args.quick else (4096, 512 * roofline.MiB)
+    print(f"{roofline.now()}  {roofline.machine(device)['name']}, torch {torch.__version__}, {args.dtype}", flush=True)
+    ceilings = roofline.measure_ceilings(device, dtype, n=gemm_n, copy_bytes=copy_bytes, min_run_time=args.min_run_time)
+    print(
+        f"ceilings: matmul {ceilings.matmul_flops / 1e9:.0f} GFLOP/s ({ceilings.matmul_engine}; "
+        + ", ".join(f"{k} {v[-1] / 1e9:.0f}" for k, v in ceilings.matmul_rates.items())
+        + f"), copy {ceilings.copy_bytes / 1e9:.1f} GB/s",
+        flush=True,
+    )
+
+    rows: list[Row] = []
+    measurements = []
+    for b in args.batch:
+        for t in args.time:
+            for c in args.channels:
+                s = Size(b, t, c)
+                for case in cases(s, device, dtype, None):
+                    if args.blocks and not any(w.lower() in case.block.lower() for w in args.blocks):
+                        continue
+                    for mode in ("fwd", "fwd+bwd"):
+                        row, m = run_case(case, s, device, dtype, mode, args.min_run_time, not args.no_memory)
+                        rows.append(row)
+                        measurements.append(m)
+                        print(
+                            f"  {s} {case.block:<28} {case.path:<9} {mode:<8} {row.median_s * 1e3:9.1f} ms "
+                            f"{row.gflops:6.0f} GFLOP/s  peak {_mib(row.peak_extra_bytes)} MiB",
+                            flush=True,
+                        )
+
+    long_rows = []
+    if args.long_times:
+        long_rows = run_long(args.long_times, args.long_channels, args.long_plain_max, device, dtype, timeout=600)
+
+    ceilings = roofline.measure_ceilings(
+        device, dtype, n=gemm_n, copy_bytes=copy_bytes, min_run_time=args.min_run_time, previous=ceilings
+    )
+    for r in rows:
+        r.floor_s = ceilings.floor(r.flops, r.bytes)
+        r.ratio = r.median_s / r.floor_s
+
+    benchmark.Compare(measurements).print()
+    target_size = str(Size(*THUMOS)) if str(Size(*THUMOS)) in {r.size for r in rows} else (rows[-1].size if rows else "")
+    targets = check_targets(rows, long_rows, target_size)
+    report = {
+        "command": command,
+        "finished": roofline.now(),
+        "device": device.type,
+        "dtype": args.dtype,
+        "machine": roofline.machine(device),
+        "load_before": load_before,
+        "load_after": roofline.load_average(),
+        "ceilings": ceilings.as_dict(),
+        "rows": [asdict(r) for r in rows],
+        "long": long_rows,
+        "target_size": target_size,
+        "targets": targets,
+    }
+    text = markdown(report)
+    print("\n" + text)
+    out = args.out or HERE / "results" / f"{device.type}-{args.dtype}{'-quick' if args.quick else ''}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"wrote {out}")
+    if args.markdown:
+        write_markdown(args.markdown, f"{device.type} {args.dtype}", text)
+        print(f"updated {args.markdown}")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    sys.exit(main())

@@ -1,0 +1,217 @@
+"""Shared helpers of the benchmarks: this machine's two ceilings, peak memory, the machine's name.
+
+* ``matmul_rate``: FLOP/s of a large square GEMM in the benchmark's dtype, measured on every GEMM
+  engine torch offers on the device (CPU: the BLAS behind ``torch.mm`` *and* oneDNN behind a 1x1
+  channel-last ``conv2d``; CUDA: ``torch.mm``), the fastest taken as the ceiling.
+* ``copy_bandwidth``: bytes/s of a large tensor copy, counting bytes read + bytes written.
+* ``roofline floor`` of a row: ``flops / matmul_rate + bytes / copy_bandwidth``.
+* ``peak extra memory`` of a call: CUDA, the caching allocator's peak over the memory allocated
+  before the call; CPU, the process's peak resident set size (``VmHWM``, reset through
+  ``/proc/self/clear_refs``) over its resident set before the call, with glibc told to serve every
+  allocation of 128 KiB or more by ``mmap`` (so freed memory leaves the process at once and cannot
+  hide a later peak). That is what the operating system charges, MKL / oneDNN scratch included.
+
+Axis legend: b batch, t time, c channels.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import os
+import platform
+import re
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch.utils import benchmark
+
+MiB = 1 << 20
+GiB = 1 << 30
+
+
+# --------------------------------------------------------------------------------------------------
+# ceilings
+
+
+@dataclass
+class Ceilings:
+    """Measured ceilings; ``*_rates`` hold every measurement (start and end of the run, each engine)."""
+
+    matmul_flops: float  # FLOP/s, the best measured
+    copy_bytes: float  # B/s (read + write), the best measured
+    matmul_engine: str
+    matmul_rates: dict[str, list[float]]
+    copy_rates: list[float]
+
+    def floor(self, flops: float, nbytes: float) -> float:
+        return flops / self.matmul_flops + nbytes / self.copy_bytes
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _time(fn: Callable[[], object], min_run_time: float) -> float:
+    """Median seconds per call of ``fn`` (``blocked_autorange``)."""
+    return benchmark.Timer("fn()", globals={"fn": fn}, num_threads=torch.get_num_threads()).blocked_autorange(
+        min_run_time=min_run_time
+    ).median
+
+
+def gemm_engines(device: torch.device, dtype: torch.dtype) -> dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
+    """``x @ w.T`` on each GEMM engine torch offers for this device and dtype."""
+
+    def blas(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return torch.mm(x, w.t())
+
+    engines = {"torch.mm": blas}
+    if device.type == "cpu" and torch.backends.mkldnn.is_available() and dtype == torch.float32:
+
+        def onednn(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+            # 1x1 convolution over the (1, c, 1, n) channel-last view of x: oneDNN's brgemm kernels
+            return F.conv2d(x.unsqueeze(0).transpose(1, 2).unsqueeze(2), w[:, :, None, None])
+
+        engines["oneDNN conv1x1"] = onednn
+    return engines
+
+
+def measure_matmul(device: torch.device, dtype: torch.dtype, n: int, min_run_time: float) -> dict[str, float]:
+    """FLOP/s of an ``n x n x n`` GEMM on each engine."""
+    g = torch.Generator(device=device).manual_seed(0)
+    x = torch.randn(n, n, device=device, dtype=dtype, generator=g)
+    w = torch.randn(n, n, device=device, dtype=dtype, generator=g)
+    rates = {}
+    for name, fn in gemm_engines(device, dtype).items():
+        fn(x, w)  # warm-up (JIT, packing buffers)
+        rates[name] = 2 * n**3 / _time(lambda fn=fn: fn(x, w), min_run_time)
+    return rates
+
+
+def measure_copy(device: torch.device, dtype: torch.dtype, nbytes: int, min_run_time: float) -> float:
+    """Bytes/s (read + write) of ``dst.copy_(src)`` for a ``nbytes`` tensor."""
+    numel = nbytes // torch.empty((), dtype=dtype).element_size()
+    src = torch.ones(numel, device=device, dtype=dtype)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    return 2 * src.numel() * src.element_size() / _time(lambda: dst.copy_(src), min_run_time)
+
+
+def measure_ceilings(
+    device: torch.device, dtype: torch.dtype, *, n: int, copy_bytes: int, min_run_time: float, previous: Optional[Ceilings] = None
+) -> Ceilings:
+    """Measure both ceilings; with ``previous``, merge (the best of all measurements wins)."""
+    matmul = measure_matmul(device, dtype, n, min_run_time)
+    copy = measure_copy(device, dtype, copy_bytes, min_run_time)
+    rates = {k: [v] for k, v in matmul.items()}
+    copies = [copy]
+    if previous is not None:
+        for k, v in previous.matmul_rates.items():
+            rates.setdefault(k, [])[:0] = v
+        copies[:0] = previous.copy_rates
+    engine = max(rates, key=lambda k: max(rates[k]))
+    return Ceilings(max(rates[engine]), max(copies), engine, rates, copies)
+
+
+# --------------------------------------------------------------------------------------------------
+# peak memory
+
+
+def _libc() -> Optional[ctypes.CDLL]:
+    if platform.system() != "Linux":
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+
+
+_LIBC = _libc()
+_M_MMAP_THRESHOLD = -3
+
+
+def configure_allocator() -> None:
+    """glibc: serve allocations >= 128 KiB by mmap, always (no dynamic threshold), so that freed
+    tensors leave the resident set at once. Call once, before the tensors of the benchmark exist."""
+    if _LIBC is not None:
+        _LIBC.mallopt(_M_MMAP_THRESHOLD, 128 * 1024)
+
+
+def _status_kib(key: str) -> int:
+    with open("/proc/self/status") as f:
+        return int(re.search(rf"^{key}:\s+(\d+) kB", f.read(), re.M).group(1))  # type: ignore[union-attr]
+
+
+def cpu_peak_supported() -> bool:
+    try:
+        _status_kib("VmHWM")
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_extra_bytes(fn: Callable[[], object], device: torch.device) -> Optional[int]:
+    """Peak memory of one call of ``fn`` above what was in use before it (None: cannot measure)."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - before
+    if device.type != "cpu" or not cpu_peak_supported():
+        return None
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+    before = _status_kib("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the high-water mark to the current resident set
+    fn()
+    return max(0, _status_kib("VmHWM") - before) * 1024
+
+
+# --------------------------------------------------------------------------------------------------
+# the machine
+
+
+def machine(device: torch.device) -> dict[str, str]:
+    """A short description of the machine, for the tables."""
+    info = {"torch": torch.__version__, "python": platform.python_version(), "device": device.type}
+    if device.type == "cuda":
+        info["name"] = torch.cuda.get_device_name(device)
+        info["cuda"] = str(torch.version.cuda)
+        return info
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            found = re.search(r"^model name\s*:\s*(.+)$", f.read(), re.M)
+        if found:
+            model = found.group(1).strip()
+    except OSError:
+        pass
+    config = torch.__config__.show()
+    isa = re.search(r"CPU capability usage: (\S+)", config)
+    info["name"] = f"{model}, {os.cpu_count()} logical CPUs, torch threads {torch.get_num_threads()}"
+    info["isa"] = isa.group(1) if isa else "?"
+    blas = re.search(r"Math Kernel Library Version ([\d.]+)", config)
+    dnn = re.search(r"MKL-DNN v([\d.]+)", config)
+    info["blas"] = f"MKL {blas.group(1)}" if blas else "?"
+    info["onednn"] = dnn.group(1) if dnn else "?"
+    return info
+
+
+def load_average() -> Optional[float]:
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S")
