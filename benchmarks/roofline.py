@@ -5,11 +5,11 @@
   channel-last ``conv2d``; CUDA: ``torch.mm``), the fastest taken as the ceiling.
 * ``copy_bandwidth``: bytes/s of a large tensor copy, counting bytes read + bytes written.
 * ``roofline floor`` of a row: ``flops / matmul_rate + bytes / copy_bandwidth``.
-* ``peak extra memory`` of a call: CUDA, the caching allocator's peak over the memory allocated
-  before the call; CPU, the process's peak resident set size (``VmHWM``, reset through
-  ``/proc/self/clear_refs``) over its resident set before the call, with glibc told to serve every
-  allocation of 128 KiB or more by ``mmap`` (so freed memory leaves the process at once and cannot
-  hide a later peak). That is what the operating system charges, MKL / oneDNN scratch included.
+* ``peak extra memory`` of a call, two views: the torch allocator's (the peak of bytes allocated
+  during the call above those allocated before it: CUDA allocator statistics, or on CPU the
+  allocation counter of the profiler's memory trace), and on CPU also the operating system's (peak
+  resident set during the call above the resident set before it, Linux ``VmHWM`` reset through
+  ``/proc/self/clear_refs``), which adds BLAS / oneDNN scratch and heap fragmentation.
 
 Axis legend: b batch, t time, c channels.
 """
@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import json
 import os
 import platform
 import re
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -100,20 +102,64 @@ def measure_copy(device: torch.device, dtype: torch.dtype, nbytes: int, min_run_
     return 2 * src.numel() * src.element_size() / _time(lambda: dst.copy_(src), min_run_time)
 
 
-def measure_ceilings(
-    device: torch.device, dtype: torch.dtype, *, n: int, copy_bytes: int, min_run_time: float, previous: Optional[Ceilings] = None
-) -> Ceilings:
-    """Measure both ceilings; with ``previous``, merge (the best of all measurements wins)."""
-    matmul = measure_matmul(device, dtype, n, min_run_time)
-    copy = measure_copy(device, dtype, copy_bytes, min_run_time)
-    rates = {k: [v] for k, v in matmul.items()}
-    copies = [copy]
+class Probe:
+    """The two ceilings as quick probes timed right next to each call of a row (one GEMM of the best
+    engine, one copy), so that each call is compared with the machine as it was at that moment."""
+
+    def __init__(self, device: torch.device, dtype: torch.dtype, engine: str, n: int, copy_bytes: int) -> None:
+        self.device = device
+        g = torch.Generator(device=device).manual_seed(0)
+        self.x = torch.randn(n, n, device=device, dtype=dtype, generator=g)
+        self.w = torch.randn(n, n, device=device, dtype=dtype, generator=g)
+        self.gemm = gemm_engines(device, dtype)[engine]
+        self.flops = 2.0 * n**3
+        numel = copy_bytes // torch.empty((), dtype=dtype).element_size()
+        self.src = torch.ones(numel, device=device, dtype=dtype)
+        self.dst = torch.empty_like(self.src)
+        self.bytes = 2.0 * numel * self.src.element_size()
+        self.gemm(self.x, self.w)
+        self.dst.copy_(self.src)
+
+    def _seconds(self, fn: Callable[[], object]) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        start = time.perf_counter()
+        fn()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter() - start
+
+    def rates(self) -> tuple[float, float]:
+        """(FLOP/s, bytes/s) right now."""
+        return self.flops / self._seconds(lambda: self.gemm(self.x, self.w)), self.bytes / self._seconds(
+            lambda: self.dst.copy_(self.src)
+        )
+
+
+def _merge(previous: Optional[Ceilings], rates: dict[str, list[float]], copies: list[float]) -> Ceilings:
+    rates = {k: list(v) for k, v in rates.items()}
+    copies = list(copies)
     if previous is not None:
         for k, v in previous.matmul_rates.items():
             rates.setdefault(k, [])[:0] = v
         copies[:0] = previous.copy_rates
     engine = max(rates, key=lambda k: max(rates[k]))
     return Ceilings(max(rates[engine]), max(copies), engine, rates, copies)
+
+
+def measure_ceilings(
+    device: torch.device, dtype: torch.dtype, *, n: int, copy_bytes: int, min_run_time: float, previous: Optional[Ceilings] = None
+) -> Ceilings:
+    """Measure both ceilings; with ``previous``, merge (the best of all measurements wins)."""
+    matmul = measure_matmul(device, dtype, n, min_run_time)
+    copy = measure_copy(device, dtype, copy_bytes, min_run_time)
+    return _merge(previous, {k: [v] for k, v in matmul.items()}, [copy])
+
+
+
+def merge_ceilings(previous: Optional[Ceilings], new: Ceilings) -> Ceilings:
+    """All measurements of both; the best of each is the ceiling."""
+    return _merge(previous, new.matmul_rates, new.copy_rates)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -130,14 +176,6 @@ def _libc() -> Optional[ctypes.CDLL]:
 
 
 _LIBC = _libc()
-_M_MMAP_THRESHOLD = -3
-
-
-def configure_allocator() -> None:
-    """glibc: serve allocations >= 128 KiB by mmap, always (no dynamic threshold), so that freed
-    tensors leave the resident set at once. Call once, before the tensors of the benchmark exist."""
-    if _LIBC is not None:
-        _LIBC.mallopt(_M_MMAP_THRESHOLD, 128 * 1024)
 
 
 def _status_kib(key: str) -> int:
@@ -145,18 +183,59 @@ def _status_kib(key: str) -> int:
         return int(re.search(rf"^{key}:\s+(\d+) kB", f.read(), re.M).group(1))  # type: ignore[union-attr]
 
 
-def cpu_peak_supported() -> bool:
+def _reset_peak_rss() -> bool:
     try:
-        _status_kib("VmHWM")
         with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
+            f.write("5")  # the high-water mark VmHWM := the current resident set
         return True
     except OSError:
         return False
 
 
-def peak_extra_bytes(fn: Callable[[], object], device: torch.device) -> Optional[int]:
-    """Peak memory of one call of ``fn`` above what was in use before it (None: cannot measure)."""
+def peak_extra_rss(fn: Callable[[], object]) -> Optional[int]:
+    """Operating-system view: the process's peak resident set during ``fn`` above its resident set
+    before it (Linux ``VmHWM`` after a reset), after returning free heap pages to the system
+    (``malloc_trim``) so that the baseline is the live memory. Counts what torch's allocator does not
+    see (BLAS / oneDNN scratch, heap fragmentation), so it is an upper bound of the live peak."""
+    gc.collect()
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+    try:
+        before = _status_kib("VmRSS")
+    except (OSError, AttributeError):
+        return None
+    if not _reset_peak_rss():
+        return None
+    fn()
+    return max(0, _status_kib("VmHWM") - before) * 1024
+
+
+def measure_once(fn: Callable[[], object], device: torch.device) -> dict:
+    """One call of ``fn``: seconds, and both views of its peak extra memory (the allocator's, and on
+    CPU the resident set's), measured together."""
+    holder: dict = {}
+
+    def timed() -> None:
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        holder["seconds"] = time.perf_counter() - start
+
+    if device.type == "cpu":
+        holder["peak_extra_allocated"] = peak_extra_allocated(lambda: holder.update(rss=peak_extra_rss(timed)), device)
+        holder["peak_extra_rss"] = holder.pop("rss")
+    else:
+        holder["peak_extra_allocated"] = peak_extra_allocated(timed, device)
+        holder["peak_extra_rss"] = None
+    return holder
+
+
+def peak_extra_allocated(fn: Callable[[], object], device: torch.device) -> Optional[int]:
+    """torch allocator's view: the peak of bytes allocated during ``fn`` above those allocated before.
+
+    CUDA: the caching allocator's statistics. CPU: the ``Total Allocated`` counter that the profiler
+    attaches to every allocation and free (``profile_memory=True``), read from the trace."""
     gc.collect()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -165,15 +244,17 @@ def peak_extra_bytes(fn: Callable[[], object], device: torch.device) -> Optional
         fn()
         torch.cuda.synchronize(device)
         return torch.cuda.max_memory_allocated(device) - before
-    if device.type != "cpu" or not cpu_peak_supported():
+    if device.type != "cpu":
         return None
-    if _LIBC is not None:
-        _LIBC.malloc_trim(0)
-    before = _status_kib("VmRSS")
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # reset the high-water mark to the current resident set
-    fn()
-    return max(0, _status_kib("VmHWM") - before) * 1024
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "trace.json")
+        prof.export_chrome_trace(path)
+        with open(path) as f:
+            events = json.load(f)["traceEvents"]
+    totals = [e["args"]["Total Allocated"] for e in events if e.get("name") == "[memory]" and "Total Allocated" in e.get("args", {})]
+    return max([0, *totals])
 
 
 # --------------------------------------------------------------------------------------------------

@@ -100,6 +100,50 @@ def _mm(a: Tensor, b: Tensor) -> Tensor:
     return _linear(a.contiguous(), b.t().contiguous())
 
 
+def _transpose_tiles(x: Tensor) -> Tensor:
+    """``x.transpose(1, 2).contiguous()`` copied in tiles of rows that stay in cache: one strided
+    copy of a (b, t, c) tensor walks memory with a stride of ``c`` elements and runs 2-4x slower."""
+    batch, rows, cols = x.shape
+    tile = max(8, (128 << 10) // max(cols * x.element_size(), 1))  # a tile of x is ~128 KiB
+    if tile >= rows or torch.compiler.is_compiling():
+        return x.transpose(1, 2).contiguous()
+    out = x.new_empty(batch, cols, rows)
+    for start in range(0, rows, tile):
+        out[:, :, start : start + tile].copy_(x[:, start : start + tile].transpose(1, 2))
+    return out
+
+
+def _to_last(x: Tensor, dims: tuple[int, int, int]) -> Tensor:
+    """``x.permute(dims).contiguous()`` for a 3-d ``x`` whose first axis becomes the last
+    (``dims[2] == 0``), copied in slabs of 16 along that axis: every slab is read contiguously and
+    written in cache-line runs, where one strided copy would write single elements."""
+    if torch.compiler.is_compiling() or x.shape[0] <= 16:
+        return x.permute(dims).contiguous()
+    out = x.new_empty([x.shape[d] for d in dims])
+    for start in range(0, x.shape[0], 16):
+        out[..., start : start + 16].copy_(x[start : start + 16].permute(dims))
+    return out
+
+
+class _ChannelsFirst(torch.autograd.Function):
+    """``(b, t, c) -> (b, c, t)`` contiguous, by cache-sized tiles in both directions."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:  # type: ignore[override]
+        return _transpose_tiles(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:  # type: ignore[override]
+        return _transpose_tiles(grad)
+
+
+def _channels_first(x: Tensor) -> Tensor:
+    """``x.transpose(1, 2).contiguous()``, faster on CPU (see :func:`_transpose_tiles`)."""
+    if x.device.type != "cpu":
+        return x.transpose(1, 2).contiguous()
+    return _ChannelsFirst.apply(x.contiguous())
+
+
 # --------------------------------------------------------------------------------------------------
 # masks and pooling
 
@@ -293,6 +337,38 @@ def temporal_attention_gate(
     return _temporal_attention_gate(zero_padding(flow, mask), mask, weights, biases, fused)
 
 
+class _Gate(torch.autograd.Function):
+    """``x * (1 + alpha * a)`` for a gate ``a`` broadcast over time or channels, with a backward of
+    one pass for ``dx`` and one fused reduction for ``da`` (autograd's ``addcmul`` backward spends
+    four full-size passes and a temporary on them)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, a: Tensor, alpha: float) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x, a)
+        ctx.alpha = alpha
+        return torch.addcmul(x, x, a, value=alpha)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Optional[Tensor], ...]:  # type: ignore[override]
+        x, a = ctx.saved_tensors
+        dx = torch.addcmul(grad, grad, a, value=ctx.alpha) if ctx.needs_input_grad[0] else None
+        da = None
+        if ctx.needs_input_grad[1]:
+            if a.shape[-1] == 1:  # a temporal gate (b, t, 1): a batched dot product over channels
+                da = torch.einsum("btc,btc->bt", grad, x).unsqueeze(-1)
+            else:  # a channel gate (b, 1, c)
+                da = (grad * x).sum(1, keepdim=True)
+            da = da * ctx.alpha
+        return dx, da, None
+
+
+def _gate(x: Tensor, a: Tensor, alpha: float) -> Tensor:
+    """``x + alpha * a * x`` (fused path of the gate form); ``a`` is (b, t, 1) or (b, 1, c)."""
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.addcmul(x, x, a, value=alpha)
+    return _Gate.apply(x, a.to(x.dtype), alpha)
+
+
 # --------------------------------------------------------------------------------------------------
 # dot form: Gram-matrix channel attention, scaled-dot-product temporal attention
 
@@ -303,19 +379,30 @@ def channel_attention_dot(rgb: Tensor, mask: Optional[Tensor] = None, *, tempera
     Shape:
         rgb: (b, t, c); mask: (b, t); returns (b, c, e) with rows summing to 1.
     """
+    dtype = rgb.dtype
     rgb = zero_padding(rgb, mask)
     n = _valid_counts(rgb, mask)
     # scaling rgb by (n * temperature) ** -1/2 before the Gram GEMM keeps the scores at the magnitude
-    # of a mean, so long float16 videos do not overflow; the softmax runs in float32
-    scaled = rgb * (n * temperature).rsqrt().unsqueeze(-1)
+    # of a mean, so long videos do not overflow; float16 (whose range ends at 65504) forms the Gram
+    # in float32, since a mean of products of features near 300 already overflows it
+    if rgb.dtype == torch.float16:
+        rgb = rgb.float()
+    scaled = rgb * (n.to(rgb.dtype) * temperature).rsqrt().unsqueeze(-1)
     scores = scaled.transpose(1, 2) @ scaled
-    return torch.softmax(_upcast(scores), dim=-1).to(rgb.dtype)
+    return torch.softmax(_upcast(scores), dim=-1).to(dtype)
 
 
 def _channel_enhance_dot(
-    rgb: Tensor, flow: Tensor, mask: Optional[Tensor], alpha: float, temperature: float, fused: bool
+    rgb: Tensor,
+    flow: Tensor,
+    mask: Optional[Tensor],
+    alpha: float,
+    temperature: float,
+    fused: bool,
+    rgb_t: Optional[Tensor] = None,
 ) -> Tensor:
-    """:func:`channel_enhance_dot` on ``rgb`` and ``flow`` that are already zero at padded snippets."""
+    """:func:`channel_enhance_dot` on ``rgb`` and ``flow`` that are already zero at padded snippets;
+    ``rgb_t`` optionally brings ``rgb.transpose(1, 2).contiguous()`` when the caller has it."""
     if not fused:
         n = _valid_counts(rgb, mask).unsqueeze(-1)
         gram = torch.einsum("btc,bte->bce", rgb, rgb) / n / temperature
@@ -332,7 +419,8 @@ def _channel_enhance_dot(
     # no (b, t, c) pass is spent on it. Both Gram operands are rows of one transposed copy of rgb.
     channels = rgb.shape[-1]
     scale = 1.0 / (_valid_counts(rgb, mask).squeeze(-1) * temperature)
-    rgb_t = rgb.transpose(1, 2).contiguous()
+    if rgb_t is None:
+        rgb_t = _channels_first(rgb)
     eye = torch.eye(channels, dtype=rgb.dtype, device=rgb.device)
     out = []
     # unbind, not indexing: the backward of b selects would zero-fill b full-size gradients
@@ -379,7 +467,7 @@ def temporal_attention_dot(q: Tensor, k: Tensor, mask: Optional[Tensor] = None) 
     Shape:
         q, k: (b, t, d); mask: (b, t); returns (b, t, s).
     """
-    scores = _upcast(torch.einsum("btd,bsd->bts", q, k)) / math.sqrt(q.shape[-1])
+    scores = torch.einsum("btd,bsd->bts", _upcast(q), _upcast(k)) / math.sqrt(q.shape[-1])
     if mask is not None:
         scores = scores.masked_fill(~_key_mask(mask).unsqueeze(1), float("-inf"))
     attn = torch.softmax(scores, dim=-1).to(q.dtype)
@@ -387,81 +475,192 @@ def temporal_attention_dot(q: Tensor, k: Tensor, mask: Optional[Tensor] = None) 
 
 
 def _attention_rows(t: int, s: int) -> int:
-    """Query rows per tile of the blocked attention: ``rows * s <= ATTENTION_TILE``, a multiple of 64
-    unless one tile covers all ``t`` queries."""
+    """Query rows per tile of the blocked attention: ``rows * s <= ATTENTION_TILE`` (at least one
+    row), a multiple of 64 when that many fit, all ``t`` when they fit. ``s`` counts the keys of
+    all samples of the batch, which share a tile."""
     rows = ATTENTION_TILE // max(s, 1)
     if rows >= t:
         return t
-    return max(64, rows - rows % 64)
+    if rows >= 128:
+        rows -= rows % 64
+    return max(rows, 1)
+
+
+def _gemm_nt(x: Tensor, w: Tensor, bias: Optional[Tensor] = None, groups: int = 1) -> Tensor:
+    """Grouped ``x @ w.T (+ bias)``: group ``j`` maps ``x[:, j i:(j+1) i]`` by ``w[j o:(j+1) o]``.
+
+    float32 on CPU: one grouped 1x1 oneDNN convolution over the channel-last view of ``x`` (the
+    groups are the samples of a batch, so one call serves the whole batch); else a batched GEMM.
+
+    Shape:
+        x: (n, g i) row-major; w: (g o, i); bias: (g o,); returns (n, g o) row-major.
+    """
+    n = x.shape[0]
+    if _onednn(x):
+        y = F.conv2d(x.unsqueeze(0).transpose(1, 2).unsqueeze(2), w[:, :, None, None], bias, groups=groups)
+        return y.squeeze(2).transpose(1, 2).squeeze(0)
+    i, o = x.shape[1] // groups, w.shape[0] // groups
+    xg, wg = x.view(n, groups, i).transpose(0, 1), w.view(groups, o, i).transpose(1, 2)
+    y = torch.bmm(xg, wg) if bias is None else torch.baddbmm(bias.view(groups, 1, o), xg, wg)
+    return y.transpose(0, 1).reshape(n, groups * o)
 
 
 class _BlockedAttention(torch.autograd.Function):
-    """Memory-efficient attention ``softmax(q k.T + key_bias) v`` in query tiles, for CPU.
+    """Memory-efficient attention for CPU: ``residual * v + alpha * softmax(q k.T + key_bias) v``.
 
-    Forward keeps one ``(rows, s)`` score tile at a time and saves only its inputs; backward
-    recomputes each tile's probabilities and accumulates ``dk``, ``dv`` (FlashAttention's scheme, in
-    torch ops: the GEMMs run at full library rate, the softmax and its backward are one row-wise
-    kernel each). ``q`` comes pre-scaled by ``1/sqrt(d)``; ``key_bias`` is 0 / ``-inf`` per key (or
-    None); ``query_mask`` zeroes the outputs (and the incoming gradients) of padded queries.
+    FlashAttention's scheme in torch ops. The forward pass keeps one tile of scores at a time,
+    ``(rows, b, s)`` for a block of query rows of *every* sample, and saves only its inputs; the
+    backward pass recomputes each tile's probabilities and accumulates ``dk`` and ``dv``. Tiles are
+    time-major so that each GEMM is one call for the whole batch: a grouped oneDNN convolution (the
+    samples are the groups) where the operands are laid out for it (``q k.T``, ``p v``, ``dp``,
+    ``dq``), a strided batched BLAS GEMM where they are not (``dv = p.T g``, ``dk = ds.T q``: the BLAS
+    reads transposed tiles in place, oneDNN would need transposed copies). The softmax and its
+    backward are one row-wise kernel each. ``q`` comes pre-scaled by ``1/sqrt(d)``; ``key_bias`` is
+    0 / ``-inf`` per key (or None); ``query_mask`` zeroes the outputs and incoming gradients of
+    padded queries; with ``residual`` (needs ``s == t``) ``v`` must be zero at padded snippets;
+    ``v_t`` is ``v.transpose(1, 2)`` made contiguous, when the caller has it already (or None).
 
-    FLOPs: ``2 t s (d + c)`` forward, ``2 t s (2 d + 2 c) + 2 t s d`` backward (one recomputed
-    ``q k.T``), the minimum for a method that does not store the ``(t, s)`` matrix.
+    FLOPs: ``2 t s (d + c)`` forward, ``2 t s (2 c + 3 d)`` backward (``q k.T`` recomputed once), the
+    minimum for a method that does not store the ``(t, s)`` matrix.
 
     Shape:
-        q, k: (b, t, d); v: (b, s, c); key_bias: (b, s); query_mask: (b, t); returns (b, t, c).
+        q, k: (b, t, d); v: (b, s, c); key_bias: (b, s); query_mask: (b, t); v_t: (b, c, s);
+        returns (b, t, c).
     """
 
     @staticmethod
-    def _probs(q: Tensor, k: Tensor, key_bias: Optional[Tensor]) -> Tensor:
-        if _onednn(q):
-            return torch.softmax(_linear(q, k, key_bias), dim=-1)  # the bias rides in the GEMM epilogue
-        scores = q @ k.t()
-        return torch.softmax(scores if key_bias is None else scores + key_bias, dim=-1)
+    def _probs(q_rows: Tensor, k_w: Tensor, bias: Optional[Tensor], batch: int) -> Tensor:
+        """Softmax over keys of one tile: (rows, b d) -> (rows, b, s); the key bias rides in the GEMM."""
+        scores = _gemm_nt(q_rows, k_w, bias, batch)
+        return torch.softmax(scores.view(q_rows.shape[0], batch, -1), dim=-1)
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any, q: Tensor, k: Tensor, v: Tensor, key_bias: Optional[Tensor], query_mask: Optional[Tensor]
+        ctx: Any,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        key_bias: Optional[Tensor],
+        query_mask: Optional[Tensor],
+        alpha: float,
+        residual: bool,
+        v_t: Optional[Tensor],
     ) -> Tensor:
-        batch, time, _ = q.shape
-        rows = _attention_rows(time, k.shape[1])
-        out = v.new_empty(batch, time, v.shape[-1])
-        zero = v.new_zeros(())
-        for i in range(batch):
-            bias = None if key_bias is None else key_bias[i]
-            v_t = v[i].t().contiguous() if _onednn(v) else None  # (c, s): the GEMM weight, once per sample
-            for start in range(0, time, rows):
-                stop = min(start + rows, time)
-                p = _BlockedAttention._probs(q[i, start:stop], k[i], bias)
-                o = _linear(p, v_t) if v_t is not None else p @ v[i]
-                if query_mask is None:
-                    out[i, start:stop] = o
-                else:
-                    torch.where(query_mask[i, start:stop, None], o, zero, out=out[i, start:stop])
-        ctx.save_for_backward(q, k, v, key_bias, query_mask)
+        batch, time, dim = q.shape
+        keys, channels = k.shape[1], v.shape[-1]
+        rows = _attention_rows(time, batch * keys)
+        q_tm = q.transpose(0, 1).reshape(time, batch * dim)  # time-major queries (a small copy)
+        k_w = k.reshape(batch * keys, dim)
+        if _onednn(v) and v_t is None:
+            v_t = _transpose_tiles(v)
+        v_w = None if v_t is None else v_t.view(batch * channels, keys)  # (b c, s): the weight of p @ v
+        bias = None if key_bias is None else key_bias.reshape(batch * keys)
+        out = v.new_empty(batch, time, channels)
+        for start in range(0, time, rows):
+            stop = min(start + rows, time)
+            p = _BlockedAttention._probs(q_tm[start:stop], k_w, bias, batch)
+            if v_w is not None:
+                o = _gemm_nt(p.view(stop - start, -1), v_w, None, batch).view(stop - start, batch, channels)
+                o = o.transpose(0, 1)
+            else:
+                o = torch.bmm(p.transpose(0, 1), v)
+            dst = out[:, start:stop]
+            if residual:
+                torch.add(v[:, start:stop], o, alpha=alpha, out=dst)
+            elif alpha != 1:
+                torch.mul(o, alpha, out=dst)
+            else:
+                dst.copy_(o)
+            if query_mask is not None:
+                dst.masked_fill_(~query_mask[:, start:stop, None], 0)
+        ctx.save_for_backward(q_tm, k, v, key_bias, query_mask)
+        ctx.alpha, ctx.residual = alpha, residual
         return out
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Optional[Tensor], ...]:  # type: ignore[override]
-        q, k, v, key_bias, query_mask = ctx.saved_tensors
+        q_tm, k, v, key_bias, query_mask = ctx.saved_tensors
+        batch, keys, dim = k.shape
+        time, channels = q_tm.shape[0], v.shape[-1]
+        rows = _attention_rows(time, batch * keys)
+        # time-major incoming gradient of the attention term, padded queries zeroed, alpha folded in
+        g_tm = grad.transpose(0, 1).contiguous()  # (no out= here: compile's functionalization keeps its strides)
         if query_mask is not None:
-            grad = zero_padding(grad, query_mask)
-        grad = grad.contiguous()
-        batch, time, _ = q.shape
-        rows = _attention_rows(time, k.shape[1])
-        dq, dk, dv = torch.empty_like(q), torch.zeros_like(k), torch.zeros_like(v)
-        for i in range(batch):
-            bias = None if key_bias is None else key_bias[i]
-            k_t = k[i].t().contiguous()  # (d, s)
-            for start in range(0, time, rows):
-                stop = min(start + rows, time)
-                q_blk, g_blk = q[i, start:stop], grad[i, start:stop]
-                p = _BlockedAttention._probs(q_blk, k[i], bias)
-                dv[i] += _mm(p.t(), g_blk)
-                dp = _linear(g_blk, v[i])  # (rows, s) = g @ v.T
-                ds = torch._softmax_backward_data(dp, p, -1, p.dtype)  # p * (dp - rowsum(dp * p))
-                dq[i, start:stop] = _linear(ds, k_t)
-                dk[i] += ds.t() @ q_blk  # 2 t s d FLOPs: the BLAS takes the transposed tile as is
-        return dq, dk, dv, None, None
+            g_tm.masked_fill_(~query_mask.t()[..., None], 0)
+        if ctx.alpha != 1:
+            g_tm.mul_(ctx.alpha)
+        g_rows = g_tm.view(time, batch * channels)
+        k_w, v_w = k.reshape(batch * keys, dim), v.reshape(batch * keys, channels)
+        k_t = k.transpose(1, 2).reshape(batch * dim, keys)  # (b d, s): the weight of ds @ k
+        bias = None if key_bias is None else key_bias.reshape(batch * keys)
+        dq_tm = q_tm.new_empty(time, batch, dim)
+        dk: Optional[Tensor] = None
+        dv: Optional[Tensor] = None  # (b, s, c) on the BLAS route, key-major (s, b, c) on oneDNN's
+        onednn = _onednn(v)
+        for start in range(0, time, rows):
+            stop = min(start + rows, time)
+            n = stop - start
+            p = _BlockedAttention._probs(q_tm[start:stop], k_w, bias, batch)  # (n, b, s)
+            dp = _gemm_nt(g_rows[start:stop], v_w, None, batch).view(n, batch, keys)
+            ds = torch._softmax_backward_data(dp, p, -1, p.dtype)  # p * (dp - rowsum(dp * p))
+            dq_tm[start:stop] = _gemm_nt(ds.view(n, -1), k_t, None, batch).view(n, batch, dim)
+            # dv += p.T @ g per sample: oneDNN on key-major copies of the tiles (2 t s c FLOPs, worth
+            # the copies), else the BLAS on the transposed tiles as they lie
+            if onednn:
+                p_t = _to_last(p, (2, 1, 0)).view(keys, batch * n)
+                g_t = _to_last(g_tm[start:stop], (1, 2, 0)).view(batch * channels, n)
+                dv_tile = _gemm_nt(p_t, g_t, None, batch).view(keys, batch, channels)
+            else:
+                dv_tile = torch.bmm(p.permute(1, 2, 0), g_tm[start:stop].transpose(0, 1))
+            dv = dv_tile if dv is None else dv.add_(dv_tile)
+            # dk += ds.T @ q per sample (2 t s d FLOPs): the BLAS reads the transposed tiles as they lie
+            ds_t, q_blk = ds.permute(1, 2, 0), q_tm[start:stop].view(n, batch, dim).transpose(0, 1)
+            dk = torch.bmm(ds_t, q_blk) if dk is None else dk.baddbmm_(ds_t, q_blk)
+        assert dv is not None  # time >= 1
+        if onednn:
+            dv = dv.transpose(0, 1)
+        if ctx.residual:  # the residual's gradient, added in the pass that lays dv out (b, s, c)
+            dv = torch.add(grad if query_mask is None else zero_padding(grad, query_mask), dv)
+        dq = dq_tm.transpose(0, 1).contiguous()
+        return dq, dk, dv.contiguous(), None, None, None, None, None
+
+
+def _attend_fused(
+    q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor], alpha: float, residual: bool, v_t: Optional[Tensor] = None
+) -> Tensor:
+    """``residual * v + alpha * A_t @ v`` on the fused path, zero at padded queries (see
+    :func:`attend_temporal`); ``residual`` needs ``v`` zero at padded snippets; ``v_t`` optionally
+    brings ``v.transpose(1, 2).contiguous()`` when the caller has made it already."""
+    batch, time, dim = q.shape
+    if q.device.type == "cpu":
+        dtype = torch.promote_types(torch.promote_types(q.dtype, k.dtype), v.dtype)
+        if torch.is_autocast_enabled("cpu"):
+            dtype = torch.float32
+        # float32 compute for half inputs (CPU half GEMMs are slow and the softmax wants float32)
+        compute = torch.float64 if dtype == torch.float64 else torch.float32
+        q = q.to(compute) * (1.0 / math.sqrt(dim))
+        k, v = k.to(compute).contiguous(), v.to(compute).contiguous()
+        if v_t is not None and (v_t.dtype != compute or not v_t.is_contiguous()):
+            v_t = None
+        key_bias = None
+        if mask is not None:
+            key_bias = torch.zeros(mask.shape, dtype=compute, device=q.device)
+            key_bias.masked_fill_(~_key_mask(mask), float("-inf"))
+        with torch.autocast("cpu", enabled=False):
+            out = _BlockedAttention.apply(q, k, v, key_bias, mask, alpha, residual, v_t)
+        return out.to(dtype)
+    channels = v.shape[-1]
+    heads = -(-channels // dim)
+    values = v if heads * dim == channels else F.pad(v, (0, heads * dim - channels))
+    values = rearrange(values, "b s (h d) -> b h s d", d=dim)
+    q = q.unsqueeze(1).expand(batch, heads, time, dim)
+    k = k.unsqueeze(1).expand(batch, heads, time, dim)
+    attn_mask = None if mask is None else _key_mask(mask)[:, None, None, :]
+    out = F.scaled_dot_product_attention(q, k, values, attn_mask=attn_mask, scale=1.0 / math.sqrt(dim))
+    out = zero_padding(rearrange(out, "b h t d -> b t (h d)")[..., :channels], mask)
+    if residual:
+        return torch.add(v, out, alpha=alpha)
+    return out if alpha == 1 else out * alpha
 
 
 def attend_temporal(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor] = None, *, fused: bool = True) -> Tensor:
@@ -470,10 +669,11 @@ def attend_temporal(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor] = No
     The fused path never builds the ``(t, s)`` matrix, so memory grows linearly with time. It picks
     its kernel per call from the device:
 
-    * CPU: blocked attention (:class:`_BlockedAttention`): query tiles of at most
-      ``ATTENTION_TILE`` scores, probabilities recomputed in backward, ``2 t s (d + c)`` FLOPs forward.
-      (CPU ``scaled_dot_product_attention`` only has a flash kernel for equal q/k/v widths and falls
-      back to the ``(t, s)``-materializing math kernel otherwise.)
+    * CPU: blocked attention (``_BlockedAttention``): tiles of query rows of every sample, at most
+      ``ATTENTION_TILE`` scores each, probabilities recomputed in backward, ``2 t s (d + c)`` FLOPs
+      forward, GEMMs as grouped oneDNN convolutions in float32. (CPU ``scaled_dot_product_attention``
+      has a flash kernel only for equal q/k/v widths; otherwise it runs the math kernel, which
+      materializes the ``(t, s)`` matrix.)
     * CUDA and other devices: ``scaled_dot_product_attention``. Flash kernels need the value head
       size to equal the query/key size ``d``, so ``v``'s ``c`` channels are split into
       ``h = ceil(c / d)`` heads of ``d`` channels (zero-padded to a multiple of ``d`` when needed) and
@@ -488,33 +688,7 @@ def attend_temporal(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor] = No
     """
     if not fused:
         return temporal_attention_dot(q, k, mask) @ v
-    batch, time, dim = q.shape
-    if q.device.type == "cpu":
-        dtype = torch.promote_types(torch.promote_types(q.dtype, k.dtype), v.dtype)
-        if torch.is_autocast_enabled("cpu"):
-            dtype = torch.float32
-        # float32 compute for half inputs (CPU half GEMMs are slow and the softmax wants float32)
-        compute = torch.float64 if dtype == torch.float64 else torch.float32
-        q = (q.to(compute) * (1.0 / math.sqrt(dim))).contiguous()
-        k, v = k.to(compute).contiguous(), v.to(compute).contiguous()
-        key_bias = None
-        if mask is not None:
-            key_bias = torch.zeros(mask.shape, dtype=compute, device=q.device)
-            key_bias.masked_fill_(~_key_mask(mask), float("-inf"))
-        with torch.autocast("cpu", enabled=False):
-            out = _BlockedAttention.apply(q, k, v, key_bias, mask)
-        return out.to(dtype)
-    channels = v.shape[-1]
-    heads = -(-channels // dim)
-    if heads * dim != channels:
-        v = F.pad(v, (0, heads * dim - channels))
-    v = rearrange(v, "b s (h d) -> b h s d", d=dim)
-    q = q.unsqueeze(1).expand(batch, heads, time, dim)
-    k = k.unsqueeze(1).expand(batch, heads, time, dim)
-    attn_mask = None if mask is None else _key_mask(mask)[:, None, None, :]
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=1.0 / math.sqrt(dim))
-    out = rearrange(out, "b h t d -> b t (h d)")[..., :channels]
-    return zero_padding(out, mask)
+    return _attend_fused(q, k, v, mask, 1.0, False)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -214,8 +214,8 @@ class DualModalityFusion(nn.Module):
         convs = (self.temporal_conv1, self.temporal_conv2)
         a_t = DF._temporal_attention_gate(flow, mask, [c.weight for c in convs], [c.bias for c in convs], self.fused)
         if self.fused:
-            rgb_plus = torch.addcmul(rgb, rgb, a_t.unsqueeze(-1), value=self.alpha)
-            flow_plus = torch.addcmul(flow, flow, a_c.unsqueeze(1), value=self.alpha)
+            rgb_plus = DF._gate(rgb, a_t.unsqueeze(-1), self.alpha)
+            flow_plus = DF._gate(flow, a_c.unsqueeze(1), self.alpha)
         else:
             rgb_plus = rgb + self.alpha * (a_t.unsqueeze(-1) * rgb)
             flow_plus = flow + self.alpha * (a_c.unsqueeze(1) * flow)
@@ -226,8 +226,10 @@ class DualModalityFusion(nn.Module):
     def _dot(
         self, rgb: Tensor, flow: Tensor, mask: Optional[Tensor], return_attention: bool
     ) -> Union[DMFOutput, DMFAttentionOutput]:
-        flow_plus, rgb_c = self._dot_channel(rgb, flow, mask)
-        rgb_plus, q, k = self._dot_temporal(rgb, flow, mask)
+        # one channel-first copy of rgb serves both halves' GEMMs on the oneDNN route
+        rgb_t = DF._channels_first(rgb) if self.fused and DF._onednn(rgb) else None
+        flow_plus, rgb_c = self._dot_channel(rgb, flow, mask, rgb_t)
+        rgb_plus, q, k = self._dot_temporal(rgb, flow, mask, rgb_t)
         if return_attention:
             a_c = DF.channel_attention_dot(rgb_c, mask, temperature=self.temperature)
             a_t = DF.temporal_attention_dot(q, k, mask)
@@ -237,13 +239,20 @@ class DualModalityFusion(nn.Module):
     # the two halves of the dot form (separate so that benchmarks/ can time each); rgb and flow are
     # already zero at padded snippets
 
-    def _dot_channel(self, rgb: Tensor, flow: Tensor, mask: Optional[Tensor]) -> tuple[Tensor, Tensor]:
+    def _dot_channel(
+        self, rgb: Tensor, flow: Tensor, mask: Optional[Tensor], rgb_t: Optional[Tensor] = None
+    ) -> tuple[Tensor, Tensor]:
         linear = DF._linear if self.fused else F.linear
-        rgb_c = rgb if self.rgb_to_flow is None else linear(rgb, self.rgb_to_flow.weight.to(rgb.dtype))
-        flow_plus = DF._channel_enhance_dot(rgb_c, flow, mask, self.alpha, self.temperature, self.fused)
+        if self.rgb_to_flow is None:
+            rgb_c = rgb
+        else:
+            rgb_c, rgb_t = linear(rgb, self.rgb_to_flow.weight.to(rgb.dtype)), None
+        flow_plus = DF._channel_enhance_dot(rgb_c, flow, mask, self.alpha, self.temperature, self.fused, rgb_t)
         return flow_plus, rgb_c
 
-    def _dot_temporal(self, rgb: Tensor, flow: Tensor, mask: Optional[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    def _dot_temporal(
+        self, rgb: Tensor, flow: Tensor, mask: Optional[Tensor], rgb_t: Optional[Tensor] = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
         dtype = flow.dtype
         if self.fused:  # q and k from one GEMM
             qk = DF._linear(flow, torch.cat([self.to_q.weight, self.to_k.weight]).to(dtype))
@@ -251,9 +260,12 @@ class DualModalityFusion(nn.Module):
         else:
             q = F.linear(flow, self.to_q.weight.to(dtype))
             k = F.linear(flow, self.to_k.weight.to(dtype))
-        enhance_rgb = DF.attend_temporal(q, k, rgb, mask, fused=self.fused)
-        rgb_plus = torch.add(rgb, enhance_rgb, alpha=self.alpha) if self.fused else rgb + self.alpha * enhance_rgb
-        return rgb_plus, q, k
+        if not self.fused:
+            return rgb + self.alpha * DF.attend_temporal(q, k, rgb, mask, fused=False), q, k
+        if self.alpha == 0:
+            return rgb, q, k  # exact identity
+        # the residual rides in the attention's output pass: rgb + alpha * A_t @ rgb
+        return DF._attend_fused(q, k, rgb, mask, self.alpha, True, rgb_t), q, k
 
 
 class ConcatFusion(nn.Module):

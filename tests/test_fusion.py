@@ -336,3 +336,14 @@ def test_runs_under_autocast(kind, device):
     for g, w in zip(got, want):
         assert torch.isfinite(g).all()
         torch.testing.assert_close(g.float(), w, atol=0.1, rtol=0.05)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_float16_stays_finite_on_large_features(kind, device):
+    """Features of magnitude ~1000 in float16: scores that would overflow 65504 are formed in float32."""
+    module = make_module(kind, 64, 64).to(device)
+    rgb, flow, mask = make_inputs(19, 2, 40, 64, 64, device=device)
+    rgb, flow = (1000 * rgb).half(), (1000 * flow).half()
+    for out in outputs(kind, module, rgb, flow, mask):
+        assert out.dtype == torch.float16
+        assert torch.isfinite(out).all()
