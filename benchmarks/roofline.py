@@ -74,8 +74,11 @@ def gemm_engines(device: torch.device, dtype: torch.dtype) -> dict[str, Callable
     if device.type == "cpu" and torch.backends.mkldnn.is_available() and dtype == torch.float32:
 
         def onednn(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-            # 1x1 convolution over the (1, c, 1, n) channel-last view of x: oneDNN's brgemm kernels
-            return F.conv2d(x.unsqueeze(0).transpose(1, 2).unsqueeze(2), w[:, :, None, None])
+            # 1x1 convolution over a channel-last view of x, (16, c, 1, n / 16) when n allows: oneDNN's
+            # brgemm kernels (the batched view is the layout the library's GEMMs use, and ~5% faster)
+            images = 16 if x.shape[0] % 16 == 0 else 1
+            xv = x.view(images, x.shape[0] // images, x.shape[1]).transpose(1, 2).unsqueeze(2)
+            return F.conv2d(xv, w[:, :, None, None])
 
         engines["oneDNN conv1x1"] = onednn
     return engines

@@ -227,7 +227,7 @@ class DualModalityFusion(nn.Module):
         self, rgb: Tensor, flow: Tensor, mask: Optional[Tensor], return_attention: bool
     ) -> Union[DMFOutput, DMFAttentionOutput]:
         # one channel-first copy of rgb serves both halves' GEMMs on the oneDNN route
-        rgb_t = DF._channels_first(rgb) if self.fused and DF._onednn(rgb) else None
+        rgb_t = DF._transpose_tiles(rgb.detach()) if self.fused and DF._onednn(rgb) else None  # never differentiated
         flow_plus, rgb_c = self._dot_channel(rgb, flow, mask, rgb_t)
         rgb_plus, q, k = self._dot_temporal(rgb, flow, mask, rgb_t)
         if return_attention:

@@ -271,15 +271,29 @@ def test_residual_form_across_tiles(small_tiles, dtype):
         assert torch.autograd.gradcheck(lambda a, b, c: DF._attend_fused(a, b, c, mask, 0.7, True), tuple(leaves_d))
 
 
-def test_tiled_transpose_and_its_gradient():
+def test_tiled_transpose():
     """The cache-tiled (b, t, c) -> (b, c, t) copy, with several tiles and a partial last one."""
-    x = rand(90, 2, 21, 4096, dtype=torch.float32).requires_grad_(True)  # tiles of 8 rows
-    y = DF._channels_first(x)
+    x = rand(90, 2, 21, 4096, dtype=torch.float32)  # tiles of 8 rows
+    y = DF._transpose_tiles(x)
     assert y.is_contiguous()
     torch.testing.assert_close(y, x.transpose(1, 2), rtol=0, atol=0)
-    g = rand(91, 2, 4096, 21, dtype=torch.float32)
-    (gx,) = torch.autograd.grad(y, x, g)
-    torch.testing.assert_close(gx, g.transpose(1, 2), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("masked", [True, False], ids=["mask", "nomask"])
+def test_channel_half_float32_gradients(masked):
+    """The float32 channel half (oneDNN GEMMs, the Gram's symmetric backward, the residual folded into
+    the apply weight) against float64 autograd of the plain path."""
+    rgb, flow = rand(98, 3, 9, 6), rand(99, 3, 9, 6)
+    mask = rand_mask(100, 3, 9) if masked else None
+    grad = rand(101, 3, 9, 6)
+    leaves64 = [x.clone().requires_grad_(True) for x in (rgb, flow)]
+    want_out = DF.channel_enhance_dot(*leaves64, mask, alpha=0.7, temperature=2.0, fused=False)
+    want = torch.autograd.grad(want_out, leaves64, grad)
+    leaves32 = [x.float().requires_grad_(True) for x in (rgb, flow)]
+    got_out = DF.channel_enhance_dot(*leaves32, mask, alpha=0.7, temperature=2.0)
+    torch.testing.assert_close(got_out.double(), want_out, atol=1e-5, rtol=1e-5)
+    for g, w in zip(torch.autograd.grad(got_out, leaves32, grad.float()), want):
+        torch.testing.assert_close(g.double(), w, atol=1e-5, rtol=1e-4)
 
 
 def test_slab_permute_copies():

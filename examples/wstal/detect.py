@@ -29,7 +29,7 @@ from torch import Tensor
 
 from .data import Video
 from .evaluation import Detection
-from .model import MILBaseModel, ProposalClassifier, TemporalRPN, _masked_weighted_mean
+from .model import MILBaseModel, ProposalClassifier, TemporalRPN, _topk_count, masked_topk_mean
 from .proposals import nms_1d, soft_nms_1d
 from .pseudo_labels import Segments, segments_from_scores
 from .train import collate, progress
@@ -45,6 +45,7 @@ __all__ = [
     "select_classes",
     "stage1_detections",
     "to_detections",
+    "vote_boundaries",
 ]
 
 
@@ -59,6 +60,8 @@ class DetectionConfig(NamedTuple):
         proposal_nms_iou: NMS tIoU among Stage-1 proposals.
         max_proposals: Stage-1 proposals kept per video.
         min_objectness: Stage-1 proposals below this objectness are dropped before NMS.
+        vote_iou: each kept proposal's boundaries are the objectness-weighted mean of the candidates
+            overlapping it by this tIoU (1 disables voting).
     """
 
     class_threshold: float = 0.1
@@ -67,14 +70,16 @@ class DetectionConfig(NamedTuple):
     proposal_nms_iou: float = 0.6
     max_proposals: int = 60
     min_objectness: float = 0.05
+    vote_iou: float = 0.6
 
 
 class BaseResult(NamedTuple):
-    """Base model outputs for one video: ``p`` (t, k + 1) softmax of the CAS, ``attention`` (t,),
-    ``video_scores`` (k,)."""
+    """Base model outputs for one video: ``p`` (t, k + 1) softmax of the CAS, ``attention`` and
+    ``boundary`` (t,), ``video_scores`` (k,)."""
 
     p: Tensor
     attention: Tensor
+    boundary: Tensor
     video_scores: Tensor
 
 
@@ -93,24 +98,27 @@ def run_base(
     model: MILBaseModel,
     videos: Sequence[Video],
     *,
+    topk_ratio: float = 8.0,
     device: torch.device | str = "cpu",
     batch_size: int = 8,
     desc: str = "base inference",
     show_progress: bool = True,
 ) -> dict[str, BaseResult]:
-    """Run the base model on whole videos; video scores are the softmax of the attention-weighted CAS
-    (background excluded), the branch trained against ``[y, 0]``."""
+    """Run the base model on whole videos; video scores are the softmax over the ``k`` action classes of
+    their top-k mean logits (the classification MIL term)."""
     model.eval()
     results: dict[str, BaseResult] = {}
     for group in progress(_batches(videos, batch_size), desc=desc, enabled=show_progress):
         batch = _collate(group).to(device)
         out = model(batch.rgb, batch.flow, batch.mask)
-        video_logits = _masked_weighted_mean(out.cas, out.attention, batch.mask)
-        video_scores = F.softmax(video_logits, -1)[:, :-1]
+        k = _topk_count(batch.mask.sum(1), topk_ratio)
+        video_scores = F.softmax(masked_topk_mean(out.cas[..., :-1], batch.mask, k), -1)
         p = F.softmax(out.cas, -1)
         for i, video in enumerate(group):
             t = video.num_snippets
-            results[video.name] = BaseResult(p[i, :t].cpu(), out.attention[i, :t].cpu(), video_scores[i].cpu())
+            results[video.name] = BaseResult(
+                p[i, :t].cpu(), out.attention[i, :t].cpu(), out.boundary[i, :t].cpu(), video_scores[i].cpu()
+            )
     return results
 
 
@@ -174,8 +182,33 @@ def rpn_proposals(
             segments, scores = segments[keep], scores[keep]
             keep_idx = nms_1d(segments, scores, config.proposal_nms_iou)
             keep_idx = keep_idx[scores[keep_idx].argsort(descending=True, stable=True)][: config.max_proposals]
-            found[video.name] = Segments(segments[keep_idx], scores[keep_idx])
+            kept = segments[keep_idx]
+            if config.vote_iou < 1:
+                kept = vote_boundaries(kept, segments, scores, config.vote_iou)
+            found[video.name] = Segments(kept, scores[keep_idx])
     return found
+
+
+def vote_boundaries(kept: Tensor, candidates: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
+    """Boundary voting: each kept segment becomes the score-weighted mean of the candidates that overlap it
+    by at least ``iou_threshold`` (itself included). Every snippet inside an action regresses the action's
+    boundaries; averaging the votes of its neighbours cancels much of the per-snippet noise.
+
+    Shape:
+        kept: (n, 2); candidates: (m, 2); scores: (m,). Returns (n, 2).
+
+    Example:
+        >>> cands = torch.tensor([[0.0, 10.0], [2.0, 10.0], [30.0, 40.0]])
+        >>> vote_boundaries(cands[:1], cands, torch.tensor([1.0, 1.0, 1.0]), 0.5).tolist()
+        [[1.0, 10.0]]
+    """
+    if kept.shape[0] == 0:
+        return kept
+    inter = (torch.minimum(kept[:, None, 1], candidates[None, :, 1]) - torch.maximum(kept[:, None, 0], candidates[None, :, 0])).clamp_min(0)
+    union = (kept[:, 1] - kept[:, 0])[:, None] + (candidates[:, 1] - candidates[:, 0])[None] - inter
+    weight = (inter / union.clamp_min(1e-6) >= iou_threshold).to(scores.dtype) * scores[None]
+    voted = weight @ candidates / weight.sum(1, keepdim=True).clamp_min(1e-12)
+    return torch.where(weight.sum(1, keepdim=True) > 0, voted, kept)
 
 
 def stage1_detections(
@@ -207,7 +240,7 @@ def classify_proposals(
     show_progress: bool = True,
 ) -> dict[str, tuple[Tensor, Tensor]]:
     """Stage-2 class probabilities ``(n, k)`` (softmax over ``k + 1``, background dropped) per proposal,
-    and video scores ``(k,)`` (softmax of the objectness-weighted top-k logits)."""
+    and video scores ``(k,)`` (softmax over the ``k`` classes of their top-k mean proposal logits)."""
     model.eval()
     found: dict[str, tuple[Tensor, Tensor]] = {}
     for group in progress(_batches(videos, batch_size), desc=desc, enabled=show_progress):
@@ -215,10 +248,9 @@ def classify_proposals(
         props = [proposals[v.name].segments.to(device) for v in group]
         logits, _ = model(batch.rgb, batch.flow, batch.mask, props)
         for video, lg in zip(group, logits):
-            obj = proposals[video.name].scores.to(device)
             k = max(1, int(np.ceil(lg.shape[0] / topk_ratio)))
-            video_logits = (lg * obj.unsqueeze(-1)).topk(k, dim=0).values.mean(0)
-            found[video.name] = (F.softmax(lg, -1)[:, :-1].cpu(), F.softmax(video_logits, -1)[:-1].cpu())
+            video_logits = lg[:, :-1].topk(k, dim=0).values.mean(0)
+            found[video.name] = (F.softmax(lg, -1)[:, :-1].cpu(), F.softmax(video_logits, -1).cpu())
     return found
 
 

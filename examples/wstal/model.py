@@ -27,6 +27,8 @@ from torch import Tensor, nn
 
 from dmf_fusion import ConcatFusion, DualModalityFusion, MutualFusion, MutualLoss
 
+from .proposals import roi_align_1d
+
 __all__ = [
     "STRATEGIES",
     "BaseOutput",
@@ -270,60 +272,59 @@ def segment_iou(a: Tensor, b: Tensor) -> Tensor:
 
 
 class BaseOutput(NamedTuple):
-    """``cas``: class activation logits with background last; ``attention``: class-agnostic foreground."""
+    """``cas``: class activation logits, background last; ``attention``: class-agnostic foreground
+    probability from temporally smoothed features; ``boundary``: the same from per-snippet features."""
 
     cas: Tensor
     attention: Tensor
+    boundary: Tensor
     aux_loss: Tensor
 
 
 class MILBaseModel(nn.Module):
-    """Snippet-level MIL model: class activation sequence (``k`` classes + background) and a class-agnostic
-    attention, in the BaS-Net / CO2-Net lineage.
+    """Snippet-level MIL model: a class activation sequence (``k`` classes + background) and a
+    class-agnostic attention, in the BaS-Net / CO2-Net lineage.
+
+    The attention comes in two heads trained by the same losses. ``attention`` reads temporally
+    convolved features (kernel 3): it is smooth and ranks segments well, but the convolution lets it
+    spill about one snippet past each boundary. ``boundary`` reads each snippet alone (kernel 1): it is
+    noisier but its edges sit where the action's edges are. Detections and completeness scores use the
+    first; the pseudo segments that teach the T-RPN where actions *end* use the second (random label
+    noise averages out in the T-RPN's training, a systematic outward bias would not).
 
     Args:
         fusion: the input fusion.
         num_classes: ``k`` action classes (the background logit is added).
         hidden: width of the temporal embedding.
-        dropout: dropout on the embedding (training only).
+        dropout: dropout on the embeddings (training only).
 
     Shape:
-        rgb, flow: (b, t, c); mask: (b, t). Returns ``cas`` (b, t, k + 1) logits and ``attention`` (b, t).
+        rgb, flow: (b, t, c); mask: (b, t). Returns ``cas`` (b, t, k + 1) logits, ``attention`` and
+        ``boundary`` (b, t) in [0, 1].
     """
 
-    def __init__(
-        self, fusion: FusionEmbed, num_classes: int, *, hidden: int = 256, dropout: float = 0.5, center: str = "all"
-    ) -> None:
+    def __init__(self, fusion: FusionEmbed, num_classes: int, *, hidden: int = 256, dropout: float = 0.5) -> None:
         super().__init__()
         self.fusion = fusion
         self.num_classes = num_classes
-        self.center = center
         self.embed = TemporalConv(fusion.dim, hidden, 3)
-        self.attention_conv = TemporalConv(hidden, hidden // 2, 3)
-        self.attention_out = nn.Linear(hidden // 2, 1)
         self.classifier = nn.Linear(hidden, num_classes + 1)
+        self.attention_head = nn.ModuleList([TemporalConv(fusion.dim, hidden // 2, 3), nn.Linear(hidden // 2, 1)])
+        self.boundary_head = nn.ModuleList([TemporalConv(fusion.dim, hidden // 2, 1), nn.Linear(hidden // 2, 1)])
         self.dropout = nn.Dropout(dropout)
+
+    def _head(self, head: nn.ModuleList, features: Tensor, mask: Optional[Tensor]) -> Tensor:
+        conv, out = head
+        score = torch.sigmoid(out(self.dropout(F.relu(conv(features, mask))))).squeeze(-1)
+        return score if mask is None else score * mask.to(score.dtype)
 
     def forward(self, rgb: Tensor, flow: Tensor, mask: Optional[Tensor] = None) -> BaseOutput:
         fused = self.fusion(rgb, flow, mask)
-        features = fused.features
-        if self.center == "input":
-            features = _zero_pad(features - _masked_time_mean(features, mask), mask)
-        x = self.dropout(F.relu(self.embed(features, mask)))
-        xc = _zero_pad(x - _masked_time_mean(x, mask), mask) if self.center in ("attention", "all") else x
-        attention = torch.sigmoid(self.attention_out(F.relu(self.attention_conv(xc, mask)))).squeeze(-1)
-        cas = self.classifier(xc if self.center == "all" else x)
-        if mask is not None:
-            attention = attention * mask.to(attention.dtype)
-        return BaseOutput(cas, attention, fused.aux_loss)
-
-
-def _masked_time_mean(x: Tensor, mask: Optional[Tensor]) -> Tensor:
-    """Mean over valid snippets, kept as a length-1 time axis. Shape: x (b, t, c) -> (b, 1, c)."""
-    if mask is None:
-        return x.mean(1, keepdim=True)
-    weight = mask.to(x.dtype).unsqueeze(-1)
-    return (x * weight).sum(1, keepdim=True) / weight.sum(1, keepdim=True).clamp_min(1)
+        x = self.dropout(F.relu(self.embed(fused.features, mask)))
+        cas = self.classifier(x)
+        attention = self._head(self.attention_head, fused.features, mask)
+        boundary = self._head(self.boundary_head, fused.features, mask)
+        return BaseOutput(cas, attention, boundary, fused.aux_loss)
 
 
 def _masked_weighted_mean(x: Tensor, weight: Tensor, mask: Tensor) -> Tensor:
@@ -338,41 +339,70 @@ def base_losses(
     mask: Tensor,
     *,
     topk_ratio: float = 8.0,
-    bottomk_ratio: float = 3.0,
+    bottomk_ratio: float = 2.0,
     suppression_weight: float = 1.0,
     guide_weight: float = 1.0,
+    rank_weight: float = 1.0,
     mutual_weight: float = 1.0,
 ) -> dict[str, Tensor]:
-    """Losses of :class:`MILBaseModel`.
+    """Losses of :class:`MILBaseModel` (``t`` valid snippets, ``n_top = t / topk_ratio``,
+    ``n_bottom = t / bottomk_ratio``).
 
-    * ``mil``: top-k MIL. Per labelled class, the mean CAS of its ``t / topk_ratio`` highest-scoring snippets
-      must name that class (softmax over ``k + 1`` against ``y``), and the mean CAS of the ``t / bottomk_ratio``
-      snippets *least* like any labelled class must name background: every untrimmed video has background,
-      and its easiest background snippets ground the background class (without them a constant
-      background logit satisfies the video-level loss);
-    * ``fg`` / ``bg``: attention-based background suppression: the attention-weighted mean CAS must name
-      ``[y, 0]`` and the ``(1 - attention)``-weighted mean background ``[0, 1]``;
+    * ``mil``, three top-k MIL terms on the CAS:
+
+      - classification (W-TALC): per action class the mean of its ``n_top`` highest logits, softmax over
+        the ``k`` classes against the normalised label;
+      - foreground: the ``n_top`` snippets most like a labelled class, pooled over all ``k + 1`` logits,
+        must name the labelled classes, not background;
+      - background: the ``n_bottom`` snippets *least* like any labelled class, pooled, must name
+        background. Every untrimmed video has background, and its easiest snippets ground the background
+        class (without them a constant background logit satisfies any video-level loss);
+
+    then, for each attention head:
+
+    * ``supp``, attention-based background suppression: the attention-weighted mean CAS must name the
+      labelled classes and *not* background, so the attention has to drop the background snippets;
     * ``guide``: the attention agrees with ``1 - p(background)`` of the CAS (detached), per snippet;
+    * ``rank``: binary cross-entropy of the attention against the same ranking: 1 on the ``n_top``
+      snippets most like a labelled class, 0 on the ``n_bottom`` least like one. A rank is blind to
+      the video-wide scene context that lifts every snippet's class logit, so it teaches the attention
+      *where* the action is rather than *which video* it is in;
     * ``mutual``: the fusion's auxiliary loss.
 
     Shape:
         labels: (b, k) multi-hot; mask: (b, t). Returns named scalars and ``total``.
     """
-    k = _topk_count(mask.sum(1), topk_ratio)
+    lengths = mask.sum(1)
+    k_top, k_bottom = _topk_count(lengths, topk_ratio), _topk_count(lengths, bottomk_ratio)
     ones, zeros = labels.new_ones(labels.shape[0], 1), labels.new_zeros(labels.shape[0], 1)
     target = torch.cat([labels, zeros], -1)
     background = torch.cat([torch.zeros_like(labels), ones], -1)
-    top = masked_topk_mean(out.cas, mask, k)
+    classify = _mil_cross_entropy(masked_topk_mean(out.cas[..., :-1], mask, k_top), labels)
     labelled = out.cas[..., :-1].detach().masked_fill(labels.unsqueeze(1) == 0, float("-inf")).amax(-1)
-    bottom = masked_topk_mean(out.cas, mask, _topk_count(mask.sum(1), bottomk_ratio), key=-labelled)
-    mil = _mil_cross_entropy(top, target) + _mil_cross_entropy(bottom, background)
-    fg = _mil_cross_entropy(_masked_weighted_mean(out.cas, out.attention, mask), target)
-    bg = _mil_cross_entropy(_masked_weighted_mean(out.cas, 1 - out.attention, mask), background)
-    valid = mask.to(out.attention.dtype)
+    top = masked_topk_mean(out.cas, mask, k_top, key=labelled)
+    bottom = masked_topk_mean(out.cas, mask, k_bottom, key=-labelled)
+    mil = classify + _mil_cross_entropy(top, target) + _mil_cross_entropy(bottom, background)
+
+    valid = mask.to(out.cas.dtype)
     foreground = 1 - F.softmax(out.cas, -1)[..., -1].detach()
-    guide = ((out.attention - foreground).abs() * valid).sum() / valid.sum().clamp_min(1)
-    total = mil + suppression_weight * (fg + bg) + guide_weight * guide + mutual_weight * out.aux_loss
-    return {"total": total, "mil": mil, "fg": fg, "bg": bg, "guide": guide, "mutual": out.aux_loss}
+    rank = labelled.masked_fill(~mask, float("-inf")).argsort(dim=1, descending=True, stable=True).argsort(dim=1)
+    positive = (rank < k_top.unsqueeze(1)) & mask
+    negative = (rank >= (lengths - k_bottom).unsqueeze(1)) & mask
+    supp = guide = rank_loss = out.cas.new_zeros(())
+    for attention in (out.attention, out.boundary):
+        supp = supp + _mil_cross_entropy(_masked_weighted_mean(out.cas, attention, mask), target)
+        guide = guide + ((attention - foreground).abs() * valid).sum() / valid.sum().clamp_min(1)
+        p = attention.clamp(1e-4, 1 - 1e-4)
+        rank_loss = rank_loss - (torch.log(p) * positive).sum() / positive.sum().clamp_min(1)
+        rank_loss = rank_loss - (torch.log1p(-p) * negative).sum() / negative.sum().clamp_min(1)
+    total = (
+        mil
+        + suppression_weight * supp
+        + guide_weight * guide
+        + rank_weight * rank_loss
+        + mutual_weight * out.aux_loss
+    )
+    return {"total": total, "mil": mil, "supp": supp, "guide": guide, "rank": rank_loss, "mutual": out.aux_loss}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -490,43 +520,29 @@ def rpn_losses(
 # --------------------------------------------------------------------------------------------------
 
 
-def roi_features(
-    features: Tensor, proposals: Tensor, *, bins: int = 4, context_ratio: float = 0.25
-) -> Tensor:
-    """Inner and outer-context features of 1-D proposals, by linear interpolation (RoI align in time).
+def roi_features(features: Tensor, proposals: Tensor, *, bins: int = 4, context_ratio: float = 0.25) -> Tensor:
+    """Inner and outer-context features of 1-D proposals (RoI align in time, :func:`~wstal.proposals.roi_align_1d`).
 
-    The inner region ``[s, e]`` is pooled into ``bins`` mean bins plus its max; the outer context is the
-    mean of ``[s - r L, s]`` and ``[e, e + r L]`` (``L = e - s``, ``r = context_ratio``, clipped to the
-    video). Returns ``cat(inner bins, inner max, inner mean - outer mean)``, so a classifier sees the
-    content, its peak and its contrast with the surroundings.
+    The inner region ``[s, e]`` is pooled into ``bins`` mean bins; the context regions ``[s - r L, s]`` and
+    ``[e, e + r L]`` (``L = e - s``, ``r = context_ratio``; outside the video counts as empty) into one mean
+    each. Returns ``cat(inner bins, left, right, inner mean - left, inner mean - right)``: the content,
+    its surroundings on each side and its contrast with them, so a classifier can tell a complete action
+    from one cut short or one padded with background on either side.
 
     Shape:
-        features: (t, c); proposals: (n, 2) ``[start, end]`` in snippets. Returns (n, (bins + 2) * c).
+        features: (t, c); proposals: (n, 2) ``[start, end]`` in snippets. Returns (n, (bins + 4) * c).
+
+    Example:
+        >>> roi_features(torch.randn(20, 3), torch.tensor([[2.0, 8.0]])).shape
+        torch.Size([1, 24])
     """
-    t = features.shape[0]
-    n = proposals.shape[0]
-    samples_per_bin = 2
-    start, end = proposals[:, 0:1], proposals[:, 1:2].maximum(proposals[:, 0:1] + 1e-3)
-    length = end - start
-
-    def sample(lo: Tensor, hi: Tensor, count: int) -> Tensor:  # (n, count, c) at evenly spaced points
-        frac = (torch.arange(count, device=features.device, dtype=features.dtype) + 0.5) / count
-        pos = (lo + (hi - lo) * frac).clamp(0, t) - 0.5  # snippet i is centred at i + 0.5
-        pos = pos.clamp(0, t - 1)
-        left = pos.floor().long().clamp(max=t - 1)
-        right = (left + 1).clamp(max=t - 1)
-        w = (pos - left.to(pos.dtype)).unsqueeze(-1)
-        return features[left] * (1 - w) + features[right] * w
-
-    inner = sample(start, end, bins * samples_per_bin).view(n, bins, samples_per_bin, -1)
-    inner_bins = inner.mean(2)  # (n, r, c)
-    inner_mean = inner_bins.mean(1)
-    inner_max = inner.flatten(1, 2).amax(1)
-    outer_len = context_ratio * length
-    left_ctx = sample((start - outer_len).clamp_min(0), start, samples_per_bin * 2).mean(1)
-    right_ctx = sample(end, (end + outer_len).clamp_max(t), samples_per_bin * 2).mean(1)
-    outer_mean = 0.5 * (left_ctx + right_ctx)
-    return torch.cat([inner_bins.flatten(1), inner_max, inner_mean - outer_mean], -1)
+    start, end = proposals[:, 0], torch.maximum(proposals[:, 1], proposals[:, 0] + 1e-3)
+    margin = context_ratio * (end - start)
+    inner = roi_align_1d(features, torch.stack([start, end], -1), bins)  # (n, r, c)
+    left = roi_align_1d(features, torch.stack([start - margin, start], -1), 1)[:, 0]
+    right = roi_align_1d(features, torch.stack([end, end + margin], -1), 1)[:, 0]
+    mean = inner.mean(1)
+    return torch.cat([inner.flatten(1), left, right, mean - left, mean - right], -1)
 
 
 class ProposalClassifier(nn.Module):
@@ -563,7 +579,7 @@ class ProposalClassifier(nn.Module):
         self.embed = TemporalConv(fusion.dim, hidden, 3)
         self.dropout = nn.Dropout(dropout)
         self.mlp = nn.Sequential(
-            nn.Linear((bins + 2) * hidden, hidden),
+            nn.Linear((bins + 4) * hidden, hidden),
             nn.ReLU(),
             nn.Dropout(dropout),
             nn.Linear(hidden, num_classes + 1),
@@ -586,32 +602,43 @@ class ProposalClassifier(nn.Module):
 
 def proposal_mil_losses(
     logits: list[Tensor],
-    objectness: list[Tensor],
     labels: Tensor,
     aux_loss: Tensor,
     *,
+    completeness: Optional[list[Tensor]] = None,
+    proposal_classes: Optional[list[Tensor]] = None,
     topk_ratio: float = 4.0,
+    completeness_weight: float = 1.0,
     mutual_weight: float = 1.0,
 ) -> dict[str, Tensor]:
-    """Proposal-level MIL from video labels.
+    """Stage-2 losses: proposal-level MIL from the video labels, plus pseudo completeness.
 
-    * ``mil``: top-k mean of the proposal logits per class against ``[y, 1]`` (background in every video);
-    * ``supp``: top-k mean of objectness-weighted logits against ``[y, 0]``: once the proposals the
-      T-RPN trusts are weighted up, the video must look like its actions only (background suppression
-      at the proposal level, the Stage-2 counterpart of the base model's ``supp``);
+    * ``mil``: per action class the mean of its ``n / topk_ratio`` highest proposal logits, softmax over
+      the ``k`` classes against the normalised video label (which classes the video contains);
+    * ``complete``: each proposal's ``k + 1``-way softmax against ``q * onehot(c) + (1 - q) * onehot(bg)``,
+      where ``q`` in [0, 1] is the proposal's pseudo completeness (how well it matches the base model's
+      attention, see :func:`~wstal.pipeline` ``proposal_targets``) and ``c`` its pseudo class: the
+      classifier learns to reject background and incomplete proposals, which a video-level loss cannot
+      teach (P-MIL's completeness idea);
     * ``mutual``: the fusion's auxiliary loss.
 
     Shape:
-        logits: b tensors (n_i, k + 1); objectness: b tensors (n_i,) in [0, 1]; labels: (b, k).
+        logits: b tensors (n_i, k + 1); labels: (b, k); completeness: b tensors (n_i,);
+        proposal_classes: b int64 tensors (n_i,).
     """
-    video, supp = [], []
-    for lg, obj in zip(logits, objectness):
-        n = lg.shape[0]
-        k = max(1, math.ceil(n / topk_ratio))
-        video.append(lg.topk(k, dim=0).values.mean(0))
-        supp.append((lg * obj.unsqueeze(-1)).topk(k, dim=0).values.mean(0))
-    ones = labels.new_ones(labels.shape[0], 1)
-    mil = _mil_cross_entropy(torch.stack(video), torch.cat([labels, ones], -1))
-    supp_loss = _mil_cross_entropy(torch.stack(supp), torch.cat([labels, 0 * ones], -1))
-    total = mil + supp_loss + mutual_weight * aux_loss
-    return {"total": total, "mil": mil, "supp": supp_loss, "mutual": aux_loss}
+    video = []
+    for lg in logits:
+        k = max(1, math.ceil(lg.shape[0] / topk_ratio))
+        video.append(lg[:, :-1].topk(k, dim=0).values.mean(0))
+    mil = _mil_cross_entropy(torch.stack(video), labels)
+    complete = aux_loss.new_zeros(())
+    if completeness is not None and proposal_classes is not None:
+        terms = []
+        for lg, q, c in zip(logits, completeness, proposal_classes):
+            target = torch.zeros_like(lg)
+            target[torch.arange(lg.shape[0]), c] = q
+            target[:, -1] = 1 - q
+            terms.append(-(target * F.log_softmax(lg, -1)).sum(-1))
+        complete = torch.cat(terms).mean()
+    total = mil + completeness_weight * complete + mutual_weight * aux_loss
+    return {"total": total, "mil": mil, "complete": complete, "mutual": aux_loss}

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -48,6 +49,7 @@ from .model import (
     proposal_mil_losses,
     rpn_losses,
 )
+from .proposals import outer_inner_contrast
 from .pseudo_labels import DEFAULT_THRESHOLDS, Segments, dense_targets, segments_from_scores
 from .train import (
     Batch,
@@ -63,7 +65,17 @@ from .train import (
     train_stage,
 )
 
-__all__ = ["DetectorConfig", "DetectorRunner", "EvaluationResult", "StageSettings", "base_strategy_for"]
+__all__ = [
+    "DetectorConfig",
+    "DetectorRunner",
+    "EvaluationResult",
+    "PseudoLabelSettings",
+    "StageSettings",
+    "ablation_config",
+    "base_strategy_for",
+    "proposal_targets",
+    "thumos14_config",
+]
 
 
 @dataclass(frozen=True)
@@ -93,10 +105,11 @@ class StageSettings:
 class PseudoLabelSettings:
     """How the base model's attention becomes pseudo segments (see :mod:`.pseudo_labels`)."""
 
+    source: str = "boundary"
     thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS
     outer_ratio: float = 0.25
     nms_iou: float = 0.3
-    min_score: float = 0.15
+    min_score: float = 0.3
 
 
 @dataclass(frozen=True)
@@ -117,6 +130,10 @@ class DetectorConfig:
         base_bottomk_ratio: base model easy-background count is ``t / base_bottomk_ratio``.
         mutual_weight: weight of the mutual loss wherever a stage uses mutual fusion.
         proposal_topk_ratio: Stage-2 top-k is ``n / proposal_topk_ratio`` proposals.
+        completeness_weight: weight of the Stage-2 pseudo-completeness loss.
+        completeness_source: which base attention head gives the completeness targets.
+        evaluation_protocol: ``plain`` (seconds, no filter) or ``thumos`` (snippet units and the
+            ambiguous-region filter, the community's THUMOS14 conventions).
     """
 
     stage1: str = "mutual+"
@@ -131,24 +148,48 @@ class DetectorConfig:
     pseudo: PseudoLabelSettings = field(default_factory=PseudoLabelSettings)
     detection: DetectionConfig = field(default_factory=DetectionConfig)
     base_topk_ratio: float = 8.0
-    base_bottomk_ratio: float = 3.0
+    base_bottomk_ratio: float = 2.0
     mutual_weight: float = 1.0
     proposal_topk_ratio: float = 4.0
+    completeness_weight: float = 1.0
+    completeness_source: str = "attention"
+    evaluation_protocol: str = "plain"
 
     def __post_init__(self) -> None:
         FusionStrategy.parse(self.stage1)
         FusionStrategy.parse(self.stage2)
         if self.dmf_attention not in ("gate", "dot"):
             raise ValueError(f"dmf_attention must be 'gate' or 'dot', got {self.dmf_attention!r}")
+        if self.evaluation_protocol not in ("plain", "thumos"):
+            raise ValueError(f"evaluation_protocol must be 'plain' or 'thumos', got {self.evaluation_protocol!r}")
 
-    def with_epochs(self, epochs: int) -> DetectorConfig:
-        """The same configuration with every stage trained for ``epochs`` epochs."""
-        return dataclasses.replace(
-            self,
-            base=dataclasses.replace(self.base, epochs=epochs),
-            rpn=dataclasses.replace(self.rpn, epochs=epochs),
-            classifier=dataclasses.replace(self.classifier, epochs=epochs),
-        )
+    def with_options(
+        self,
+        *,
+        stage1: Optional[str] = None,
+        stage2: Optional[str] = None,
+        dmf_attention: Optional[str] = None,
+        alpha: Optional[float] = None,
+        seed: Optional[int] = None,
+        epochs: Optional[int] = None,
+        width: Optional[int] = None,
+    ) -> DetectorConfig:
+        """A copy with the command-line options applied (``None`` keeps the current value); ``epochs``
+        sets every stage's epochs, ``width`` the fused width and every stage's hidden width."""
+        changes: dict[str, Any] = {
+            k: v for k, v in (("stage1", stage1), ("stage2", stage2), ("dmf_attention", dmf_attention),
+                              ("alpha", alpha), ("seed", seed)) if v is not None
+        }
+        stages = {"base": self.base, "rpn": self.rpn, "classifier": self.classifier}
+        for name, settings in stages.items():
+            if epochs is not None:
+                settings = dataclasses.replace(settings, epochs=epochs)
+            if width is not None:
+                settings = dataclasses.replace(settings, hidden=width)
+            changes[name] = settings
+        if width is not None:
+            changes["embed_dim"] = width
+        return dataclasses.replace(self, **changes)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-serialisable form (written next to the results)."""
@@ -185,6 +226,32 @@ def _video_signature(videos: Sequence[Video]) -> str:
     return h.hexdigest()[:16]
 
 
+def proposal_targets(
+    proposals: Segments, base: BaseResult, label: np.ndarray, *, source: str = "attention", outer_ratio: float = 0.25
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pseudo completeness and pseudo class of each training proposal, from the base model.
+
+    Completeness is the outer-inner contrast of the base attention over the proposal (rounded to whole
+    snippets), clipped to [0, 1]: 1 when the proposal covers exactly a block of full attention, low when it
+    covers background, only part of an action or an action plus much background. The class is the
+    labelled class with the highest mean base ``p(class)`` inside the proposal.
+
+    Shape:
+        proposals: n segments in snippets. Returns completeness (n,) float32 and classes (n,) int64.
+    """
+    t = base.attention.shape[0]
+    ints = proposals.segments.round().long()
+    ints[:, 0] = ints[:, 0].clamp(0, t - 1)
+    ints[:, 1] = torch.maximum(ints[:, 1].clamp(max=t), ints[:, 0] + 1)
+    scores = {"attention": base.attention, "boundary": base.boundary}.get(source, (base.attention + base.boundary) / 2)
+    completeness = outer_inner_contrast(scores.float(), ints, outer_ratio=outer_ratio).clamp(0, 1)
+    labelled = torch.as_tensor(np.flatnonzero(label))
+    cumulative = torch.cat([torch.zeros(1, base.p.shape[1]), base.p.cumsum(0)])
+    inside = (cumulative[ints[:, 1]] - cumulative[ints[:, 0]])[:, labelled]
+    classes = labelled[inside.argmax(1)]
+    return completeness.float(), classes.long()
+
+
 class DetectorRunner:
     """Train and evaluate fusion configurations of the two-stage detector on one dataset.
 
@@ -219,6 +286,9 @@ class DetectorRunner:
         self._data_signature = _video_signature(dataset.train)
         self._bases: dict[str, tuple[MILBaseModel, str]] = {}
         self._pseudo: dict[str, dict[str, Segments]] = {}
+        self._base_train: dict[str, dict[str, BaseResult]] = {}
+        self._base_test: dict[str, dict[str, BaseResult]] = {}
+        self._test_proposals: dict[str, dict[str, Segments]] = {}
         self._rpns: dict[str, tuple[TemporalRPN, str]] = {}
         self._train_proposals: dict[str, dict[str, Segments]] = {}
         self._classifiers: dict[tuple[str, str], tuple[ProposalClassifier, str]] = {}
@@ -250,13 +320,20 @@ class DetectorRunner:
         generator: torch.Generator, config_fingerprint: str,
     ) -> None:
         optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+        architecture = [(key, tuple(value.shape)) for key, value in model.state_dict().items()]
         train_stage(
             name, model, data, optimizer, step, epochs=settings.epochs, generator=generator,
-            checkpoint=self._checkpoint(name), config_fingerprint=config_fingerprint, resume=self.resume,
+            checkpoint=self._checkpoint(name), config_fingerprint=fingerprint([config_fingerprint, architecture]),
+            resume=self.resume,
             device=self.device, stop=self.stop, show_progress=self.show_progress,
         )
 
     # ------------------------------------------------------------------ base model
+
+    @staticmethod
+    def base_strategy(stage1: str, stage2: str) -> str:
+        """The base model's fusion for a pair of stage fusions (see :func:`base_strategy_for`)."""
+        return base_strategy_for(stage1, stage2)
 
     def base(self, strategy: str) -> MILBaseModel:
         """The trained base model with ``strategy`` fusion (trained on first use)."""
@@ -266,7 +343,7 @@ class DetectorRunner:
             model = MILBaseModel(self._fusion(strategy), self.dataset.num_classes, hidden=s.hidden, dropout=s.dropout)
             model.to(self.device)
             fp = self._fingerprint(
-                "base", strategy, s, "", topk=c.base_topk_ratio, bottomk=c.base_bottomk_ratio, mutual=c.mutual_weight
+                "base", strategy, s, "", topk=c.base_topk_ratio, bottomk=c.base_bottomk_ratio, mutual=c.mutual_weight,
             )
             videos = self.dataset.train
 
@@ -293,14 +370,19 @@ class DetectorRunner:
         """Base model scores on ``videos``."""
         return run_base(self.base(strategy), videos, device=self.device, desc=desc, show_progress=self.show_progress)
 
+    def _base_train_results(self, strategy: str) -> dict[str, BaseResult]:
+        if strategy not in self._base_train:
+            self._base_train[strategy] = self.base_results(strategy, self.dataset.train, f"pseudo labels ({strategy})")
+        return self._base_train[strategy]
+
     def pseudo_segments(self, strategy: str) -> dict[str, Segments]:
         """Pseudo action segments of the training videos from the base model's attention."""
         if strategy not in self._pseudo:
             p = self.config.pseudo
-            results = self.base_results(strategy, self.dataset.train, f"pseudo labels ({strategy})")
+            results = self._base_train_results(strategy)
             self._pseudo[strategy] = {
                 name: segments_from_scores(
-                    r.attention, thresholds=p.thresholds, outer_ratio=p.outer_ratio, nms_iou=p.nms_iou,
+                    r.boundary if p.source == "boundary" else r.attention, thresholds=p.thresholds, outer_ratio=p.outer_ratio, nms_iou=p.nms_iou,
                     min_score=p.min_score,
                 )
                 for name, r in results.items()
@@ -372,9 +454,13 @@ class DetectorRunner:
                 self._fusion(stage2), self.dataset.num_classes, hidden=s.hidden, dropout=s.dropout
             ).to(self.device)
             fp = self._fingerprint(
-                "stage2", stage2, s, rpn_fp, detection=c.detection._asdict(), topk=c.proposal_topk_ratio
+                "stage2", stage2, s, rpn_fp, detection=c.detection._asdict(), topk=c.proposal_topk_ratio,
+                completeness=c.completeness_weight, pseudo=dataclasses.asdict(c.pseudo),
+                completeness_source=c.completeness_source,
             )
             videos = [v for v in self.dataset.train if len(proposals[v.name].segments)]
+            base_train = self._base_train_results(base)
+            targets = {v.name: proposal_targets(proposals[v.name], base_train[v.name], v.label, source=c.completeness_source) for v in videos}
 
             def data(gen: torch.Generator) -> Iterator[Batch]:
                 for idx in batch_indices(len(videos), s.batch_size, gen):
@@ -384,15 +470,17 @@ class DetectorRunner:
                         [v.label for v in group],
                         per_video={
                             "proposals": [proposals[v.name].segments for v in group],
-                            "objectness": [proposals[v.name].scores for v in group],
+                            "completeness": [targets[v.name][0] for v in group],
+                            "classes": [targets[v.name][1] for v in group],
                         },
                     )
 
             def step(m: nn.Module, b: Batch) -> dict[str, torch.Tensor]:
                 logits, aux = m(b.rgb, b.flow, b.mask, b.per_video["proposals"])
                 return proposal_mil_losses(
-                    logits, b.per_video["objectness"], b.labels, aux, topk_ratio=c.proposal_topk_ratio,
-                    mutual_weight=c.mutual_weight,
+                    logits, b.labels, aux, completeness=b.per_video["completeness"],
+                    proposal_classes=b.per_video["classes"], topk_ratio=c.proposal_topk_ratio,
+                    completeness_weight=c.completeness_weight, mutual_weight=c.mutual_weight,
                 )
 
             self._train(f"stage2_{base}_{stage1}_{stage2}", model, data, step, s, generator, fp)
@@ -406,11 +494,14 @@ class DetectorRunner:
         two-stage detectors."""
         stage1 = stage1 or self.config.stage1
         stage2 = stage2 or self.config.stage2
-        base = base_strategy_for(stage1, stage2)
+        base = self.base_strategy(stage1, stage2)
         d, det = self.dataset, self.config.detection
         self.classifier(stage1, stage2, base)  # trains base, Stage 1 and Stage 2 as needed
-        base_out = self.base_results(base, d.test, "test: base")
-        test_proposals = self.proposals(stage1, base, d.test, "test: proposals")
+        if base not in self._base_test:
+            self._base_test[base] = self.base_results(base, d.test, "test: base")
+        if f"{stage1}@{base}" not in self._test_proposals:
+            self._test_proposals[f"{stage1}@{base}"] = self.proposals(stage1, base, d.test, "test: proposals")
+        base_out, test_proposals = self._base_test[base], self._test_proposals[f"{stage1}@{base}"]
         scores = classify_proposals(
             self.classifier(stage1, stage2, base), d.test, test_proposals, topk_ratio=self.config.proposal_topk_ratio,
             device=self.device, desc="test: classify", show_progress=self.show_progress,
@@ -431,9 +522,37 @@ class DetectorRunner:
         }
 
         def score(detections: dict[str, list[Detection]]) -> MAPResult:
+            thumos = self.config.evaluation_protocol == "thumos"
             return evaluate_detections(
-                d.test, detections, d.num_classes, ambiguous=d.ambiguous or None,
-                snippet_units=bool(d.ambiguous), snippet_seconds=sec,
+                d.test, detections, d.num_classes, ambiguous=(d.ambiguous or None) if thumos else None,
+                snippet_units=thumos, snippet_seconds=sec,
             )
 
         return EvaluationResult(stage1, stage2, score(dets_base), score(dets_s1), score(dets), dets, proposals)
+
+
+def ablation_config(config: DetectorConfig) -> DetectorConfig:
+    """The reduced schedule of ``--ablation``: half the epochs of each stage (at least 1), so the 18 cells
+    (2 single-modality + 16 fusion) fit a CPU budget; the base model and each T-RPN are shared between
+    cells, so only the Stage-2 classifier is trained per cell."""
+    stages = {name: getattr(config, name) for name in ("base", "rpn", "classifier")}
+    return dataclasses.replace(
+        config, **{name: dataclasses.replace(s, epochs=max(1, s.epochs // 2)) for name, s in stages.items()}
+    )
+
+
+def thumos14_config() -> DetectorConfig:
+    """Settings for the real THUMOS14 I3D features (1024 + 1024 channels), close to the paper's lineage
+    (CO2-Net / P-MIL): wider networks, longer training, lower learning rates, 750-snippet training clips
+    for Stage 1 and the THUMOS evaluation protocol. Not tuned here: the features are not available on
+    the development machines (see docs/reproduce_thumos14.md)."""
+    return DetectorConfig(
+        embed_dim=1024,
+        base=StageSettings(epochs=100, lr=1e-4, weight_decay=1e-3, batch_size=10, max_len=320, hidden=1024, dropout=0.7),
+        rpn=StageSettings(epochs=50, lr=1e-4, weight_decay=1e-3, batch_size=8, max_len=750, hidden=512, dropout=0.3),
+        classifier=StageSettings(
+            epochs=50, lr=1e-4, weight_decay=1e-3, batch_size=8, max_len=100_000, hidden=512, dropout=0.5
+        ),
+        detection=DetectionConfig(max_proposals=100, max_detections=200),
+        evaluation_protocol="thumos",
+    )

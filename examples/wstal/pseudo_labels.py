@@ -25,7 +25,7 @@ from torch import Tensor
 
 from .proposals import group_segments, nms_1d, outer_inner_contrast
 
-__all__ = ["DEFAULT_THRESHOLDS", "Segments", "dense_targets", "segments_from_scores"]
+__all__ = ["DEFAULT_THRESHOLDS", "Segments", "dense_targets", "median_filter", "segments_from_scores"]
 
 DEFAULT_THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(2, 19))
 """Grouping thresholds 0.10, 0.15, ..., 0.90 (scores are probabilities)."""
@@ -47,6 +47,7 @@ def segments_from_scores(
     min_score: float = 0.0,
     min_length: int = 1,
     max_segments: int | None = None,
+    median: int = 1,
 ) -> Segments:
     """Group a score sequence into scored segments (multi-threshold grouping, contrast, NMS).
 
@@ -58,6 +59,8 @@ def segments_from_scores(
         min_score: drop segments whose contrast score is below this.
         min_length: shortest segment in snippets.
         max_segments: keep at most this many (best first).
+        median: odd width of a temporal median filter applied before grouping (1: none). A median removes
+            isolated spikes and one-snippet holes but, unlike a mean, keeps every edge where it is.
 
     Shape:
         scores: (t,). Returns segments (n, 2) float32 and scores (n,).
@@ -67,7 +70,7 @@ def segments_from_scores(
         >>> segments_from_scores(s, thresholds=(0.5,)).segments.tolist()
         [[2.0, 5.0]]
     """
-    scores = scores.detach().float().cpu()
+    scores = median_filter(scores.detach().float().cpu(), median)
     candidates = group_segments(scores, list(thresholds), min_length=min_length)
     if candidates.shape[0] == 0:
         return Segments(torch.zeros(0, 2), torch.zeros(0))
@@ -81,6 +84,22 @@ def segments_from_scores(
     if max_segments is not None:
         keep = keep[:max_segments]
     return Segments(candidates[keep], contrast[keep])
+
+
+def median_filter(scores: Tensor, width: int) -> Tensor:
+    """Temporal median of odd ``width`` (edges replicated); ``width = 1`` returns the input.
+
+    Example:
+        >>> median_filter(torch.tensor([0.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0]), 3).tolist()
+        [0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+    """
+    if width < 1 or width % 2 == 0:
+        raise ValueError(f"median width must be a positive odd int, got {width!r}")
+    if width == 1 or scores.numel() == 0:
+        return scores
+    pad = width // 2
+    padded = torch.cat([scores[:1].expand(pad), scores, scores[-1:].expand(pad)])
+    return padded.unfold(0, width, 1).median(dim=1).values
 
 
 def dense_targets(segments: Tensor, num_snippets: int) -> tuple[Tensor, Tensor]:

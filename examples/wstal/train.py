@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -81,9 +80,8 @@ def stage_seed(seed: int, stage: str) -> int:
 
 
 def seed_everything(seed: int) -> torch.Generator:
-    """Seed Python, NumPy and the global torch RNG, and return a fresh ``torch.Generator`` for the data."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
+    """Seed the global torch RNG (parameter init, dropout) and return a fresh ``torch.Generator`` for the
+    data. Nothing in the detector draws from Python's or NumPy's global RNGs."""
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
 

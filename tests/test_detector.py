@@ -1,0 +1,189 @@
+"""The reference two-stage detector (examples/thumos_two_stage.py and its wstal parts).
+
+A tiny end-to-end run (a few small synthetic videos, narrow networks, one epoch per stage), resume
+equivalence (an interrupted run resumed from its checkpoints ends exactly where an uninterrupted one
+does), the command line's error messages, and the small pieces the detector is built from.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import thumos_two_stage as cli
+from wstal.model import FusionEmbed, FusionStrategy, masked_topk_mean, roi_features
+from wstal.pseudo_labels import dense_targets, segments_from_scores
+from wstal.train import CheckpointMismatchError, load_checkpoint, save_checkpoint, sample_snippets
+
+TINY = ["--max-videos", "6", "--synthetic-dim", "16", "--width", "16", "--threads", "1", "--quiet"]
+
+
+def run_cli(tmp: Path, *extra: str) -> int:
+    return cli.main([*TINY, "--out", str(tmp), *extra])
+
+
+def read(out: Path, name: str) -> dict:
+    return json.loads((out / name).read_text())
+
+
+def test_tiny_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli(tmp_path, "--epochs", "1") == 0
+    printed = capsys.readouterr().out
+    assert "| two-stage (Stage-2 detections) |" in printed and "AVG 0.1:0.7" in printed
+    results = read(tmp_path, "results.json")
+    assert (results["stage1"], results["stage2"]) == ("mutual+", "concat")
+    for detector in ("two_stage", "stage1_only", "base"):
+        averages = results["results"][detector]["averages"]
+        assert set(averages) == {"0.1:0.5", "0.3:0.7", "0.1:0.7"}
+        assert all(0.0 <= v <= 1.0 for v in averages.values())
+    detections = read(tmp_path, "detections.json")["results"]
+    proposals = read(tmp_path, "proposals.json")["results"]
+    assert len(detections) == len(proposals) == 6
+    assert all(0 <= d["segment"][0] <= d["segment"][1] for dets in detections.values() for d in dets)
+    assert {d["label"] for dets in proposals.values() for d in dets} <= {"action"}
+    checkpoints = sorted(p.name for p in (tmp_path / "checkpoints").glob("*.pt"))
+    assert checkpoints == ["base_concat.pt", "stage1_concat_mutual+.pt", "stage2_concat_mutual+_concat.pt"]
+    assert (tmp_path / "plot.png").stat().st_size > 0
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_resume_reaches_the_uninterrupted_result(tmp_path: Path) -> None:
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    assert run_cli(whole, "--epochs", "2", "--seed", "3") == 0
+    # killed after 3 epochs: the base model (2 epochs) is done, Stage 1 has one epoch checkpointed
+    assert run_cli(parts, "--epochs", "2", "--seed", "3", "--stop-after-epochs", "3") == 3
+    assert not (parts / "results.json").exists()
+    state = torch.load(parts / "checkpoints" / "stage1_concat_mutual+.pt", weights_only=True)
+    assert state["epoch"] == 1
+    assert run_cli(parts, "--epochs", "2", "--seed", "3", "--resume") == 0
+    for name in ("detections.json", "proposals.json"):
+        assert read(parts, name) == read(whole, name)
+    assert read(parts, "results.json")["results"] == read(whole, "results.json")["results"]
+    for stage in ("base_concat", "stage1_concat_mutual+", "stage2_concat_mutual+_concat"):
+        a = torch.load(whole / "checkpoints" / f"{stage}.pt", weights_only=True)["model"]
+        b = torch.load(parts / "checkpoints" / f"{stage}.pt", weights_only=True)["model"]
+        assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_refuses_a_different_configuration(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli(tmp_path, "--epochs", "1", "--stop-after-epochs", "1") == 3
+    capsys.readouterr()
+    assert run_cli(tmp_path, "--epochs", "2", "--resume") == 2
+    err = capsys.readouterr().err
+    assert "argument --resume" in err and "different configuration" in err
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--stage1", "bogus", "unknown fusion strategy 'bogus'"),
+        ("--stage2", "mutal", "unknown fusion strategy 'mutal'"),
+        ("--stage1", "rgb+", "'rgb+' is not defined"),
+        ("--dmf-attention", "softmax", "invalid choice: 'softmax'"),
+        ("--alpha", "-1", "expected a finite number >= 0, got '-1'"),
+        ("--epochs", "0", "expected a positive integer, got '0'"),
+    ],
+)
+def test_cli_rejects_bad_flags(flag: str, value: str, message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([flag, value])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}" in err and message in err
+
+
+def test_cli_rejects_a_data_dir_without_the_thumos_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--data-dir", str(tmp_path), "--quiet"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --data-dir" in err and "Thumos14reduced-I3D-JOINTFeatures.npy" in err
+    with pytest.raises(SystemExit):
+        cli.main(["--data-dir", str(tmp_path / "missing"), "--quiet"])
+    assert "not found" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------ pieces
+
+
+def test_fusion_strategy_parsing() -> None:
+    assert FusionStrategy.parse("concat+") == FusionStrategy("concat", True)
+    assert FusionStrategy.parse("flow").modalities == ("flow",)
+    with pytest.raises(ValueError, match="unknown fusion strategy"):
+        FusionStrategy.parse("concat++")
+
+
+@pytest.mark.parametrize("strategy", ["rgb", "flow", "concat", "concat+", "mutual", "mutual+"])
+def test_fusion_embed_ignores_padding(strategy: str) -> None:
+    torch.manual_seed(0)
+    embed = FusionEmbed(strategy, 6, 5, 4)
+    rgb, flow = torch.randn(1, 7, 6), torch.randn(1, 7, 5)
+    mask = torch.tensor([[True] * 5 + [False] * 2])
+    padded = embed(rgb, flow, mask)
+    alone = embed(rgb[:, :5], flow[:, :5])
+    torch.testing.assert_close(padded.features[:, :5], alone.features)
+    assert padded.features[:, 5:].eq(0).all()
+    torch.testing.assert_close(padded.aux_loss, alone.aux_loss)
+    assert (padded.aux_loss > 0) == strategy.startswith("mutual")
+
+
+def test_masked_topk_mean_matches_a_loop() -> None:
+    torch.manual_seed(1)
+    x, lengths = torch.randn(3, 9, 4), torch.tensor([9, 5, 2])
+    mask = torch.arange(9) < lengths[:, None]
+    k = torch.tensor([3, 2, 1])
+    expected = torch.stack([x[b, : lengths[b]].topk(int(k[b]), dim=0).values.mean(0) for b in range(3)])
+    torch.testing.assert_close(masked_topk_mean(x, mask, k), expected)
+    key = torch.randn(3, 9)
+    expected = torch.stack(
+        [x[b, key[b, : lengths[b]].topk(int(k[b])).indices].mean(0) for b in range(3)]
+    )
+    torch.testing.assert_close(masked_topk_mean(x, mask, k, key=key), expected)
+
+
+def test_pseudo_segments_and_dense_targets() -> None:
+    scores = torch.zeros(30)
+    scores[5:10] = 0.9
+    scores[20:24] = 0.7
+    found = segments_from_scores(scores, min_score=0.3)
+    assert sorted(found.segments.tolist()) == [[5.0, 10.0], [20.0, 24.0]]
+    objectness, assigned = dense_targets(found.segments, 30)
+    assert objectness.nonzero().flatten().tolist() == [*range(5, 10), *range(20, 24)]
+    assert assigned[7].tolist() == [5.0, 10.0] and assigned[0].tolist() == [0.0, 0.0]
+
+
+def test_roi_features_see_each_side_of_a_proposal() -> None:
+    features = torch.zeros(20, 1)
+    features[8:12] = 1.0
+    exact, padded_left = roi_features(features, torch.tensor([[8.0, 12.0], [6.0, 12.0]]), bins=2).unbind(0)
+    # layout: 2 inner bins, left context, right context, mean - left, mean - right (snippets are
+    # interpolated between their centres, so the edges are soft)
+    inner, left, right, contrast = exact[:2], exact[2], exact[3], exact[4:]
+    assert inner.min() > 0.9 and max(left, right) < 0.2 and contrast.min() > 0.75
+    assert padded_left[0] < 0.5 < padded_left[1] and padded_left[2] < 0.05 and padded_left[4] < contrast[0]
+
+
+def test_sample_snippets_spans_the_video() -> None:
+    idx = sample_snippets(1000, 50, torch.Generator().manual_seed(0))
+    assert idx.shape == (50,) and idx.min() < 20 and idx.max() > 980 and bool((idx.diff() > 0).all())
+
+
+def test_checkpoints_are_atomic_and_checked(tmp_path: Path) -> None:
+    path = tmp_path / "stage.pt"
+    save_checkpoint(path, {"fingerprint": "abc", "epoch": 1, "model": {"w": torch.ones(2)}})
+    assert not list(tmp_path.glob("*.tmp"))
+    assert load_checkpoint(path, "abc")["epoch"] == 1
+    with pytest.raises(CheckpointMismatchError, match="rerun without --resume"):
+        load_checkpoint(path, "other")
+
+
+@pytest.mark.parametrize("name", ["wstal.model", "wstal.pseudo_labels", "wstal.train", "wstal.detect"])
+def test_docstring_examples(name: str) -> None:
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(name), extraglobs={"torch": torch})
+    assert result.attempted > 0 and result.failed == 0
