@@ -129,26 +129,24 @@ def _to_last(x: Tensor, dims: tuple[int, int, int]) -> Tensor:
 
 
 class _Gram(torch.autograd.Function):
-    """Per-sample Gram matrices ``rgb_i.T @ rgb_i`` with the symmetric backward
-    ``d rgb_i = rgb_i @ (dG_i + dG_i.T)``: one GEMM where autograd through a product of ``rgb`` with
-    itself runs two (``2 t c^2`` FLOPs saved per sample, a ninth of DMF dot's forward+backward).
-    Forward on the channel-first copy ``rgb_t`` (both GEMM operands), backward in ``rgb``'s own
-    layout, so no gradient is ever transposed.
+    """The Gram matrix ``x.T @ x`` of one sample with the symmetric backward ``dx = x @ (dG + dG.T)``:
+    one GEMM where autograd through a product of ``x`` with itself runs two (``2 t c^2`` FLOPs saved,
+    a ninth of DMF dot's forward+backward). Forward on the channel-first copy ``x_t`` (both GEMM
+    operands), backward in ``x``'s own layout, so no gradient is ever transposed.
 
     Shape:
-        rgb: (b, t, c); rgb_t: (b, c, t) contiguous; returns (b, c, c).
+        x: (t, c); x_t: (c, t) contiguous; returns (c, c).
     """
 
     @staticmethod
-    def forward(ctx: Any, rgb: Tensor, rgb_t: Tensor) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(rgb)
-        return torch.stack([_linear(x_t, x_t) for x_t in rgb_t.unbind(0)])
+    def forward(ctx: Any, x: Tensor, x_t: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x)
+        return _linear(x_t, x_t)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Optional[Tensor], ...]:  # type: ignore[override]
-        (rgb,) = ctx.saved_tensors
-        sym = grad + grad.transpose(1, 2)
-        return torch.stack([_linear(x, s) for x, s in zip(rgb.unbind(0), sym.unbind(0))]), None
+        (x,) = ctx.saved_tensors
+        return _linear(x, grad + grad.t()), None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -427,12 +425,16 @@ def _channel_enhance_dot(
     channels = rgb.shape[-1]
     scale = 1.0 / (_valid_counts(rgb, mask) * temperature)
     if rgb_t is None:
-        rgb_t = _transpose_tiles(rgb)  # not differentiated: _Gram's backward works in rgb's layout
-    gram = _Gram.apply(rgb, rgb_t.detach())
-    attn = torch.softmax(gram * scale.unsqueeze(-1), dim=-1)
-    weight = torch.add(torch.eye(channels, dtype=rgb.dtype, device=rgb.device), attn, alpha=alpha)
-    # unbind, not indexing: the backward of b selects would zero-fill b full-size gradients
-    return torch.stack([_linear(f, w) for f, w in zip(flow.unbind(0), weight.unbind(0))])
+        rgb_t = _transpose_tiles(rgb.detach())  # not differentiated: _Gram's backward works in rgb's layout
+    eye = torch.eye(channels, dtype=rgb.dtype, device=rgb.device)
+    out = []
+    # per sample, so that the (c, c) temporaries stay small enough for malloc to recycle them
+    # (a (b, c, c) batch is mapped, faulted in and unmapped anew by every call); unbind, not
+    # indexing: the backward of b selects would zero-fill b full-size gradients
+    for x, x_t, f, s in zip(rgb.unbind(0), rgb_t.unbind(0), flow.unbind(0), scale.unbind(0)):
+        attn = torch.softmax(_Gram.apply(x, x_t) * s, dim=-1)
+        out.append(_linear(f, torch.add(eye, attn, alpha=alpha)))
+    return torch.stack(out)
 
 
 def channel_enhance_dot(

@@ -230,6 +230,8 @@ class DualModalityFusion(nn.Module):
         rgb_t = DF._transpose_tiles(rgb.detach()) if self.fused and DF._onednn(rgb) else None  # never differentiated
         flow_plus, rgb_c = self._dot_channel(rgb, flow, mask, rgb_t)
         rgb_plus, q, k = self._dot_temporal(rgb, flow, mask, rgb_t)
+        # under autocast the GEMM epilogues come back in the autocast dtype: keep the input dtype on both
+        rgb_plus, flow_plus = rgb_plus.to(rgb.dtype), flow_plus.to(flow.dtype)
         if return_attention:
             a_c = DF.channel_attention_dot(rgb_c, mask, temperature=self.temperature)
             a_t = DF.temporal_attention_dot(q, k, mask)

@@ -3,12 +3,14 @@
     python examples/thumos_two_stage.py                     # synthetic THUMOS-like data, a few minutes on CPU
     python examples/thumos_two_stage.py --data-dir DATA_DIR # real THUMOS14 I3D features (1024 + 1024)
     python examples/thumos_two_stage.py --ablation          # the grid of the paper's Tables 1 and 2
+    torchrun --standalone --nproc_per_node 8 examples/thumos_two_stage.py --device cuda --amp bf16 ...
 
 A snippet-level MIL base model turns its attention into pseudo segments; Stage 1, a temporal region
 proposal network on ``--stage1`` features (default ``mutual+``: DMF, then mutual fusion), learns from
 them; Stage 2 classifies the proposals on ``--stage2`` features (default ``concat``). The mAP table is
 printed and written to ``--out`` with the detections, the Stage-1 proposals, a checkpoint per stage and a
-plot of one test video. See docs/detector.md for the design.
+plot of one test video. See docs/detector.md for the design, docs/training_at_scale.md for several
+GPUs or machines (``torchrun``), mixed precision (``--amp``) and ``--compile``.
 
 This file is the command line only; the parts live in the ``wstal`` package next to it.
 """
@@ -26,6 +28,7 @@ from typing import Any, Optional
 import torch
 
 from wstal.data import WSTALDataset
+from wstal.distributed import AMP_MODES, init_distributed, shutdown_distributed
 from wstal.io import write_activitynet_json
 from wstal.model import FusionStrategy
 from wstal.pipeline import DetectorConfig, DetectorRunner, EvaluationResult, ablation_config, thumos14_config
@@ -75,36 +78,100 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     data = parser.add_argument_group("data")
-    data.add_argument("--data-dir", type=Path, default=None,
-                      help="THUMOS14 folder with Thumos14reduced-I3D-JOINTFeatures.npy and "
-                      "Thumos14reduced-Annotations/ (default: synthetic data)")
-    data.add_argument("--max-videos", type=positive_int, default=None,
-                      help="use only the first N videos of each split (real data) / generate N per split (synthetic)")
-    data.add_argument("--synthetic-dim", type=positive_int, default=128,
-                      help="feature width per modality of the synthetic data (real I3D: 1024)")
+    data.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="THUMOS14 folder with Thumos14reduced-I3D-JOINTFeatures.npy and "
+        "Thumos14reduced-Annotations/ (default: synthetic data)",
+    )
+    data.add_argument(
+        "--max-videos",
+        type=positive_int,
+        default=None,
+        help="use only the first N videos of each split (real data) / generate N per split (synthetic)",
+    )
+    data.add_argument(
+        "--synthetic-dim",
+        type=positive_int,
+        default=128,
+        help="feature width per modality of the synthetic data (real I3D: 1024)",
+    )
+    data.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic data")
     model = parser.add_argument_group("fusion")
-    model.add_argument("--stage1", type=strategy, default="mutual+",
-                       help="Stage-1 (T-RPN) fusion: rgb, flow, concat, mutual; a trailing + applies DMF first")
-    model.add_argument("--stage2", type=strategy, default="concat",
-                       help="Stage-2 (proposal classifier) fusion, same choices as --stage1")
+    model.add_argument(
+        "--stage1",
+        type=strategy,
+        default="mutual+",
+        help="Stage-1 (T-RPN) fusion: rgb, flow, concat, mutual; a trailing + applies DMF first",
+    )
+    model.add_argument(
+        "--stage2",
+        type=strategy,
+        default="concat",
+        help="Stage-2 (proposal classifier) fusion, same choices as --stage1",
+    )
     model.add_argument("--dmf-attention", choices=("gate", "dot"), default="gate", help="DMF attention form")
     model.add_argument("--alpha", type=non_negative_float, default=0.5, help="DMF strength")
-    model.add_argument("--width", type=positive_int, default=None,
-                       help="override every network width (fused features and each stage's hidden size)")
+    model.add_argument(
+        "--width",
+        type=positive_int,
+        default=None,
+        help="override every network width (fused features and each stage's hidden size)",
+    )
     run = parser.add_argument_group("run")
-    run.add_argument("--ablation", action="store_true",
-                     help="run the grid of the paper's Tables 1 and 2 (reduced epochs, see the output)")
-    run.add_argument("--seed", type=int, default=0, help="seed of the run (and of the synthetic data)")
+    mode = run.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--ablation",
+        action="store_true",
+        help="run the grid of the paper's Tables 1 and 2 (reduced epochs, see the output)",
+    )
+    mode.add_argument(
+        "--quality-bars",
+        action="store_true",
+        help="the default configuration with seeds 0, 1, 2 plus RGB-only and Flow-only runs, "
+        "and the checks of docs/detector.md",
+    )
+    run.add_argument(
+        "--seed", type=int, default=0, help="seed of the run (initialisation, data order, dropout)"
+    )
     run.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    run.add_argument("--epochs", type=positive_int, default=None,
-                     help="epochs of each of the three stages (default: the preset's)")
-    run.add_argument("--threads", type=positive_int, default=1,
-                     help="torch CPU threads; 1 is robust on a shared machine (more threads than idle cores "
-                     "slow PyTorch down several-fold) and keeps CPU results bit-reproducible")
+    run.add_argument(
+        "--epochs",
+        type=positive_int,
+        default=None,
+        help="epochs of each of the three stages (default: the preset's)",
+    )
+    run.add_argument(
+        "--threads",
+        type=positive_int,
+        default=1,
+        help="torch CPU threads; 1 is robust on a shared machine (more threads than idle cores "
+        "slow PyTorch down several-fold) and keeps CPU results bit-reproducible",
+    )
     run.add_argument("--out", type=Path, default=Path("runs/two_stage"), help="output folder")
-    run.add_argument("--resume", action="store_true",
-                     help="continue from the checkpoints in --out (same configuration required)")
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the checkpoints in --out (same configuration required)",
+    )
     run.add_argument("--quiet", action="store_true", help="no progress bars (epoch lines are still printed)")
+    scale = parser.add_argument_group(
+        "scale", "launch with torchrun for several GPUs or machines (docs/training_at_scale.md)"
+    )
+    scale.add_argument(
+        "--amp",
+        choices=AMP_MODES,
+        default="off",
+        help="mixed-precision training: bfloat16, or float16 with gradient scaling",
+    )
+    scale.add_argument("--compile", action="store_true", help="train the networks through torch.compile")
+    scale.add_argument(
+        "--dist-timeout",
+        type=positive_int,
+        default=60,
+        help="minutes a rank waits for the others (they wait while rank 0 evaluates)",
+    )
     run.add_argument("--stop-after-epochs", type=positive_int, default=None, help=argparse.SUPPRESS)
     return parser
 
@@ -115,12 +182,23 @@ def load_data(args: argparse.Namespace) -> WSTALDataset:
         return load_thumos14(args.data_dir, max_videos=args.max_videos)
     n_train = args.max_videos or 200
     n_test = args.max_videos or 212
-    log(f"generating synthetic THUMOS-like data: {n_train} train / {n_test} test videos, "
-        f"{args.synthetic_dim} + {args.synthetic_dim} channels, seed {args.seed}")
-    return make_synthetic_thumos(num_train=n_train, num_test=n_test, dim=args.synthetic_dim, seed=args.seed)
+    log(
+        f"generating synthetic THUMOS-like data: {n_train} train / {n_test} test videos, "
+        f"{args.synthetic_dim} + {args.synthetic_dim} channels, data seed {args.data_seed}"
+    )
+    return make_synthetic_thumos(
+        num_train=n_train, num_test=n_test, dim=args.synthetic_dim, seed=args.data_seed
+    )
 
 
-def make_config(args: argparse.Namespace, *, ablation: bool = False) -> DetectorConfig:
+def make_config(
+    args: argparse.Namespace,
+    *,
+    ablation: bool = False,
+    seed: Optional[int] = None,
+    stage1: Optional[str] = None,
+    stage2: Optional[str] = None,
+) -> DetectorConfig:
     if args.data_dir is not None:
         config = thumos14_config()
     else:
@@ -128,24 +206,41 @@ def make_config(args: argparse.Namespace, *, ablation: bool = False) -> Detector
     if ablation:
         config = ablation_config(config)
     config = config.with_options(
-        stage1=args.stage1, stage2=args.stage2, dmf_attention=args.dmf_attention, alpha=args.alpha,
-        seed=args.seed, epochs=args.epochs, width=args.width,
+        stage1=stage1 or args.stage1,
+        stage2=stage2 or args.stage2,
+        dmf_attention=args.dmf_attention,
+        alpha=args.alpha,
+        seed=args.seed if seed is None else seed,
+        epochs=args.epochs,
+        width=args.width,
     )
     return config
 
 
-def write_outputs(out: Path, result: EvaluationResult, dataset: WSTALDataset, runner: DetectorRunner,
-                  config: DetectorConfig, seconds: float) -> None:
+def write_outputs(
+    out: Path,
+    result: EvaluationResult,
+    dataset: WSTALDataset,
+    runner: DetectorRunner,
+    config: DetectorConfig,
+    seconds: float,
+) -> None:
     """Tables (markdown + JSON), ActivityNet-style detections and proposals, and the plot."""
     out.mkdir(parents=True, exist_ok=True)
     tables = {
-        "two_stage": result.two_stage, "stage1_only": result.stage1_only, "base": result.base,
+        "two_stage": result.two_stage,
+        "stage1_only": result.stage1_only,
+        "base": result.base,
     }
     payload = {
-        "stage1": result.stage1, "stage2": result.stage2, "runtime_seconds": round(seconds, 1),
+        "stage1": result.stage1,
+        "stage2": result.stage2,
+        "runtime_seconds": round(seconds, 1),
         "command": " ".join(["python", "examples/thumos_two_stage.py", *sys.argv[1:]]),
         "torch_threads": torch.get_num_threads(),
-        "data": "synthetic" if not dataset.ambiguous and config.evaluation_protocol == "plain" else "thumos14",
+        "data": "synthetic"
+        if not dataset.ambiguous and config.evaluation_protocol == "plain"
+        else "thumos14",
         "evaluation_protocol": config.evaluation_protocol,
         "results": {name: table.as_dict() for name, table in tables.items()},
         "config": config.as_dict(),
@@ -158,20 +253,35 @@ def write_outputs(out: Path, result: EvaluationResult, dataset: WSTALDataset, ru
         from wstal.plot import plot_video
 
         video = max(dataset.test[: min(20, len(dataset.test))], key=lambda v: len(v.segments))
-        base = runner.base_results(runner.base_strategy(result.stage1, result.stage2), [video], "plot")[video.name]
-        plot_video(out / "plot.png", video, base.attention.numpy(), result.proposals[video.name],
-                   result.detections[video.name], dataset.classes, snippet_seconds=dataset.snippet_seconds)
+        base = runner.base_results(runner.base_strategy(result.stage1, result.stage2), [video], "plot")[
+            video.name
+        ]
+        plot_video(
+            out / "plot.png",
+            video,
+            base.attention.numpy(),
+            result.proposals[video.name],
+            result.detections[video.name],
+            dataset.classes,
+            snippet_seconds=dataset.snippet_seconds,
+        )
     except ImportError:
         log("matplotlib is not installed: no plot (pip install 'dmf-fusion[examples]')")
 
 
 def format_results(result: EvaluationResult) -> str:
-    rows = [("two-stage (Stage-2 detections)", result.two_stage),
-            ("Stage-1 proposals x base classes (no Stage 2)", result.stage1_only),
-            ("base MIL model alone", result.base)]
+    rows = [
+        ("two-stage (Stage-2 detections)", result.two_stage),
+        ("Stage-1 proposals x base classes (no Stage 2)", result.stage1_only),
+        ("base MIL model alone", result.base),
+    ]
     header = result.two_stage.table().splitlines()[:2]
-    lines = [f"Stage 1 {result.stage1} / Stage 2 {result.stage2}, mAP (%) on the test split", "",
-             header[0].replace("| tIoU |", "| detector |"), header[1]]
+    lines = [
+        f"Stage 1 {result.stage1} / Stage 2 {result.stage2}, mAP (%) on the test split",
+        "",
+        header[0].replace("| tIoU |", "| detector |"),
+        header[1],
+    ]
     for name, table in rows:
         lines.append(table.table().splitlines()[2].replace("| mAP (%) |", f"| {name} |"))
     return "\n".join(lines)
@@ -180,10 +290,22 @@ def format_results(result: EvaluationResult) -> str:
 def run_single(args: argparse.Namespace, dataset: WSTALDataset) -> int:
     config = make_config(args)
     stop = StopAfter(args.stop_after_epochs)
-    runner = DetectorRunner(dataset, config, checkpoint_dir=args.out / "checkpoints", resume=args.resume,
-                            device=args.device, stop=stop, show_progress=not args.quiet)
+    runner = DetectorRunner(
+        dataset,
+        config,
+        checkpoint_dir=args.out / "checkpoints",
+        resume=args.resume,
+        device=args.device,
+        stop=stop,
+        show_progress=not args.quiet,
+        dist=args.dist,
+        amp=args.amp,
+        compile=args.compile,
+    )
     start = time.perf_counter()
     result = runner.evaluate()
+    if result is None:  # a rank other than 0 of a distributed run: rank 0 evaluates and writes
+        return 0
     seconds = time.perf_counter() - start
     write_outputs(args.out, result, dataset, runner, config, seconds)
     print()
@@ -199,51 +321,211 @@ def avg(table: Any) -> float:
 def run_ablation(args: argparse.Namespace, dataset: WSTALDataset) -> int:
     config = make_config(args, ablation=True)
     stop = StopAfter(args.stop_after_epochs)
-    runner = DetectorRunner(dataset, config, checkpoint_dir=args.out / "checkpoints", resume=args.resume,
-                            device=args.device, stop=stop, show_progress=not args.quiet)
+    runner = DetectorRunner(
+        dataset,
+        config,
+        checkpoint_dir=args.out / "checkpoints",
+        resume=args.resume,
+        device=args.device,
+        stop=stop,
+        show_progress=not args.quiet,
+        dist=args.dist,
+        amp=args.amp,
+        compile=args.compile,
+    )
     start = time.perf_counter()
     cells: dict[tuple[str, str], EvaluationResult] = {}
     for s1, s2 in [("rgb", "rgb"), ("flow", "flow")] + [(a, b) for a in GRID for b in GRID]:
         log(f"=== ablation cell: Stage 1 {s1} / Stage 2 {s2} ===")
-        cells[(s1, s2)] = runner.evaluate(s1, s2)
+        result = runner.evaluate(s1, s2)
+        if result is not None:  # None on the ranks other than 0 of a distributed run
+            cells[(s1, s2)] = result
+    if not args.dist.is_main:
+        return 0
     seconds = time.perf_counter() - start
     text = format_ablation(cells, config, dataset)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "ablation.md").write_text(text + "\n")
-    (args.out / "ablation.json").write_text(json.dumps({
-        "runtime_seconds": round(seconds, 1), "config": config.as_dict(),
-        "cells": [{"stage1": a, "stage2": b, "two_stage": r.two_stage.as_dict(), "stage1_only": r.stage1_only.as_dict(),
-                   "base": r.base.as_dict()} for (a, b), r in cells.items()],
-    }, indent=2))
+    (args.out / "ablation.json").write_text(
+        json.dumps(
+            {
+                "runtime_seconds": round(seconds, 1),
+                "config": config.as_dict(),
+                "cells": [
+                    {
+                        "stage1": a,
+                        "stage2": b,
+                        "two_stage": r.two_stage.as_dict(),
+                        "stage1_only": r.stage1_only.as_dict(),
+                        "base": r.base.as_dict(),
+                    }
+                    for (a, b), r in cells.items()
+                ],
+            },
+            indent=2,
+        )
+    )
     print()
     print(text)
     print(f"\nablation done in {seconds:.0f} s; outputs in {args.out}/")
     return 0
 
 
-def format_ablation(cells: dict[tuple[str, str], EvaluationResult], config: DetectorConfig, dataset: WSTALDataset) -> str:
+def format_ablation(
+    cells: dict[tuple[str, str], EvaluationResult], config: DetectorConfig, dataset: WSTALDataset
+) -> str:
     e = config
-    note = (f"Reduced schedule for the grid: {e.base.epochs}/{e.rpn.epochs}/{e.classifier.epochs} epochs "
-            f"(base / Stage 1 / Stage 2), {len(dataset.train)} train and {len(dataset.test)} test videos. "
-            "Ours: mAP AVG 0.1:0.7 (%) of the two-stage detections; paper: mAP@AVG on THUMOS14, in brackets "
-            "where the paper states it. Synthetic-data numbers are not comparable with the paper's.")
+    note = (
+        f"Reduced schedule for the grid: {e.base.epochs}/{e.rpn.epochs}/{e.classifier.epochs} epochs "
+        f"(base / Stage 1 / Stage 2), {len(dataset.train)} train and {len(dataset.test)} test videos. "
+        "Ours: mAP AVG 0.1:0.7 (%) of the two-stage detections; paper: mAP@AVG on THUMOS14, in brackets "
+        "where the paper states it. Synthetic-data numbers are not comparable with the paper's."
+    )
     fusion = cells[("mutual+", "concat")]
-    lines = ["Table 1: single modality vs fusion (ours / [paper])", "",
-             "| input | ours | paper |", "| --- | --- | --- |"]
+    lines = [
+        "Table 1: single modality vs fusion (ours / [paper])",
+        "",
+        "| input | ours | paper |",
+        "| --- | --- | --- |",
+    ]
     for name, key in (("RGB only", "rgb"), ("Flow only", "flow")):
         lines.append(f"| {name} | {avg(cells[(key, key)].two_stage):.1f} | {PAPER_TABLE1[key]:.1f} |")
-    lines.append(f"| RGB + Flow (mutual+ / concat) | {avg(fusion.two_stage):.1f} | {PAPER_TABLE2[('mutual+', 'concat')]:.1f} |")
-    lines += ["", "Table 2: fusion per stage, rows Stage 1 (T-RPN), columns Stage 2 (classifier); '+' = with DMF", "",
-              "| Stage 1 \\ Stage 2 | " + " | ".join(GRID) + " |", "| --- |" + " --- |" * len(GRID)]
+    lines.append(
+        f"| RGB + Flow (mutual+ / concat) | {avg(fusion.two_stage):.1f} | {PAPER_TABLE2[('mutual+', 'concat')]:.1f} |"
+    )
+    lines += [
+        "",
+        "Table 2: fusion per stage, rows Stage 1 (T-RPN), columns Stage 2 (classifier); '+' = with DMF",
+        "",
+        "| Stage 1 \\ Stage 2 | " + " | ".join(GRID) + " |",
+        "| --- |" + " --- |" * len(GRID),
+    ]
     for s1 in GRID:
         row = []
         for s2 in GRID:
             paper = PAPER_TABLE2.get((s1, s2))
-            row.append(f"{avg(cells[(s1, s2)].two_stage):.1f}" + (f" [{paper:.1f}]" if paper is not None else ""))
+            row.append(
+                f"{avg(cells[(s1, s2)].two_stage):.1f}" + (f" [{paper:.1f}]" if paper is not None else "")
+            )
         lines.append(f"| {s1} | " + " | ".join(row) + " |")
-    lines += ["", "Stage 1 alone (its proposals classified by the base model), per Stage-1 fusion: " + ", ".join(
-        f"{s1} {avg(cells[(s1, 'concat')].stage1_only):.1f}" for s1 in GRID), "", note]
+    lines += [
+        "",
+        "Stage 1 alone (its proposals classified by the base model), per Stage-1 fusion: "
+        + ", ".join(f"{s1} {avg(cells[(s1, 'concat')].stage1_only):.1f}" for s1 in GRID),
+        "",
+        note,
+    ]
     return "\n".join(lines)
+
+
+def run_quality_bars(args: argparse.Namespace, dataset: WSTALDataset) -> int:
+    """Seeds 0, 1, 2 of the chosen configuration, RGB-only and Flow-only (seed 0), and the checks."""
+    start = time.perf_counter()
+    runs: dict[str, EvaluationResult] = {}
+    for seed in (0, 1, 2):
+        log(f"=== {args.stage1} / {args.stage2}, seed {seed} ===")
+        runner = DetectorRunner(
+            dataset,
+            make_config(args, seed=seed),
+            checkpoint_dir=args.out / f"seed{seed}",
+            resume=args.resume,
+            device=args.device,
+            show_progress=not args.quiet,
+            dist=args.dist,
+            amp=args.amp,
+            compile=args.compile,
+        )
+        result = runner.evaluate()
+        if result is not None:  # None on the ranks other than 0 of a distributed run
+            runs[f"seed{seed}"] = result
+    for modality in ("rgb", "flow"):
+        log(f"=== {modality} only, seed 0 ===")
+        runner = DetectorRunner(
+            dataset,
+            make_config(args, seed=0, stage1=modality, stage2=modality),
+            checkpoint_dir=args.out / "seed0",
+            resume=args.resume,
+            device=args.device,
+            show_progress=not args.quiet,
+            dist=args.dist,
+            amp=args.amp,
+            compile=args.compile,
+        )
+        result = runner.evaluate()
+        if result is not None:
+            runs[modality] = result
+    if not args.dist.is_main:
+        return 0
+    seconds = time.perf_counter() - start
+    text, checks = format_quality_bars(runs, args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "quality_bars.md").write_text(text + "\n")
+    (args.out / "quality_bars.json").write_text(
+        json.dumps(
+            {
+                "runtime_seconds": round(seconds, 1),
+                "checks": checks,
+                "runs": {
+                    name: {
+                        "stage1": r.stage1,
+                        "stage2": r.stage2,
+                        "two_stage": r.two_stage.as_dict(),
+                        "stage1_only": r.stage1_only.as_dict(),
+                        "base": r.base.as_dict(),
+                    }
+                    for name, r in runs.items()
+                },
+            },
+            indent=2,
+        )
+    )
+    print()
+    print(text)
+    print(f"\nquality bars measured in {seconds:.0f} s; outputs in {args.out}/")
+    return 0
+
+
+def format_quality_bars(
+    runs: dict[str, EvaluationResult], args: argparse.Namespace
+) -> tuple[str, dict[str, bool]]:
+    seeds = [runs[f"seed{s}"] for s in (0, 1, 2)]
+
+    def spread(values: list[float]) -> str:
+        t = torch.tensor(values, dtype=torch.float64)
+        return f"{t.mean():.1f} ± {t.std():.1f} (min {t.min():.1f}, max {t.max():.1f})"
+
+    two, s1, base = ([avg(getattr(r, k)) for r in seeds] for k in ("two_stage", "stage1_only", "base"))
+    mean = sum(two) / 3
+    checks = {
+        "default AVG 0.1:0.7 above 40 (mean of 3 seeds)": mean > 40,
+        "beats RGB only (seed 0)": two[0] > avg(runs["rgb"].two_stage),
+        "beats Flow only (seed 0)": two[0] > avg(runs["flow"].two_stage),
+        "Stage 2 beats Stage-1 proposals classified by the base (every seed)": all(
+            a > b for a, b in zip(two, s1)
+        ),
+        "Stage 2 beats the base model alone (mean of 3 seeds)": mean > sum(base) / 3,
+    }
+    lines = [
+        f"Quality bars: Stage 1 {args.stage1} / Stage 2 {args.stage2}, mAP AVG 0.1:0.7 (%) on the test split",
+        "",
+        "| detector | seed 0 | seed 1 | seed 2 | mean ± std |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name, values in (("two-stage", two), ("Stage 1 + base classes", s1), ("base alone", base)):
+        lines.append(f"| {name} | " + " | ".join(f"{v:.1f}" for v in values) + f" | {spread(values)} |")
+    lines += [
+        "",
+        "| single modality (seed 0) | two-stage | Stage 1 + base classes | base alone |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name in ("rgb", "flow"):
+        r = runs[name]
+        lines.append(
+            f"| {name} / {name} | {avg(r.two_stage):.1f} | {avg(r.stage1_only):.1f} | {avg(r.base):.1f} |"
+        )
+    lines += ["", "Seed 0, full table:", "", format_results(seeds[0]), ""]
+    lines += [f"- [{'x' if ok else ' '}] {name}" for name, ok in checks.items()]
+    return "\n".join(lines), checks
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -252,17 +534,34 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     torch.set_num_threads(args.threads)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error(f"argument --device: {args.device!r} requested but CUDA is not available")
+    # under torchrun: join the process group (each rank takes its GPU); otherwise one process
+    args.dist = init_distributed(args.device, timeout_minutes=args.dist_timeout)
+    try:
+        code = run(parser, args)
+    except BaseException:
+        shutdown_distributed(args.dist, wait=False)  # the other ranks may be anywhere: do not wait for them
+        raise
+    shutdown_distributed(args.dist)
+    return code
+
+
+def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     try:
         dataset = load_data(args)
     except (FileNotFoundError, ValueError) as error:
         parser.error(f"argument --data-dir: {error}")
     try:
-        return run_ablation(args, dataset) if args.ablation else run_single(args, dataset)
+        if args.ablation:
+            return run_ablation(args, dataset)
+        if args.quality_bars:
+            return run_quality_bars(args, dataset)
+        return run_single(args, dataset)
     except TrainingInterrupted as error:
         log(f"interrupted: {error}")
         return 3
-    except CheckpointMismatchError as error:
-        print(f"{parser.prog}: error: argument --resume: {error}", file=sys.stderr)
+    except CheckpointMismatchError as error:  # raised on every rank; reported once
+        if args.dist.is_main:
+            print(f"{parser.prog}: error: argument --resume: {error}", file=sys.stderr)
         return 2
 
 

@@ -11,12 +11,12 @@ import json
 from pathlib import Path
 
 import pytest
+import thumos_two_stage as cli
 import torch
 
-import thumos_two_stage as cli
 from wstal.model import FusionEmbed, FusionStrategy, masked_topk_mean, roi_features
 from wstal.pseudo_labels import dense_targets, segments_from_scores
-from wstal.train import CheckpointMismatchError, load_checkpoint, save_checkpoint, sample_snippets
+from wstal.train import CheckpointMismatchError, load_checkpoint, sample_snippets, save_checkpoint
 
 TINY = ["--max-videos", "6", "--synthetic-dim", "16", "--width", "16", "--threads", "1", "--quiet"]
 
@@ -87,7 +87,9 @@ def test_resume_refuses_a_different_configuration(tmp_path: Path, capsys: pytest
         ("--epochs", "0", "expected a positive integer, got '0'"),
     ],
 )
-def test_cli_rejects_bad_flags(flag: str, value: str, message: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_rejects_bad_flags(
+    flag: str, value: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit) as exit_info:
         cli.main([flag, value])
     assert exit_info.value.code == 2
@@ -95,7 +97,9 @@ def test_cli_rejects_bad_flags(flag: str, value: str, message: str, capsys: pyte
     assert f"argument {flag}" in err and message in err
 
 
-def test_cli_rejects_a_data_dir_without_the_thumos_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_rejects_a_data_dir_without_the_thumos_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["--data-dir", str(tmp_path), "--quiet"])
     assert exit_info.value.code == 2
@@ -138,9 +142,7 @@ def test_masked_topk_mean_matches_a_loop() -> None:
     expected = torch.stack([x[b, : lengths[b]].topk(int(k[b]), dim=0).values.mean(0) for b in range(3)])
     torch.testing.assert_close(masked_topk_mean(x, mask, k), expected)
     key = torch.randn(3, 9)
-    expected = torch.stack(
-        [x[b, key[b, : lengths[b]].topk(int(k[b])).indices].mean(0) for b in range(3)]
-    )
+    expected = torch.stack([x[b, key[b, : lengths[b]].topk(int(k[b])).indices].mean(0) for b in range(3)])
     torch.testing.assert_close(masked_topk_mean(x, mask, k, key=key), expected)
 
 

@@ -347,3 +347,14 @@ def test_float16_stays_finite_on_large_features(kind, device):
     for out in outputs(kind, module, rgb, flow, mask):
         assert out.dtype == torch.float16
         assert torch.isfinite(out).all()
+
+
+def test_dmf_outputs_keep_the_input_dtype_under_autocast():
+    """Both DMF outputs keep the input dtype under autocast, so the next block accepts the pair."""
+    for attention in ATTENTIONS:
+        module = make_module(attention, 8, 8)
+        rgb, flow, mask = make_inputs(20, 2, 9, 8, 8)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = module(rgb, flow, mask)
+            assert out.rgb.dtype == out.flow.dtype == torch.float32
+            MutualFusion(8, 8, 4)(out.rgb, out.flow, mask)

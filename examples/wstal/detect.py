@@ -90,7 +90,9 @@ def _batches(videos: Sequence[Video], batch_size: int) -> list[list[Video]]:
 
 
 def _collate(videos: Sequence[Video]):
-    return collate([v.name for v in videos], [v.rgb for v in videos], [v.flow for v in videos], [v.label for v in videos])
+    return collate(
+        [v.name for v in videos], [v.rgb for v in videos], [v.flow for v in videos], [v.label for v in videos]
+    )
 
 
 @torch.no_grad()
@@ -135,7 +137,9 @@ def _soft_nms_per_class(
     for c, (segments, scores) in per_class.items():
         if segments.shape[0] == 0:
             continue
-        keep, decayed = soft_nms_1d(segments, scores, sigma=config.soft_nms_sigma, max_keep=config.max_detections)
+        keep, decayed = soft_nms_1d(
+            segments, scores, sigma=config.soft_nms_sigma, max_keep=config.max_detections
+        )
         kept = segments[keep].tolist()
         rows.extend((c, float(s), float(a), float(b)) for (a, b), s in zip(kept, decayed.tolist()))
     rows.sort(key=lambda r: -r[1])
@@ -181,7 +185,9 @@ def rpn_proposals(
                 keep = scores == scores.max()
             segments, scores = segments[keep], scores[keep]
             keep_idx = nms_1d(segments, scores, config.proposal_nms_iou)
-            keep_idx = keep_idx[scores[keep_idx].argsort(descending=True, stable=True)][: config.max_proposals]
+            keep_idx = keep_idx[scores[keep_idx].argsort(descending=True, stable=True)][
+                : config.max_proposals
+            ]
             kept = segments[keep_idx]
             if config.vote_iou < 1:
                 kept = vote_boundaries(kept, segments, scores, config.vote_iou)
@@ -204,7 +210,10 @@ def vote_boundaries(kept: Tensor, candidates: Tensor, scores: Tensor, iou_thresh
     """
     if kept.shape[0] == 0:
         return kept
-    inter = (torch.minimum(kept[:, None, 1], candidates[None, :, 1]) - torch.maximum(kept[:, None, 0], candidates[None, :, 0])).clamp_min(0)
+    inter = (
+        torch.minimum(kept[:, None, 1], candidates[None, :, 1])
+        - torch.maximum(kept[:, None, 0], candidates[None, :, 0])
+    ).clamp_min(0)
     union = (kept[:, 1] - kept[:, 0])[:, None] + (candidates[:, 1] - candidates[:, 0])[None] - inter
     weight = (inter / union.clamp_min(1e-6) >= iou_threshold).to(scores.dtype) * scores[None]
     voted = weight @ candidates / weight.sum(1, keepdim=True).clamp_min(1e-12)

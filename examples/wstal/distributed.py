@@ -192,10 +192,12 @@ def init_distributed(device: Optional[str] = None, *, timeout_minutes: float = 6
     return DistributedContext(rank, world, local, dev, backend)
 
 
-def shutdown_distributed(ctx: DistributedContext) -> None:
-    """Leave the process group (after a final barrier) if this process joined one."""
+def shutdown_distributed(ctx: DistributedContext, *, wait: bool = True) -> None:
+    """Leave the process group if this process joined one: after a final barrier (``wait``), so that no
+    rank tears the group down while another still uses it; without it after an error."""
     if ctx.enabled and dist.is_initialized():
-        ctx.barrier()
+        if wait:
+            ctx.barrier()
         dist.destroy_process_group()
 
 
@@ -272,15 +274,16 @@ def global_denominator(count: Tensor, *, at_least: float = 0.0) -> Tensor:
 
 
 def global_mean(values: Tensor) -> Tensor:
-    """``values.mean()`` over the global batch (every element of every rank counts once).
+    """``values.mean()`` over the global batch (every element of every rank counts once); an empty
+    selection (on every rank) gives 0, still connected to the autograd graph.
 
     Example:
-        >>> global_mean(torch.tensor([1.0, 2.0, 6.0]))
-        tensor(3.)
+        >>> global_mean(torch.tensor([1.0, 2.0, 6.0])), global_mean(torch.zeros(0))
+        (tensor(3.), tensor(0.))
     """
     if _ACTIVE.get() is None:
-        return values.mean()
-    return values.sum() / global_denominator(values.new_tensor(float(values.numel())))
+        return values.mean() if values.numel() else values.sum()
+    return values.sum() / global_denominator(values.new_tensor(float(values.numel())), at_least=1.0)
 
 
 def global_rescale(local_mean: Tensor, local_count: Tensor) -> Tensor:

@@ -9,7 +9,9 @@
 
 The losses are pure functions next to the networks (``base_losses``, ``rpn_losses``,
 ``proposal_mil_losses``) so a training loop calls ``model(...)`` (the ``forward`` that DDP wraps)
-and then the loss on its output.
+and then the loss on its output. Their batch means go through :mod:`.distributed`'s ``global_*``
+helpers: plain means in one process, means over the *global* batch in a distributed training step
+(so DDP's gradient average equals the single-process gradient).
 
 Axis legend: b batch, t time (snippets), c channels, k classes (``k + 1`` with background),
 n proposals or segments, r RoI bins.
@@ -27,6 +29,7 @@ from torch import Tensor, nn
 
 from dmf_fusion import ConcatFusion, DualModalityFusion, MutualFusion, MutualLoss
 
+from .distributed import global_denominator, global_mean, global_rescale
 from .proposals import roi_align_1d
 
 __all__ = [
@@ -246,9 +249,10 @@ def _topk_count(lengths: Tensor, ratio: float) -> Tensor:
 
 
 def _mil_cross_entropy(video_logits: Tensor, target: Tensor) -> Tensor:
-    """Softmax cross-entropy against a multi-hot target normalised to a distribution, mean over videos."""
+    """Softmax cross-entropy against a multi-hot target normalised to a distribution, mean over videos
+    (over the global batch in a distributed step, see :mod:`.distributed`)."""
     target = target / target.sum(-1, keepdim=True).clamp_min(1e-8)
-    return -(target * F.log_softmax(video_logits, dim=-1)).sum(-1).mean()
+    return global_mean(-(target * F.log_softmax(video_logits, dim=-1)).sum(-1))
 
 
 def segment_iou(a: Tensor, b: Tensor) -> Tensor:
@@ -303,14 +307,20 @@ class MILBaseModel(nn.Module):
         ``boundary`` (b, t) in [0, 1].
     """
 
-    def __init__(self, fusion: FusionEmbed, num_classes: int, *, hidden: int = 256, dropout: float = 0.5) -> None:
+    def __init__(
+        self, fusion: FusionEmbed, num_classes: int, *, hidden: int = 256, dropout: float = 0.5
+    ) -> None:
         super().__init__()
         self.fusion = fusion
         self.num_classes = num_classes
         self.embed = TemporalConv(fusion.dim, hidden, 3)
         self.classifier = nn.Linear(hidden, num_classes + 1)
-        self.attention_head = nn.ModuleList([TemporalConv(fusion.dim, hidden // 2, 3), nn.Linear(hidden // 2, 1)])
-        self.boundary_head = nn.ModuleList([TemporalConv(fusion.dim, hidden // 2, 1), nn.Linear(hidden // 2, 1)])
+        self.attention_head = nn.ModuleList(
+            [TemporalConv(fusion.dim, hidden // 2, 3), nn.Linear(hidden // 2, 1)]
+        )
+        self.boundary_head = nn.ModuleList(
+            [TemporalConv(fusion.dim, hidden // 2, 1), nn.Linear(hidden // 2, 1)]
+        )
         self.dropout = nn.Dropout(dropout)
 
     def _head(self, head: nn.ModuleList, features: Tensor, mask: Optional[Tensor]) -> Tensor:
@@ -385,24 +395,38 @@ def base_losses(
 
     valid = mask.to(out.cas.dtype)
     foreground = 1 - F.softmax(out.cas, -1)[..., -1].detach()
-    rank = labelled.masked_fill(~mask, float("-inf")).argsort(dim=1, descending=True, stable=True).argsort(dim=1)
+    rank = (
+        labelled.masked_fill(~mask, float("-inf")).argsort(dim=1, descending=True, stable=True).argsort(dim=1)
+    )
     positive = (rank < k_top.unsqueeze(1)) & mask
     negative = (rank >= (lengths - k_bottom).unsqueeze(1)) & mask
+    # per-snippet means over the batch (over the global batch in a distributed step, see .distributed)
+    n_valid = global_denominator(valid.sum(), at_least=1)
+    n_positive = global_denominator(positive.sum(), at_least=1)
+    n_negative = global_denominator(negative.sum(), at_least=1)
     supp = guide = rank_loss = out.cas.new_zeros(())
     for attention in (out.attention, out.boundary):
         supp = supp + _mil_cross_entropy(_masked_weighted_mean(out.cas, attention, mask), target)
-        guide = guide + ((attention - foreground).abs() * valid).sum() / valid.sum().clamp_min(1)
+        guide = guide + ((attention - foreground).abs() * valid).sum() / n_valid
         p = attention.clamp(1e-4, 1 - 1e-4)
-        rank_loss = rank_loss - (torch.log(p) * positive).sum() / positive.sum().clamp_min(1)
-        rank_loss = rank_loss - (torch.log1p(-p) * negative).sum() / negative.sum().clamp_min(1)
+        rank_loss = rank_loss - (torch.log(p) * positive).sum() / n_positive
+        rank_loss = rank_loss - (torch.log1p(-p) * negative).sum() / n_negative
+    mutual = global_rescale(out.aux_loss, lengths.sum())
     total = (
         mil
         + suppression_weight * supp
         + guide_weight * guide
         + rank_weight * rank_loss
-        + mutual_weight * out.aux_loss
+        + mutual_weight * mutual
     )
-    return {"total": total, "mil": mil, "supp": supp, "guide": guide, "rank": rank_loss, "mutual": out.aux_loss}
+    return {
+        "total": total,
+        "mil": mil,
+        "supp": supp,
+        "guide": guide,
+        "rank": rank_loss,
+        "mutual": mutual,
+    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -503,16 +527,17 @@ def rpn_losses(
         mask: (b, t).
     """
     valid = mask.to(out.objectness.dtype)
-    n_valid = valid.sum().clamp_min(1)
+    n_valid = global_denominator(valid.sum(), at_least=1)  # over the global batch when distributed
     bce = F.binary_cross_entropy_with_logits(out.objectness, objectness_target, reduction="none")
     obj = (bce * valid).sum() / n_valid
     positive = (objectness_target > 0.5) & mask
     centres = torch.arange(out.offsets.shape[1], device=mask.device, dtype=out.offsets.dtype) + 0.5
     predicted = torch.stack([centres - out.offsets[..., 0], centres + out.offsets[..., 1]], -1)
     iou = segment_iou(predicted[positive], segment_target[positive])
-    reg = (1 - iou).mean() if iou.numel() else out.offsets.sum() * 0
-    total = obj + regression_weight * reg + mutual_weight * out.aux_loss
-    return {"total": total, "obj": obj, "reg": reg, "mutual": out.aux_loss}
+    reg = global_mean(1 - iou)  # 0 without positives, still connected to the offset head (DDP needs it)
+    mutual = global_rescale(out.aux_loss, mask.sum())
+    total = obj + regression_weight * reg + mutual_weight * mutual
+    return {"total": total, "obj": obj, "reg": reg, "mutual": mutual}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -520,7 +545,9 @@ def rpn_losses(
 # --------------------------------------------------------------------------------------------------
 
 
-def roi_features(features: Tensor, proposals: Tensor, *, bins: int = 4, context_ratio: float = 0.25) -> Tensor:
+def roi_features(
+    features: Tensor, proposals: Tensor, *, bins: int = 4, context_ratio: float = 0.25
+) -> Tensor:
     """Inner and outer-context features of 1-D proposals (RoI align in time, :func:`~wstal.proposals.roi_align_1d`).
 
     The inner region ``[s, e]`` is pooled into ``bins`` mean bins; the context regions ``[s - r L, s]`` and
@@ -605,6 +632,7 @@ def proposal_mil_losses(
     labels: Tensor,
     aux_loss: Tensor,
     *,
+    mask: Optional[Tensor] = None,
     completeness: Optional[list[Tensor]] = None,
     proposal_classes: Optional[list[Tensor]] = None,
     topk_ratio: float = 4.0,
@@ -620,10 +648,11 @@ def proposal_mil_losses(
       attention, see :func:`~wstal.pipeline` ``proposal_targets``) and ``c`` its pseudo class: the
       classifier learns to reject background and incomplete proposals, which a video-level loss cannot
       teach (P-MIL's completeness idea);
-    * ``mutual``: the fusion's auxiliary loss.
+    * ``mutual``: the fusion's auxiliary loss (a mean over the valid snippets of ``mask``; pass the
+      batch's ``mask`` so that a distributed step weighs it over the global batch).
 
     Shape:
-        logits: b tensors (n_i, k + 1); labels: (b, k); completeness: b tensors (n_i,);
+        logits: b tensors (n_i, k + 1); labels: (b, k); mask: (b, t); completeness: b tensors (n_i,);
         proposal_classes: b int64 tensors (n_i,).
     """
     video = []
@@ -639,6 +668,8 @@ def proposal_mil_losses(
             target[torch.arange(lg.shape[0]), c] = q
             target[:, -1] = 1 - q
             terms.append(-(target * F.log_softmax(lg, -1)).sum(-1))
-        complete = torch.cat(terms).mean()
+        complete = global_mean(torch.cat(terms))
+    if mask is not None:  # the mutual loss is a mean over the batch's valid snippets
+        aux_loss = global_rescale(aux_loss, mask.sum())
     total = mil + completeness_weight * complete + mutual_weight * aux_loss
     return {"total": total, "mil": mil, "complete": complete, "mutual": aux_loss}

@@ -5,10 +5,16 @@ stage is memoised and checkpointed under a name that encodes everything upstream
 ``--ablation`` grid trains the base model once per base fusion, the T-RPN once per Stage-1 fusion and
 only the Stage-2 classifier per cell, and ``--resume`` picks every stage up where it stopped:
 
-    base_<fusion>.pt  ->  stage1_<fusion>.pt  ->  stage2_<stage-1 fusion>_<fusion>.pt
+    base_<base fusion>.pt -> stage1_<base fusion>_<stage-1 fusion>.pt
+                          -> stage2_<base fusion>_<stage-1 fusion>_<stage-2 fusion>.pt
 
 Nothing here looks at the test split before the final evaluation: every model is the one of its last
 epoch and every threshold is fixed in :class:`DetectorConfig`.
+
+Under ``torchrun`` (a :class:`~wstal.distributed.DistributedContext` with several ranks) every rank
+trains, on its share of each global batch; rank 0 alone computes the pseudo labels and the training
+proposals (and sends them to the others), writes the checkpoints and evaluates, while the other ranks
+wait at a barrier. See docs/training_at_scale.md.
 
 Axis legend: t snippets, c channels, k classes, n proposals.
 """
@@ -38,6 +44,7 @@ from .detect import (
     stage1_detections,
     to_detections,
 )
+from .distributed import DistributedContext
 from .evaluation import Detection, MAPResult, evaluate_detections
 from .model import (
     FusionEmbed,
@@ -103,7 +110,11 @@ class StageSettings:
 
 @dataclass(frozen=True)
 class PseudoLabelSettings:
-    """How the base model's attention becomes pseudo segments (see :mod:`.pseudo_labels`)."""
+    """How the base model's attention becomes pseudo segments (see :mod:`.pseudo_labels`).
+
+    ``source`` is the attention head the segments come from: ``boundary`` (per snippet, unbiased edges,
+    the default) or ``attention`` (temporally smoothed, about a snippet too wide on each side).
+    """
 
     source: str = "boundary"
     thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS
@@ -161,7 +172,9 @@ class DetectorConfig:
         if self.dmf_attention not in ("gate", "dot"):
             raise ValueError(f"dmf_attention must be 'gate' or 'dot', got {self.dmf_attention!r}")
         if self.evaluation_protocol not in ("plain", "thumos"):
-            raise ValueError(f"evaluation_protocol must be 'plain' or 'thumos', got {self.evaluation_protocol!r}")
+            raise ValueError(
+                f"evaluation_protocol must be 'plain' or 'thumos', got {self.evaluation_protocol!r}"
+            )
 
     def with_options(
         self,
@@ -177,8 +190,15 @@ class DetectorConfig:
         """A copy with the command-line options applied (``None`` keeps the current value); ``epochs``
         sets every stage's epochs, ``width`` the fused width and every stage's hidden width."""
         changes: dict[str, Any] = {
-            k: v for k, v in (("stage1", stage1), ("stage2", stage2), ("dmf_attention", dmf_attention),
-                              ("alpha", alpha), ("seed", seed)) if v is not None
+            k: v
+            for k, v in (
+                ("stage1", stage1),
+                ("stage2", stage2),
+                ("dmf_attention", dmf_attention),
+                ("alpha", alpha),
+                ("seed", seed),
+            )
+            if v is not None
         }
         stages = {"base": self.base, "rpn": self.rpn, "classifier": self.classifier}
         for name, settings in stages.items():
@@ -222,12 +242,19 @@ class EvaluationResult:
 def _video_signature(videos: Sequence[Video]) -> str:
     h = hashlib.sha256()
     for v in videos:
-        h.update(f"{v.name}:{v.num_snippets}:{v.rgb.shape[1]}:{v.flow.shape[1]}:{float(v.rgb[0, 0])!r};".encode())
+        h.update(
+            f"{v.name}:{v.num_snippets}:{v.rgb.shape[1]}:{v.flow.shape[1]}:{float(v.rgb[0, 0])!r};".encode()
+        )
     return h.hexdigest()[:16]
 
 
 def proposal_targets(
-    proposals: Segments, base: BaseResult, label: np.ndarray, *, source: str = "attention", outer_ratio: float = 0.25
+    proposals: Segments,
+    base: BaseResult,
+    label: np.ndarray,
+    *,
+    source: str = "attention",
+    outer_ratio: float = 0.25,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Pseudo completeness and pseudo class of each training proposal, from the base model.
 
@@ -243,7 +270,9 @@ def proposal_targets(
     ints = proposals.segments.round().long()
     ints[:, 0] = ints[:, 0].clamp(0, t - 1)
     ints[:, 1] = torch.maximum(ints[:, 1].clamp(max=t), ints[:, 0] + 1)
-    scores = {"attention": base.attention, "boundary": base.boundary}.get(source, (base.attention + base.boundary) / 2)
+    scores = {"attention": base.attention, "boundary": base.boundary}.get(
+        source, (base.attention + base.boundary) / 2
+    )
     completeness = outer_inner_contrast(scores.float(), ints, outer_ratio=outer_ratio).clamp(0, 1)
     labelled = torch.as_tensor(np.flatnonzero(label))
     cumulative = torch.cat([torch.zeros(1, base.p.shape[1]), base.p.cumsum(0)])
@@ -263,6 +292,9 @@ class DetectorRunner:
         device: where the networks run.
         stop: test hook that interrupts training after a number of epochs.
         show_progress: tqdm bars for batches and inference.
+        dist: the distributed context (None: one process; its ``device`` then is ``device``).
+        amp: mixed precision of the training steps, ``"off"``, ``"bf16"`` or ``"fp16"``.
+        compile: train each network through ``torch.compile``.
     """
 
     def __init__(
@@ -275,12 +307,18 @@ class DetectorRunner:
         device: torch.device | str = "cpu",
         stop: Optional[StopAfter] = None,
         show_progress: bool = True,
+        dist: Optional[DistributedContext] = None,
+        amp: str = "off",
+        compile: bool = False,
     ) -> None:
         self.dataset = dataset
         self.config = config
         self.checkpoint_dir = checkpoint_dir
         self.resume = resume
-        self.device = torch.device(device)
+        self.dist = dist if dist is not None else DistributedContext(device=torch.device(device))
+        self.device = self.dist.device
+        self.amp = amp
+        self.compile = compile
         self.stop = stop
         self.show_progress = show_progress
         self._data_signature = _video_signature(dataset.train)
@@ -298,17 +336,30 @@ class DetectorRunner:
     def _fusion(self, strategy: str) -> FusionEmbed:
         d = self.dataset
         return FusionEmbed(
-            strategy, d.rgb_dim, d.flow_dim, self.config.embed_dim, alpha=self.config.alpha,
+            strategy,
+            d.rgb_dim,
+            d.flow_dim,
+            self.config.embed_dim,
+            alpha=self.config.alpha,
             attention=self.config.dmf_attention,
         )
 
-    def _fingerprint(self, stage: str, strategy: str, settings: StageSettings, upstream: str, **extra: Any) -> str:
+    def _fingerprint(
+        self, stage: str, strategy: str, settings: StageSettings, upstream: str, **extra: Any
+    ) -> str:
         c = self.config
         dmf = {"alpha": c.alpha, "attention": c.dmf_attention} if FusionStrategy.parse(strategy).dmf else {}
         return fingerprint(
             {
-                "stage": stage, "strategy": strategy, "settings": dataclasses.asdict(settings), "seed": c.seed,
-                "embed_dim": c.embed_dim, "dmf": dmf, "data": self._data_signature, "upstream": upstream, **extra,
+                "stage": stage,
+                "strategy": strategy,
+                "settings": dataclasses.asdict(settings),
+                "seed": c.seed,
+                "embed_dim": c.embed_dim,
+                "dmf": dmf,
+                "data": self._data_signature,
+                "upstream": upstream,
+                **extra,
             }
         )
 
@@ -316,16 +367,34 @@ class DetectorRunner:
         return None if self.checkpoint_dir is None else self.checkpoint_dir / f"{name}.pt"
 
     def _train(
-        self, name: str, model: nn.Module, data: Any, step: Any, settings: StageSettings,
-        generator: torch.Generator, config_fingerprint: str,
+        self,
+        name: str,
+        model: nn.Module,
+        data: Any,
+        step: Any,
+        settings: StageSettings,
+        generator: torch.Generator,
+        config_fingerprint: str,
     ) -> None:
         optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
         architecture = [(key, tuple(value.shape)) for key, value in model.state_dict().items()]
         train_stage(
-            name, model, data, optimizer, step, epochs=settings.epochs, generator=generator,
-            checkpoint=self._checkpoint(name), config_fingerprint=fingerprint([config_fingerprint, architecture]),
+            name,
+            model,
+            data,
+            optimizer,
+            step,
+            epochs=settings.epochs,
+            generator=generator,
+            checkpoint=self._checkpoint(name),
+            config_fingerprint=fingerprint([config_fingerprint, architecture]),
             resume=self.resume,
-            device=self.device, stop=self.stop, show_progress=self.show_progress,
+            device=self.device,
+            stop=self.stop,
+            show_progress=self.show_progress,
+            dist=self.dist,
+            amp=self.amp,
+            compile=self.compile,
         )
 
     # ------------------------------------------------------------------ base model
@@ -339,11 +408,19 @@ class DetectorRunner:
         """The trained base model with ``strategy`` fusion (trained on first use)."""
         if strategy not in self._bases:
             c, s = self.config, self.config.base
-            generator = seed_everything(stage_seed(c.seed, "base"))
-            model = MILBaseModel(self._fusion(strategy), self.dataset.num_classes, hidden=s.hidden, dropout=s.dropout)
+            generator = seed_everything(stage_seed(c.seed, "base"), self.dist.rank)
+            model = MILBaseModel(
+                self._fusion(strategy), self.dataset.num_classes, hidden=s.hidden, dropout=s.dropout
+            )
             model.to(self.device)
             fp = self._fingerprint(
-                "base", strategy, s, "", topk=c.base_topk_ratio, bottomk=c.base_bottomk_ratio, mutual=c.mutual_weight,
+                "base",
+                strategy,
+                s,
+                "",
+                topk=c.base_topk_ratio,
+                bottomk=c.base_bottomk_ratio,
+                mutual=c.mutual_weight,
             )
             videos = self.dataset.train
 
@@ -352,14 +429,21 @@ class DetectorRunner:
                     group = [videos[i] for i in idx]
                     picks = [sample_snippets(v.num_snippets, s.max_len, gen) for v in group]
                     yield collate(
-                        [v.name for v in group], [v.rgb[p] for v, p in zip(group, picks)],
-                        [v.flow[p] for v, p in zip(group, picks)], [v.label for v in group],
+                        [v.name for v in group],
+                        [v.rgb[p] for v, p in zip(group, picks)],
+                        [v.flow[p] for v, p in zip(group, picks)],
+                        [v.label for v in group],
+                        shard=self.dist,
                     )
 
             def step(m: nn.Module, b: Batch) -> dict[str, torch.Tensor]:
                 return base_losses(
-                    m(b.rgb, b.flow, b.mask), b.labels, b.mask, topk_ratio=c.base_topk_ratio,
-                    bottomk_ratio=c.base_bottomk_ratio, mutual_weight=c.mutual_weight,
+                    m(b.rgb, b.flow, b.mask),
+                    b.labels,
+                    b.mask,
+                    topk_ratio=c.base_topk_ratio,
+                    bottomk_ratio=c.base_bottomk_ratio,
+                    mutual_weight=c.mutual_weight,
                 )
 
             self._train(f"base_{strategy}", model, data, step, s, generator, fp)
@@ -368,11 +452,21 @@ class DetectorRunner:
 
     def base_results(self, strategy: str, videos: Sequence[Video], desc: str) -> dict[str, BaseResult]:
         """Base model scores on ``videos``."""
-        return run_base(self.base(strategy), videos, device=self.device, desc=desc, show_progress=self.show_progress)
+        return run_base(
+            self.base(strategy), videos, device=self.device, desc=desc, show_progress=self.show_progress
+        )
+
+    def _on_main(self, compute: Any) -> Any:
+        """``compute()`` on rank 0, its result sent to every rank (so that all ranks train on the same
+        pseudo labels and proposals); in one process simply ``compute()``."""
+        return self.dist.broadcast_object(compute() if self.dist.is_main else None)
 
     def _base_train_results(self, strategy: str) -> dict[str, BaseResult]:
         if strategy not in self._base_train:
-            self._base_train[strategy] = self.base_results(strategy, self.dataset.train, f"pseudo labels ({strategy})")
+            self.base(strategy)  # every rank trains it
+            self._base_train[strategy] = self._on_main(
+                lambda: self.base_results(strategy, self.dataset.train, f"pseudo labels ({strategy})")
+            )
         return self._base_train[strategy]
 
     def pseudo_segments(self, strategy: str) -> dict[str, Segments]:
@@ -382,7 +476,10 @@ class DetectorRunner:
             results = self._base_train_results(strategy)
             self._pseudo[strategy] = {
                 name: segments_from_scores(
-                    r.boundary if p.source == "boundary" else r.attention, thresholds=p.thresholds, outer_ratio=p.outer_ratio, nms_iou=p.nms_iou,
+                    r.boundary if p.source == "boundary" else r.attention,
+                    thresholds=p.thresholds,
+                    outer_ratio=p.outer_ratio,
+                    nms_iou=p.nms_iou,
                     min_score=p.min_score,
                 )
                 for name, r in results.items()
@@ -400,7 +497,7 @@ class DetectorRunner:
             c, s = self.config, self.config.rpn
             pseudo = self.pseudo_segments(base)
             base_fp = self._bases[base][1]
-            generator = seed_everything(stage_seed(c.seed, "stage1"))
+            generator = seed_everything(stage_seed(c.seed, "stage1"), self.dist.rank)
             model = TemporalRPN(self._fusion(stage1), hidden=s.hidden, dropout=s.dropout).to(self.device)
             fp = self._fingerprint("stage1", stage1, s, base_fp, pseudo=dataclasses.asdict(c.pseudo))
             videos = self.dataset.train
@@ -411,17 +508,23 @@ class DetectorRunner:
                     group = [videos[i] for i in idx]
                     windows = [crop_window(v.num_snippets, s.max_len, gen) for v in group]
                     yield collate(
-                        [v.name for v in group], [v.rgb[a:b] for v, (a, b) in zip(group, windows)],
-                        [v.flow[a:b] for v, (a, b) in zip(group, windows)], [v.label for v in group],
+                        [v.name for v in group],
+                        [v.rgb[a:b] for v, (a, b) in zip(group, windows)],
+                        [v.flow[a:b] for v, (a, b) in zip(group, windows)],
+                        [v.label for v in group],
                         targets={
                             "objectness": [targets[v.name][0][a:b] for v, (a, b) in zip(group, windows)],
                             "segment": [targets[v.name][1][a:b] - a for v, (a, b) in zip(group, windows)],
                         },
+                        shard=self.dist,
                     )
 
             def step(m: nn.Module, b: Batch) -> dict[str, torch.Tensor]:
                 return rpn_losses(
-                    m(b.rgb, b.flow, b.mask), b.targets["objectness"], b.targets["segment"], b.mask,
+                    m(b.rgb, b.flow, b.mask),
+                    b.targets["objectness"],
+                    b.targets["segment"],
+                    b.mask,
                     mutual_weight=c.mutual_weight,
                 )
 
@@ -432,7 +535,11 @@ class DetectorRunner:
     def proposals(self, stage1: str, base: str, videos: Sequence[Video], desc: str) -> dict[str, Segments]:
         """Class-agnostic Stage-1 proposals on ``videos``."""
         return rpn_proposals(
-            self.rpn(stage1, base), videos, self.config.detection, device=self.device, desc=desc,
+            self.rpn(stage1, base),
+            videos,
+            self.config.detection,
+            device=self.device,
+            desc=desc,
             show_progress=self.show_progress,
         )
 
@@ -444,43 +551,64 @@ class DetectorRunner:
         if key not in self._classifiers:
             c, s = self.config, self.config.classifier
             if f"{stage1}@{base}" not in self._train_proposals:
-                self._train_proposals[f"{stage1}@{base}"] = self.proposals(
-                    stage1, base, self.dataset.train, f"train proposals ({stage1})"
+                self.rpn(stage1, base)  # every rank trains it
+                self._train_proposals[f"{stage1}@{base}"] = self._on_main(
+                    lambda: self.proposals(stage1, base, self.dataset.train, f"train proposals ({stage1})")
                 )
             proposals = self._train_proposals[f"{stage1}@{base}"]
             rpn_fp = self._rpns[f"{stage1}@{base}"][1]
-            generator = seed_everything(stage_seed(c.seed, "stage2"))
+            generator = seed_everything(stage_seed(c.seed, "stage2"), self.dist.rank)
             model = ProposalClassifier(
                 self._fusion(stage2), self.dataset.num_classes, hidden=s.hidden, dropout=s.dropout
             ).to(self.device)
             fp = self._fingerprint(
-                "stage2", stage2, s, rpn_fp, detection=c.detection._asdict(), topk=c.proposal_topk_ratio,
-                completeness=c.completeness_weight, pseudo=dataclasses.asdict(c.pseudo),
+                "stage2",
+                stage2,
+                s,
+                rpn_fp,
+                detection=c.detection._asdict(),
+                topk=c.proposal_topk_ratio,
+                completeness=c.completeness_weight,
+                pseudo=dataclasses.asdict(c.pseudo),
                 completeness_source=c.completeness_source,
             )
             videos = [v for v in self.dataset.train if len(proposals[v.name].segments)]
             base_train = self._base_train_results(base)
-            targets = {v.name: proposal_targets(proposals[v.name], base_train[v.name], v.label, source=c.completeness_source) for v in videos}
+            targets = {
+                v.name: proposal_targets(
+                    proposals[v.name], base_train[v.name], v.label, source=c.completeness_source
+                )
+                for v in videos
+            }
 
             def data(gen: torch.Generator) -> Iterator[Batch]:
                 for idx in batch_indices(len(videos), s.batch_size, gen):
                     group = [videos[i] for i in idx]
                     yield collate(
-                        [v.name for v in group], [v.rgb for v in group], [v.flow for v in group],
+                        [v.name for v in group],
+                        [v.rgb for v in group],
+                        [v.flow for v in group],
                         [v.label for v in group],
                         per_video={
                             "proposals": [proposals[v.name].segments for v in group],
                             "completeness": [targets[v.name][0] for v in group],
                             "classes": [targets[v.name][1] for v in group],
                         },
+                        shard=self.dist,
                     )
 
             def step(m: nn.Module, b: Batch) -> dict[str, torch.Tensor]:
                 logits, aux = m(b.rgb, b.flow, b.mask, b.per_video["proposals"])
                 return proposal_mil_losses(
-                    logits, b.labels, aux, completeness=b.per_video["completeness"],
-                    proposal_classes=b.per_video["classes"], topk_ratio=c.proposal_topk_ratio,
-                    completeness_weight=c.completeness_weight, mutual_weight=c.mutual_weight,
+                    logits,
+                    b.labels,
+                    aux,
+                    mask=b.mask,
+                    completeness=b.per_video["completeness"],
+                    proposal_classes=b.per_video["classes"],
+                    topk_ratio=c.proposal_topk_ratio,
+                    completeness_weight=c.completeness_weight,
+                    mutual_weight=c.mutual_weight,
                 )
 
             self._train(f"stage2_{base}_{stage1}_{stage2}", model, data, step, s, generator, fp)
@@ -489,46 +617,70 @@ class DetectorRunner:
 
     # ------------------------------------------------------------------ evaluation
 
-    def evaluate(self, stage1: Optional[str] = None, stage2: Optional[str] = None) -> EvaluationResult:
+    def evaluate(self, stage1: Optional[str] = None, stage2: Optional[str] = None) -> Optional[EvaluationResult]:
         """Train what is missing, then detect on the test split and score the base, Stage-1-only and
-        two-stage detectors."""
+        two-stage detectors. In a distributed run every rank trains, rank 0 evaluates and the others
+        wait for it at a barrier and return None."""
         stage1 = stage1 or self.config.stage1
         stage2 = stage2 or self.config.stage2
         base = self.base_strategy(stage1, stage2)
-        d, det = self.dataset, self.config.detection
         self.classifier(stage1, stage2, base)  # trains base, Stage 1 and Stage 2 as needed
+        result = self._evaluate(stage1, stage2, base) if self.dist.is_main else None
+        self.dist.barrier()
+        return result
+
+    def _evaluate(self, stage1: str, stage2: str, base: str) -> EvaluationResult:
+        d, det = self.dataset, self.config.detection
         if base not in self._base_test:
             self._base_test[base] = self.base_results(base, d.test, "test: base")
         if f"{stage1}@{base}" not in self._test_proposals:
             self._test_proposals[f"{stage1}@{base}"] = self.proposals(stage1, base, d.test, "test: proposals")
         base_out, test_proposals = self._base_test[base], self._test_proposals[f"{stage1}@{base}"]
         scores = classify_proposals(
-            self.classifier(stage1, stage2, base), d.test, test_proposals, topk_ratio=self.config.proposal_topk_ratio,
-            device=self.device, desc="test: classify", show_progress=self.show_progress,
+            self.classifier(stage1, stage2, base),
+            d.test,
+            test_proposals,
+            topk_ratio=self.config.proposal_topk_ratio,
+            device=self.device,
+            desc="test: classify",
+            show_progress=self.show_progress,
         )
         sec = d.snippet_seconds
         dets_base = {v.name: to_detections(base_detections(base_out[v.name], det), sec) for v in d.test}
         dets_s1 = {
-            v.name: to_detections(stage1_detections(test_proposals[v.name], base_out[v.name], det), sec) for v in d.test
+            v.name: to_detections(stage1_detections(test_proposals[v.name], base_out[v.name], det), sec)
+            for v in d.test
         }
         dets = {
-            v.name: to_detections(detections_from_proposals(test_proposals[v.name], *scores[v.name], det), sec)
+            v.name: to_detections(
+                detections_from_proposals(test_proposals[v.name], *scores[v.name], det), sec
+            )
             for v in d.test
         }
         proposals = {
-            v.name: [Detection(0, float(s), float(a) * sec, float(b) * sec)
-                     for (a, b), s in zip(test_proposals[v.name].segments.tolist(), test_proposals[v.name].scores.tolist())]
+            v.name: [
+                Detection(0, float(s), float(a) * sec, float(b) * sec)
+                for (a, b), s in zip(
+                    test_proposals[v.name].segments.tolist(), test_proposals[v.name].scores.tolist()
+                )
+            ]
             for v in d.test
         }
 
         def score(detections: dict[str, list[Detection]]) -> MAPResult:
             thumos = self.config.evaluation_protocol == "thumos"
             return evaluate_detections(
-                d.test, detections, d.num_classes, ambiguous=(d.ambiguous or None) if thumos else None,
-                snippet_units=thumos, snippet_seconds=sec,
+                d.test,
+                detections,
+                d.num_classes,
+                ambiguous=(d.ambiguous or None) if thumos else None,
+                snippet_units=thumos,
+                snippet_seconds=sec,
             )
 
-        return EvaluationResult(stage1, stage2, score(dets_base), score(dets_s1), score(dets), dets, proposals)
+        return EvaluationResult(
+            stage1, stage2, score(dets_base), score(dets_s1), score(dets), dets, proposals
+        )
 
 
 def ablation_config(config: DetectorConfig) -> DetectorConfig:
@@ -548,8 +700,12 @@ def thumos14_config() -> DetectorConfig:
     the development machines (see docs/reproduce_thumos14.md)."""
     return DetectorConfig(
         embed_dim=1024,
-        base=StageSettings(epochs=100, lr=1e-4, weight_decay=1e-3, batch_size=10, max_len=320, hidden=1024, dropout=0.7),
-        rpn=StageSettings(epochs=50, lr=1e-4, weight_decay=1e-3, batch_size=8, max_len=750, hidden=512, dropout=0.3),
+        base=StageSettings(
+            epochs=100, lr=1e-4, weight_decay=1e-3, batch_size=10, max_len=320, hidden=1024, dropout=0.7
+        ),
+        rpn=StageSettings(
+            epochs=50, lr=1e-4, weight_decay=1e-3, batch_size=8, max_len=750, hidden=512, dropout=0.3
+        ),
         classifier=StageSettings(
             epochs=50, lr=1e-4, weight_decay=1e-3, batch_size=8, max_len=100_000, hidden=512, dropout=0.5
         ),

@@ -39,7 +39,9 @@ def plot_video(
     import matplotlib.pyplot as plt
 
     times = (np.arange(len(attention)) + 0.5) * snippet_seconds
-    fig, axes = plt.subplots(4, 1, figsize=(12, 6.5), sharex=True, gridspec_kw={"height_ratios": [2, 2, 2, 1]})
+    fig, axes = plt.subplots(
+        4, 1, figsize=(12, 6.5), sharex=True, gridspec_kw={"height_ratios": [2, 2, 2, 1]}
+    )
     axes[0].plot(times, attention, color="tab:blue", lw=1)
     axes[0].set_ylim(0, 1.02)
     axes[0].set_ylabel("base\nattention")
@@ -50,7 +52,14 @@ def plot_video(
         top = max((d.score for d in ranked), default=1.0) or 1.0
         for row, det in enumerate(ranked):
             colour = colours(det.label % 20) if by_class else "tab:orange"
-            ax.barh(row, det.end - det.start, left=det.start, height=0.8, color=colour, alpha=0.3 + 0.7 * det.score / top)
+            ax.barh(
+                row,
+                det.end - det.start,
+                left=det.start,
+                height=0.8,
+                color=colour,
+                alpha=0.3 + 0.7 * det.score / top,
+            )
         ax.set_ylim(-0.5, max(len(ranked), 1) - 0.5)
         ax.invert_yaxis()
         ax.set_yticks([])
@@ -66,9 +75,18 @@ def plot_video(
     axes[3].set_xlim(0, video.duration)
     present = sorted({int(c) for c in video.segment_classes} | {d.label for d in detections[:max_detections]})
     handles = [plt.Rectangle((0, 0), 1, 1, color=colours(c % 20)) for c in present]
-    axes[3].legend(handles, [classes[c] for c in present], loc="upper center", bbox_to_anchor=(0.5, -0.9),
-                   ncol=min(len(present), 5), frameon=False, fontsize=8)
-    axes[0].set_title(f"{video.name}: base attention, proposals, detections (colour = class) and ground truth")
+    axes[3].legend(
+        handles,
+        [classes[c] for c in present],
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.9),
+        ncol=min(len(present), 5),
+        frameon=False,
+        fontsize=8,
+    )
+    axes[0].set_title(
+        f"{video.name}: base attention, proposals, detections (colour = class) and ground truth"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

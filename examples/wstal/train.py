@@ -1,16 +1,20 @@
 """Training machinery of the two-stage detector: seeding, batching with padding + mask, one generic
 training loop per stage, and atomic, resumable checkpoints.
 
-The loop is deliberately plain so that distributed data parallel, mixed precision and
-``torch.compile`` can be added around it later:
+The loop is plain; distributed data parallel, mixed precision and ``torch.compile`` wrap each step
+(:class:`~wstal.distributed.TrainStep`, see docs/training_at_scale.md):
 
 * :func:`train_stage` takes a model, a data iterable factory and an optimizer, and calls
-  ``step(model, batch)`` which must go through ``model(...)`` (the forward a DDP wrapper hooks);
-* every random draw of the data pipeline comes from one ``torch.Generator`` per stage, and the global
-  torch RNG (dropout) is seeded per stage, so a stage's result does not depend on what ran before it;
-* a checkpoint holds the model, optimizer, scheduler, epoch, both RNG states and the loss history; it is
-  written each epoch to a temporary file and moved into place with ``os.replace`` (atomic on POSIX), so
-  an interrupted run always leaves the last complete epoch behind.
+  ``step(module, batch)``, which must go through ``module(...)`` (the forward a DDP wrapper hooks);
+* every random draw of the data pipeline comes from one ``torch.Generator`` per stage, shared by all
+  ranks (each keeps its share of every global batch, :func:`collate` with ``shard``), and the global
+  torch RNG (dropout) is seeded per stage and rank, so a stage's result does not depend on what ran
+  before it;
+* a checkpoint holds the model, optimizer, scheduler, gradient scaler, epoch, the RNG states (of every
+  rank) and the loss history; rank 0 writes it each epoch to a temporary file and moves it into place
+  with ``os.replace`` (atomic on POSIX), so an interrupted run always leaves the last complete epoch
+  behind;
+* only rank 0 logs and shows progress bars.
 
 Axis legend: b batch, t time (snippets), c channels, k classes.
 """
@@ -28,7 +32,10 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
+import torch.distributed
 from torch import Tensor, nn
+
+from .distributed import DistributedContext, TrainStep, shard_positions
 
 try:  # tqdm is in the [examples] extra; without it progress is plain prints
     from tqdm.auto import tqdm as _tqdm
@@ -43,6 +50,7 @@ __all__ = [
     "batch_indices",
     "collate",
     "fingerprint",
+    "is_main_process",
     "load_checkpoint",
     "log",
     "progress",
@@ -53,17 +61,27 @@ __all__ = [
 ]
 
 
+def is_main_process() -> bool:
+    """False on the ranks other than 0 of a distributed run (they neither log nor show progress)."""
+    dist = torch.distributed
+    return not (dist.is_available() and dist.is_initialized() and dist.get_rank() != 0)
+
+
 def log(message: str) -> None:
-    """Print a line without breaking an active tqdm bar."""
+    """Print a line without breaking an active tqdm bar (rank 0 only)."""
+    if not is_main_process():
+        return
     if _tqdm is not None:
         _tqdm.write(message, file=sys.stdout)
     else:
         print(message, flush=True)
 
 
-def progress(iterable: Iterable[Any], *, desc: str, total: Optional[int] = None, enabled: bool = True) -> Iterable[Any]:
-    """A tqdm bar on stderr when tqdm is installed and ``enabled``; otherwise the iterable itself."""
-    if _tqdm is None or not enabled:
+def progress(
+    iterable: Iterable[Any], *, desc: str, total: Optional[int] = None, enabled: bool = True
+) -> Iterable[Any]:
+    """A tqdm bar on stderr when tqdm is installed and ``enabled`` (rank 0 only); otherwise the iterable."""
+    if _tqdm is None or not enabled or not is_main_process():
         return iterable
     return _tqdm(iterable, desc=desc, total=total, leave=False, dynamic_ncols=True, file=sys.stderr)
 
@@ -79,10 +97,12 @@ def stage_seed(seed: int, stage: str) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
-def seed_everything(seed: int) -> torch.Generator:
-    """Seed the global torch RNG (parameter init, dropout) and return a fresh ``torch.Generator`` for the
-    data. Nothing in the detector draws from Python's or NumPy's global RNGs."""
-    torch.manual_seed(seed)
+def seed_everything(seed: int, rank: int = 0) -> torch.Generator:
+    """Seed the global torch RNG (parameter init, dropout) with ``seed + rank`` and return a fresh
+    ``torch.Generator`` for the data, seeded with ``seed`` on every rank (all ranks draw the same
+    batches; DDP broadcasts rank 0's initial parameters). Nothing in the detector draws from Python's or
+    NumPy's global RNGs."""
+    torch.manual_seed(seed + rank)
     return torch.Generator().manual_seed(seed)
 
 
@@ -107,6 +127,7 @@ class Batch:
         labels: multi-hot video labels.
         targets: stage-specific padded tensors, e.g. ``objectness`` (b, t).
         per_video: stage-specific lists with one tensor per video, e.g. ``proposals``.
+        ghost: a stand-in share of a distributed batch, trained with weight zero (see :func:`collate`).
 
     Shape:
         rgb: (b, t, c_rgb); flow: (b, t, c_flow); mask: (b, t); labels: (b, k).
@@ -119,6 +140,7 @@ class Batch:
     labels: Tensor
     targets: dict[str, Tensor] = field(default_factory=dict)
     per_video: dict[str, list[Tensor]] = field(default_factory=dict)
+    ghost: bool = False
 
     def to(self, device: torch.device | str) -> Batch:
         """The batch on ``device``."""
@@ -130,6 +152,7 @@ class Batch:
             self.labels.to(device),
             {k: v.to(device) for k, v in self.targets.items()},
             {k: [x.to(device) for x in v] for k, v in self.per_video.items()},
+            self.ghost,
         )
 
 
@@ -154,8 +177,24 @@ def collate(
     *,
     targets: Optional[dict[str, Sequence[np.ndarray | Tensor]]] = None,
     per_video: Optional[dict[str, list[Tensor]]] = None,
+    shard: Optional[DistributedContext] = None,
 ) -> Batch:
-    """Pad variable-length videos into a :class:`Batch` with a validity mask."""
+    """Pad variable-length videos into a :class:`Batch` with a validity mask.
+
+    With a distributed ``shard``, the arguments are the *global* batch and only this rank's share is
+    collated (videos ``rank, rank + world_size, ...``); a rank without a video of its own gets the first
+    one as a ghost (``Batch.ghost``, trained with weight zero). See :mod:`wstal.distributed`.
+    """
+    ghost = False
+    if shard is not None and shard.enabled:
+        keep, ghost = shard_positions(len(names), shard.rank, shard.world_size)
+
+        def pick(seq: Sequence[Any]) -> list[Any]:
+            return [seq[i] for i in keep]
+
+        names, rgb, flow, labels = pick(names), pick(rgb), pick(flow), pick(labels)
+        targets = {k: pick(v) for k, v in (targets or {}).items()}
+        per_video = {k: pick(v) for k, v in (per_video or {}).items()}
     lengths = torch.tensor([len(x) for x in rgb])
     mask = torch.arange(int(lengths.max())) < lengths.unsqueeze(1)
     return Batch(
@@ -166,10 +205,13 @@ def collate(
         torch.stack([torch.as_tensor(y) for y in labels]).float(),
         {k: pad_sequences(v) for k, v in (targets or {}).items()},
         dict(per_video or {}),
+        ghost,
     )
 
 
-def batch_indices(count: int, batch_size: int, generator: torch.Generator, *, shuffle: bool = True) -> Iterator[list[int]]:
+def batch_indices(
+    count: int, batch_size: int, generator: torch.Generator, *, shuffle: bool = True
+) -> Iterator[list[int]]:
     """Index lists of one epoch, shuffled with ``generator``; the last batch may be smaller."""
     order = torch.randperm(count, generator=generator) if shuffle else torch.arange(count)
     for start in range(0, count, batch_size):
@@ -224,7 +266,9 @@ class StopAfter:
             return
         self.remaining -= 1
         if self.remaining <= 0:
-            raise TrainingInterrupted("stopped on request after a checkpoint; rerun with --resume to continue")
+            raise TrainingInterrupted(
+                "stopped on request after a checkpoint; rerun with --resume to continue"
+            )
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -246,18 +290,33 @@ def load_checkpoint(path: Path, expected_fingerprint: str) -> dict[str, Any]:
     return state
 
 
-def _rng_state(generator: torch.Generator) -> dict[str, Tensor]:
-    state = {"generator": generator.get_state(), "torch": torch.get_rng_state()}
+def _rng_state(generator: torch.Generator, ctx: DistributedContext) -> dict[str, Any]:
+    """The data generator's state and the global RNG states; distributed: every rank's (a collective)."""
+    state: dict[str, Any] = {"generator": generator.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
-        state["cuda"] = torch.stack(torch.cuda.get_rng_state_all())  # type: ignore[assignment]
+        state["cuda"] = torch.stack(torch.cuda.get_rng_state_all())
+    if ctx.enabled:
+        own = torch.cuda.get_rng_state(ctx.device) if ctx.device.type == "cuda" else None
+        state["ranks"] = ctx.all_gather_object({"torch": torch.get_rng_state(), "cuda": own})
     return state
 
 
-def _restore_rng(state: dict[str, Tensor], generator: torch.Generator) -> None:
+def _restore_rng(state: dict[str, Any], generator: torch.Generator, ctx: DistributedContext) -> None:
+    """Restore :func:`_rng_state`. A distributed run with the number of processes of the checkpoint
+    takes its rank's states; with another number, rank 0's state with each rank's seed offset."""
     generator.set_state(state["generator"])
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
+    if "cuda" in state and torch.cuda.is_available() and not ctx.enabled:
         torch.cuda.set_rng_state_all(list(state["cuda"]))
+    if not ctx.enabled:
+        return
+    ranks = state.get("ranks")
+    if ranks is not None and len(ranks) == ctx.world_size:
+        torch.set_rng_state(ranks[ctx.rank]["torch"])
+        if ranks[ctx.rank]["cuda"] is not None and ctx.device.type == "cuda":
+            torch.cuda.set_rng_state(ranks[ctx.rank]["cuda"], ctx.device)
+    else:
+        torch.manual_seed(int(torch.randint(2**62, (1,))) + ctx.rank)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -265,6 +324,22 @@ def _restore_rng(state: dict[str, Tensor], generator: torch.Generator) -> None:
 # --------------------------------------------------------------------------------------------------
 
 StepFn = Callable[[nn.Module, Batch], dict[str, Tensor]]
+
+
+def _load_shared(path: Path, expected_fingerprint: str, ctx: DistributedContext) -> Optional[dict[str, Any]]:
+    """Rank 0 reads the checkpoint at ``path`` (None if there is none) and sends it to the other ranks,
+    so that they need not see rank 0's file system; an error (e.g. a configuration mismatch) is raised
+    on every rank."""
+    message: tuple[Optional[dict[str, Any]], Optional[BaseException]] = (None, None)
+    if ctx.is_main and path.exists():
+        try:
+            message = (load_checkpoint(path, expected_fingerprint), None)
+        except Exception as error:  # re-raised below, on every rank
+            message = (None, error)
+    state, error = ctx.broadcast_object(message)
+    if error is not None:
+        raise error
+    return state
 
 
 def train_stage(
@@ -284,15 +359,20 @@ def train_stage(
     grad_clip: Optional[float] = 10.0,
     stop: Optional[StopAfter] = None,
     show_progress: bool = True,
+    dist: Optional[DistributedContext] = None,
+    amp: str = "off",
+    compile: bool = False,
 ) -> list[dict[str, float]]:
     """Train ``model`` for ``epochs`` epochs, checkpointing after each; resume from ``checkpoint`` if asked.
 
     Args:
         name: stage name, for progress lines.
         model: the network (already on ``device``).
-        data: ``data(generator)`` returns the batches of one epoch (all randomness from ``generator``).
+        data: ``data(generator)`` returns the batches of one epoch (all randomness from ``generator``);
+            in a distributed run, each rank's share of the global batches (:func:`collate` with ``shard``).
         optimizer: its optimizer.
-        step: ``step(model, batch)`` returns named scalar losses including ``"total"``.
+        step: ``step(module, batch)`` returns named scalar losses including ``"total"``; ``module`` is
+            ``model``, wrapped for DDP / autocast / compile as asked.
         epochs: number of epochs of the stage.
         generator: the stage's data generator (its state is checkpointed).
         checkpoint: where to write the stage checkpoint (None: no checkpointing).
@@ -303,36 +383,39 @@ def train_stage(
         grad_clip: max gradient norm (None: no clipping).
         stop: test hook that interrupts the run after a number of epochs.
         show_progress: show a per-batch tqdm bar.
+        dist: the distributed context (None: one process). Rank 0 writes the checkpoints and reads them
+            for every rank.
+        amp: mixed precision, ``"off"``, ``"bf16"`` or ``"fp16"`` (with gradient scaling).
+        compile: train through ``torch.compile(model)``.
 
     Returns:
-        The per-epoch mean losses (the whole history, also across a resume).
+        The per-epoch mean losses of the global batches (the whole history, also across a resume).
     """
+    ctx = dist if dist is not None else DistributedContext(device=torch.device(device))
     history: list[dict[str, float]] = []
     first_epoch = 0
-    if resume and checkpoint is not None and checkpoint.exists():
-        state = load_checkpoint(checkpoint, config_fingerprint)
+    state = _load_shared(checkpoint, config_fingerprint, ctx) if resume and checkpoint is not None else None
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None and "scheduler" in state:
             scheduler.load_state_dict(state["scheduler"])
-        _restore_rng(state["rng"], generator)
+        _restore_rng(state["rng"], generator, ctx)
         history = list(state["history"])
         first_epoch = int(state["epoch"])
         verb = "loaded finished" if first_epoch >= epochs else f"resumed after epoch {first_epoch} of"
         log(f"[{name}] {verb} {checkpoint}")
+    runner = TrainStep(model, optimizer, dist=ctx, amp=amp, compile=compile, grad_clip=grad_clip)
+    if state is not None:
+        runner.load_state_dict(state.get("train_step", {}))
     for epoch in range(first_epoch, epochs):
         model.train()
         sums: dict[str, float] = {}
         count = 0
         for batch in progress(data(generator), desc=f"{name} {epoch + 1}/{epochs}", enabled=show_progress):
-            losses = step(model, batch.to(device))
-            optimizer.zero_grad(set_to_none=True)
-            losses["total"].backward()
-            if grad_clip is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            optimizer.step()
+            losses = runner(step, batch.to(device), ghost=batch.ghost)
             for key, value in losses.items():
-                sums[key] = sums.get(key, 0.0) + float(value.detach())
+                sums[key] = sums.get(key, 0.0) + value
             count += 1
         if scheduler is not None:
             scheduler.step()
@@ -340,19 +423,22 @@ def train_stage(
         history.append(means)
         log(f"[{name}] epoch {epoch + 1}/{epochs} " + " ".join(f"{k} {v:.4f}" for k, v in means.items()))
         if checkpoint is not None:
-            state = {
-                "stage": name,
-                "epoch": epoch + 1,
-                "epochs": epochs,
-                "fingerprint": config_fingerprint,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "rng": _rng_state(generator),
-                "history": history,
-            }
-            if scheduler is not None:
-                state["scheduler"] = scheduler.state_dict()
-            save_checkpoint(checkpoint, state)
+            rng = _rng_state(generator, ctx)  # a collective: every rank takes part
+            if ctx.is_main:
+                state = {
+                    "stage": name,
+                    "epoch": epoch + 1,
+                    "epochs": epochs,
+                    "fingerprint": config_fingerprint,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "rng": rng,
+                    "history": history,
+                    "train_step": runner.state_dict(),
+                }
+                if scheduler is not None:
+                    state["scheduler"] = scheduler.state_dict()
+                save_checkpoint(checkpoint, state)
         if stop is not None:
             stop.epoch_done()
     model.eval()
