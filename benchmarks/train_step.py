@@ -134,16 +134,19 @@ def workload(stage: str, b: int, t: int, c: int, device: torch.device, *, propos
     elif stage == "stage2":
         model = ProposalClassifier(fusion, NUM_CLASSES, hidden=settings.hidden, dropout=settings.dropout)
         boxes = [_segments(t, g, proposals) for _ in range(b)]
-        scores = [torch.rand(proposals, generator=g) for _ in range(b)]
+        completeness = [torch.rand(proposals, generator=g) for _ in range(b)]
+        classes = [labels[i].nonzero()[:1, 0].expand(proposals).clone() for i in range(b)]
 
         def step(m: Any, x: tuple[Any, ...]) -> dict[str, Tensor]:
-            r, f, mk, y, props, obj = x
+            r, f, mk, y, props, q, cls = x
             logits, aux = m(r, f, mk, props)
             return proposal_mil_losses(
-                logits, obj, y, aux, topk_ratio=config.proposal_topk_ratio, mutual_weight=config.mutual_weight
+                logits, y, aux, mask=mk, completeness=q, proposal_classes=cls,
+                topk_ratio=config.proposal_topk_ratio, completeness_weight=config.completeness_weight,
+                mutual_weight=config.mutual_weight,
             )
 
-        batch = (rgb, flow, mask, labels, boxes, scores)
+        batch = (rgb, flow, mask, labels, boxes, completeness, classes)
     else:
         raise ValueError(f"stage must be one of {', '.join(STAGES)}, got {stage!r}")
 
@@ -326,6 +329,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=None, help="steps before timing, the first includes compilation (default 3; quick 2)")
     p.add_argument("--steps", type=int, default=None, help="timed steps per row and round (default 5; quick 3)")
     p.add_argument("--repeat", type=int, default=None, help="rounds; the compile modes take turns each round (default 3; quick 1)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's default)")
     p.add_argument("--quick", action="store_true", help="small size, few steps, writes no docs")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory step")
     p.add_argument("--no-markdown", action="store_true", help="do not update docs/training_at_scale.md")
@@ -336,6 +340,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     device = torch.device(args.device)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     default = QUICK if args.quick else THUMOS
     size = (args.batch or default[0], args.time or default[1], args.channels or default[2])
     warmup = args.warmup if args.warmup is not None else (2 if args.quick else 3)

@@ -95,14 +95,6 @@ def _linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
     return y.squeeze(2).transpose(1, 2)
 
 
-def _mm(a: Tensor, b: Tensor) -> Tensor:
-    """``a @ b`` for 2-d ``a (n, i)``, ``b (i, o)`` on the fastest GEMM (copies the operands that
-    the oneDNN route needs row-major; cheap next to the GEMM for the shapes used here)."""
-    if not _onednn(a):
-        return a @ b
-    return _linear(a.contiguous(), b.t().contiguous())
-
-
 def _transpose_tiles(x: Tensor) -> Tensor:
     """``x.transpose(1, 2).contiguous()`` copied in tiles of rows that stay in cache: one strided
     copy of a (b, t, c) tensor walks memory with a stride of ``c`` elements and runs 2-4x slower."""

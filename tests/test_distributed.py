@@ -8,9 +8,13 @@ single process that trains on the same global batches.
 from __future__ import annotations
 
 import functools
+import json
 import math
 import os
 import socket
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any, Callable
 
 import pytest
@@ -42,6 +46,9 @@ from wstal.model import (
 )
 from wstal.pseudo_labels import dense_targets
 
+ROOT = Path(__file__).resolve().parents[1]
+TINY_CLI = ["--max-videos", "6", "--synthetic-dim", "16", "--width", "16", "--threads", "1", "--quiet", "--device", "cpu"]
+
 STRATEGIES = ["rgb", "flow", "concat", "mutual", "concat+", "mutual+"]
 STAGES = ["base", "stage1", "stage2"]
 B, T, C, K = 3, 20, 16, 5
@@ -61,11 +68,13 @@ def _one_thread():
 # helpers: a tiny model of each stage with its step
 
 
-def _stage(stage: str, strategy: str, *, attention: str = "gate", scale: float = 1.0, seed: int = 0):
+def _stage(
+    stage: str, strategy: str, *, attention: str = "gate", alpha: float = 0.5, scale: float = 1.0, seed: int = 0
+):
     """A tiny network of ``stage``, a step function ``step(module, batch)`` and a batch of B videos."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    fusion = FusionEmbed(strategy, C, C, 8, attention=attention)
+    fusion = FusionEmbed(strategy, C, C, 8, alpha=alpha, attention=attention)
     rgb, flow = scale * torch.randn(B, T, C, generator=g), scale * torch.randn(B, T, C, generator=g)
     mask = torch.arange(T) < torch.tensor([T, 15, 9]).unsqueeze(1)
     labels = torch.zeros(B, K)
@@ -142,10 +151,12 @@ def test_amp_dtype():
 
 @pytest.mark.parametrize("stage", STAGES)
 @pytest.mark.parametrize(
-    ("strategy", "attention"), [(s, "gate") for s in STRATEGIES] + [("concat+", "dot"), ("mutual+", "dot")]
+    ("strategy", "attention", "alpha"),
+    [(s, "gate", 0.5) for s in STRATEGIES]
+    + [("concat+", "dot", 0.5), ("mutual+", "dot", 0.5), ("mutual+", "dot", 0.0), ("mutual+", "gate", 0.0)],
 )
-def test_every_parameter_receives_a_gradient(stage, strategy, attention):
-    model, step, batch = _stage(stage, strategy, attention=attention)
+def test_every_parameter_receives_a_gradient(stage, strategy, attention, alpha):
+    model, step, batch = _stage(stage, strategy, attention=attention, alpha=alpha)
     step(model, batch)["total"].backward()
     missing = [name for name, p in model.named_parameters() if p.grad is None]
     assert not missing, f"{stage} {strategy}: no gradient for {missing}; DDP would need find_unused_parameters"
@@ -168,21 +179,28 @@ def test_autocast_outputs_returns_float32_and_keeps_structure():
 
 
 AMP_CASES = [
-    pytest.param("bf16", "gate", id="bf16-gate"),
-    pytest.param("fp16", "gate", id="fp16-gate"),
-    pytest.param("bf16", "dot", id="bf16-dot"),
+    ("bf16", "gate"),
+    ("bf16", "dot"),
+    ("fp16", "gate"),
+    pytest.param(
+        "fp16", "dot",
+        marks=pytest.mark.xfail(
+            strict=True,
+            reason="library: DualModalityFusion(attention='dot') under torch.autocast(float16) with float32 inputs "
+            "computes the channel Gram sum_t x_tc x_td in float16, which overflows (inf, then NaN) once it "
+            "passes 65504, e.g. 750 snippets of magnitude 10; reported to the lead",
+        ),
+    ),
 ]
 
 
 @pytest.mark.parametrize("stage", STAGES)
 @pytest.mark.parametrize(("amp", "attention"), AMP_CASES)
 def test_amp_training_step_on_large_features(stage, amp, attention):
-    """Features of magnitude ~1000: losses stay finite, and within a few steps the (fp16: scaled)
-    optimizer takes a step with finite gradients."""
-    strategy = "concat" if stage == "stage2" else "mutual+"
-    model, step, batch = _stage(stage, strategy, attention=attention, scale=1000.0)
-    if stage == "stage2":  # Stage 2 also runs with DMF and mutual fusion when asked for
-        model, step, batch = _stage(stage, "mutual+", attention=attention, scale=1000.0)
+    """Features of magnitude ~1000 through DMF, mutual fusion and the mutual loss (``mutual+``, every
+    stage): losses stay finite, and within a few steps the (fp16: scaled) optimizer takes a step with
+    finite gradients."""
+    model, step, batch = _stage(stage, "mutual+", attention=attention, scale=1000.0)
     runner = TrainStep(model, torch.optim.Adam(model.parameters(), lr=1e-3), amp=amp)
     for _ in range(40):  # fp16: each overflow halves the scale from 2**16; the MSE of 1000-sized inputs needs ~17
         before = [p.detach().clone() for p in model.parameters()]
@@ -291,7 +309,6 @@ def _runner(ctx: DistributedContext, out: str) -> dict[str, Any]:
     """The three stages on 7 tiny synthetic videos, global batches of 3 (3, 3, 1: uneven shares and a
     ghost), 2 epochs, no dropout (dropout masks differ per rank by design); rank 0's checkpoints."""
     import dataclasses
-    from pathlib import Path
 
     from wstal.pipeline import DetectorConfig, DetectorRunner
     from wstal.synthetic import make_synthetic_thumos
@@ -330,3 +347,39 @@ def test_ddp_detector_equals_one_process(tmp_path):
     for detector, averages in one["avg"].items():
         assert averages == pytest.approx(two["avg"][detector], abs=1e-4), detector
     print(f"max |DDP - one process| over the three stages' parameters: {worst:.2e}")
+
+
+# --------------------------------------------------------------------------------------------------
+# the command line under torchrun: rank-0 outputs, resume with every rank's RNG state
+
+
+def _torchrun(out, *extra: str) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc_per_node 2 examples/thumos_two_stage.py`` on a tiny configuration."""
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        str(ROOT / "examples" / "thumos_two_stage.py"), *TINY_CLI, "--out", str(out), *extra,
+    ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_torchrun_cli_resume_reaches_the_uninterrupted_result(tmp_path):
+    """2 processes with dropout (a different mask per rank): interrupted after 3 epochs and resumed, the
+    run ends exactly where an uninterrupted one does; rank 0 alone prints and writes."""
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    done = _torchrun(whole, "--epochs", "2", "--seed", "3")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("| two-stage (Stage-2 detections) |") == 1  # printed by rank 0 only
+    assert done.stdout.count("[base_concat] epoch 1/2") == 1
+    stopped = _torchrun(parts, "--epochs", "2", "--seed", "3", "--stop-after-epochs", "3")
+    assert stopped.returncode != 0 and not (parts / "results.json").exists()  # torchrun reports exit code 3
+    assert torch.load(parts / "checkpoints" / "stage1_concat_mutual+.pt", weights_only=True)["epoch"] == 1
+    resumed = _torchrun(parts, "--epochs", "2", "--seed", "3", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads((parts / "results.json").read_text())["results"] == json.loads((whole / "results.json").read_text())["results"]
+    for stage in ("base_concat", "stage1_concat_mutual+", "stage2_concat_mutual+_concat"):
+        a = torch.load(whole / "checkpoints" / f"{stage}.pt", weights_only=True)
+        b = torch.load(parts / "checkpoints" / f"{stage}.pt", weights_only=True)
+        assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"]), stage
+        assert a["history"] == b["history"]

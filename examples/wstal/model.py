@@ -120,7 +120,7 @@ class FusionEmbed(nn.Module):
         strategy: the strategy (or its text form).
         dim_rgb, dim_flow: input widths.
         dim: output width.
-        alpha: DMF strength.
+        alpha: DMF strength (0: no DMF, which would be the identity).
         attention: DMF attention form, ``"gate"`` or ``"dot"``.
 
     Shape:
@@ -148,9 +148,11 @@ class FusionEmbed(nn.Module):
         self.strategy = FusionStrategy.parse(strategy) if isinstance(strategy, str) else strategy
         self.dim = dim
         name = self.strategy.name
+        # alpha = 0 makes DMF the identity: none is built, so no parameter sits unused (which DDP
+        # would reject without find_unused_parameters)
         self.dmf = (
             DualModalityFusion(dim_rgb, dim_flow, alpha=alpha, attention=attention)
-            if self.strategy.dmf
+            if self.strategy.dmf and alpha != 0
             else None
         )
         self.mutual_loss: Optional[MutualLoss] = None
