@@ -249,7 +249,12 @@ class DualModalityFusion(nn.Module):
             rgb_c = rgb
         else:
             rgb_c, rgb_t = linear(rgb, self.rgb_to_flow.weight.to(rgb.dtype)), None
-        flow_plus = DF._channel_enhance_dot(rgb_c, flow, mask, self.alpha, self.temperature, self.fused, rgb_t)
+        # the channel Gram sums t products per entry: under float16 autocast it overflows 65504 on
+        # ordinary videos, so this half runs in the input dtype (float16 inputs form it in float32)
+        with torch.autocast(rgb.device.type, enabled=False):
+            flow_plus = DF._channel_enhance_dot(
+                rgb_c, flow.to(rgb_c.dtype), mask, self.alpha, self.temperature, self.fused, rgb_t
+            )
         return flow_plus, rgb_c
 
     def _dot_temporal(
