@@ -12,9 +12,10 @@ strategy, widths, dropout, learning rate, loss weights), wraps it in :class:`wst
 (the step ``train_stage`` runs: autocast when ``--amp`` asks for it, ``torch.compile`` when ``--compile``
 does, gradient clipping, fp16 loss scaling) and times whole steps on a fixed batch of random features
 with every snippet valid: ``--warmup`` steps first (the first one, which includes compilation, is
-reported on its own), then ``--repeat`` rounds of ``--steps`` steps timed one by one, the compile
-modes taking turns each round (the machine's load changes; taking turns exposes every mode to it
-alike); the median over all timed steps is reported, with the interquartile range. Throughput is
+reported on its own; inductor compiles into a fresh cache folder unless ``--compile-cache``, so it
+is a cold compilation), then ``--repeat`` rounds of ``--steps`` steps timed one by one, the compile modes taking
+turns each round (the machine's load changes; taking turns exposes every mode to it alike); the
+median over all timed steps is reported, with the interquartile range. Throughput is
 ``batch x time / median`` snippets per second.
 
 The FLOPs of a step (matrix products and convolutions of the forward and the backward) are counted by
@@ -33,9 +34,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -330,6 +334,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=None, help="timed steps per row and round (default 5; quick 3)")
     p.add_argument("--repeat", type=int, default=None, help="rounds; the compile modes take turns each round (default 3; quick 1)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's default)")
+    p.add_argument("--compile-cache", action="store_true",
+                   help="use torch.compile's usual on-disk caches (default: a fresh one, so the first step shows a cold compilation)")
     p.add_argument("--quick", action="store_true", help="small size, few steps, writes no docs")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory step")
     p.add_argument("--no-markdown", action="store_true", help="do not update docs/training_at_scale.md")
@@ -342,6 +348,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     device = torch.device(args.device)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    cold_cache = None
+    if not args.compile_cache:  # a cold compilation, as a first run on a fresh machine sees it
+        cold_cache = tempfile.mkdtemp(prefix="train_step_inductor_")
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = cold_cache  # read by inductor at each compilation
+        torch._inductor.config.fx_graph_cache = False
+        torch._functorch.config.enable_autograd_cache = False
     default = QUICK if args.quick else THUMOS
     size = (args.batch or default[0], args.time or default[1], args.channels or default[2])
     warmup = args.warmup if args.warmup is not None else (2 if args.quick else 3)
@@ -377,6 +389,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     flush=True,
                 )
             del prepared
+    if cold_cache is not None:
+        shutil.rmtree(cold_cache, ignore_errors=True)
     ceilings = roofline.measure_ceilings(device, torch.float32, previous=ceilings, **ceiling_args)
     report = {
         "command": "python benchmarks/train_step.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),

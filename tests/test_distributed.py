@@ -139,6 +139,15 @@ def test_global_helpers_are_plain_ops_in_one_process():
     assert torch.equal(global_denominator(torch.tensor(0.0), at_least=1.0), torch.tensor(1.0))
 
 
+def test_docstring_examples():
+    import doctest
+
+    import wstal.distributed
+
+    result = doctest.testmod(wstal.distributed, extraglobs={"torch": torch})
+    assert result.attempted > 0 and result.failed == 0
+
+
 def test_amp_dtype():
     assert amp_dtype("off") is None and amp_dtype("fp16") is torch.float16
     with pytest.raises(ValueError, match="amp"):
