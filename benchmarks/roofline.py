@@ -84,6 +84,10 @@ def gemm_engines(device: torch.device, dtype: torch.dtype) -> dict[str, Callable
     return engines
 
 
+def _onednn_engine(device: torch.device, dtype: torch.dtype) -> bool:
+    return "oneDNN conv1x1" in gemm_engines(device, dtype)
+
+
 def measure_matmul(device: torch.device, dtype: torch.dtype, n: int, min_run_time: float) -> dict[str, float]:
     """FLOP/s of an ``n x n x n`` GEMM on each engine."""
     g = torch.Generator(device=device).manual_seed(0)

@@ -7,21 +7,29 @@ localization, not their values:
   about 240, mean 333, longest 2,600). Instances log-normal with a median of 5 snippets (THUMOS14: 3.0 s =
   4.7 snippets) and a long tail, with a per-class length scale; about nine instances per video on average
   with a long tail; a quarter of the videos hold instances of two classes.
-- **RGB = appearance + context.** Each class has an appearance direction that is present during its
-  instances and *bleeds* outside them (decaying over a few snippets, longer for longer instances), and a
-  scene-context direction present in the whole video. RGB therefore names the class well but gives soft
+- **Classes come in groups of four that share a sport**, e.g. HighJump, LongJump, PoleVault and
+  JavelinThrow all start with a run-up. An instance has two phases, split at a random point between 35 %
+  and 65 % of its length; each phase has one of two looks of its group, and each class of the group is one
+  of the four (first look, second look) combinations. **No single snippet names the class**: a snippet of
+  the first phase is equally like two classes, one of the second phase like two others. The whole
+  instance names it. This is the incompleteness problem of weakly-supervised localization made explicit: a
+  snippet-level model sees parts, a proposal-level model sees the whole action (and is what Stage 2 of the
+  reference detector adds).
+- **RGB = appearance + context.** The phase looks are present during their phase and *bleed* outside the
+  instance (decaying over a few snippets, longer for longer instances); a scene direction of the group is
+  present in the whole video. RGB therefore tells the classes apart (through the two phases) but gives soft
   boundaries and fires on background that shares the scene.
-- **Flow = motion.** Instances carry a generic "something moves" direction, a motion direction shared by a
-  *pair* of classes (e.g. CliffDiving/Diving, CricketBowling/CricketShot) and a weak class-specific part,
-  all with sharp box boundaries; camera-motion bursts in the background look like motion of a random pair.
-  Flow therefore localizes well but confuses paired classes and fires on camera motion.
+- **Flow = motion.** Instances carry a generic "something moves" direction, a motion direction of the group
+  and a weak class-specific part, all with sharp box boundaries; camera-motion bursts in the background look
+  like the motion of a random group. Flow therefore localizes well but barely tells the classes of a group
+  apart, and fires on camera motion.
 - Gaussian noise on both. Each modality alone is weaker than both together: RGB supplies the class and
   rejects camera motion, Flow supplies the boundaries and rejects scene context.
 
 Determinism: the class directions come from ``seed``, and video ``i`` of each split from its own child
 seed, so the first ``n`` videos are the same whatever ``num_train`` / ``num_test`` are.
 
-Axis legend: t snippets (time), c channels, k classes, n instances.
+Axis legend: t snippets (time), c channels, k classes, g groups, n instances.
 """
 
 from __future__ import annotations
@@ -58,26 +66,23 @@ THUMOS14_CLASSES = (
 )
 """The 20 THUMOS14 detection classes, in the class-index order of ``classlist.npy``."""
 
-# Pairs of classes whose motion looks alike (indices into THUMOS14_CLASSES); the rest are paired in order.
-_THUMOS_MOTION_PAIRS = (
-    (4, 7),
-    (5, 6),
-    (10, 18),
-    (11, 13),
-    (12, 15),
-    (0, 17),
-    (1, 19),
-    (2, 9),
-    (3, 14),
-    (8, 16),
+# Groups of four classes that share scene, motion and the two looks of each phase (indices into
+# THUMOS14_CLASSES); the class at position j of its group is the (j // 2, j % 2) combination of looks.
+_THUMOS_GROUPS = (
+    (11, 13, 14, 12),  # run-up sports: HighJump, LongJump, PoleVault, JavelinThrow
+    (10, 18, 15, 3),  # spins and lifts: HammerThrow, ThrowDiscus, Shotput, CleanAndJerk
+    (0, 5, 6, 17),  # pitch and swing: BaseballPitch, CricketBowling, CricketShot, TennisSwing
+    (1, 19, 16, 8),  # ball games: BasketballDunk, VolleyballSpiking, SoccerPenalty, FrisbeeCatch
+    (2, 9, 4, 7),  # the rest: Billiards, GolfSwing, CliffDiving, Diving
 )
 
 # Signal strengths, in units of the per-channel noise standard deviation (projection onto a direction).
-_APPEARANCE = 2.2  # RGB: class appearance during (and bleeding around) an instance
-_SCENE = 1.6  # RGB: class-correlated scene context over the whole video
+_PHASE_LOOK = 3.0  # RGB: the look of each phase during (and bleeding around) an instance
+_PHASE_SPLIT = (0.35, 0.65)  # where the second phase starts, as a fraction of the instance (uniform)
+_SCENE = 1.6  # RGB: the group's scene context over the whole video
 _VIDEO_SCENE = 1.0  # RGB: video-specific scene, unrelated to the class
-_ACTIONNESS = 2.0  # Flow: motion common to all actions
-_PAIR_MOTION = 2.0  # Flow: motion shared by the two classes of a pair
+_ACTIONNESS = 2.5  # Flow: motion common to all actions
+_GROUP_MOTION = 2.0  # Flow: motion shared by the classes of a group
 _CLASS_MOTION = 0.6  # Flow: weak class-specific motion
 _CAMERA_BURSTS_PER_SNIPPET = 1 / 90  # Flow: expected background camera-motion bursts per snippet
 
@@ -86,10 +91,12 @@ _CAMERA_BURSTS_PER_SNIPPET = 1 / 90  # Flow: expected background camera-motion b
 class _Directions:
     """Unit feature directions shared by all videos (rows)."""
 
-    appearance: np.ndarray  # (k, c)
-    scene: np.ndarray  # (k, c)
+    group: np.ndarray  # (k,) group of each class
+    first_look: np.ndarray  # (k, c): look of the first phase, identical rows for two classes of a group
+    second_look: np.ndarray  # (k, c): look of the second phase, identical rows for the other pairing
+    scene: np.ndarray  # (g, c)
     actionness: np.ndarray  # (c,)
-    pair_motion: np.ndarray  # (k, c): identical rows for the two classes of a pair
+    group_motion: np.ndarray  # (g, c)
     class_motion: np.ndarray  # (k, c)
     length_scale: np.ndarray  # (k,) per-class instance-length multiplier
 
@@ -99,23 +106,28 @@ def _unit(rng: np.random.Generator, *shape: int) -> np.ndarray:
     return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
-def _motion_pairs(num_classes: int) -> np.ndarray:
-    """Pair index of each class: the THUMOS pairs for 20 classes, otherwise (0, 1), (2, 3), ..."""
+def _groups(num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Group of each class and its position in the group: the THUMOS groups for 20 classes, otherwise
+    classes (0-3), (4-7), ..."""
     if num_classes == len(THUMOS14_CLASSES):
-        pair_of = np.empty(num_classes, dtype=np.int64)
-        for index, pair in enumerate(_THUMOS_MOTION_PAIRS):
-            pair_of[list(pair)] = index
-        return pair_of
-    return np.arange(num_classes) // 2
+        group, position = np.empty(num_classes, np.int64), np.empty(num_classes, np.int64)
+        for index, members in enumerate(_THUMOS_GROUPS):
+            group[list(members)] = index
+            position[list(members)] = np.arange(len(members))
+        return group, position
+    return np.arange(num_classes) // 4, np.arange(num_classes) % 4
 
 
 def _directions(rng: np.random.Generator, num_classes: int, dim: int) -> _Directions:
-    pair_of = _motion_pairs(num_classes)
+    group, position = _groups(num_classes)
+    num_groups = int(group.max()) + 1
     return _Directions(
-        appearance=_unit(rng, num_classes, dim),
-        scene=_unit(rng, num_classes, dim),
+        group=group,
+        first_look=_unit(rng, num_groups, 2, dim)[group, position // 2],
+        second_look=_unit(rng, num_groups, 2, dim)[group, position % 2],
+        scene=_unit(rng, num_groups, dim),
         actionness=_unit(rng, dim),
-        pair_motion=_unit(rng, int(pair_of.max()) + 1, dim)[pair_of],
+        group_motion=_unit(rng, num_groups, dim),
         class_motion=_unit(rng, num_classes, dim),
         length_scale=np.exp(rng.normal(0.0, 0.35, num_classes)),
     )
@@ -155,13 +167,17 @@ def _video(name: str, rng: np.random.Generator, directions: _Directions, dim: in
     inside = (time >= starts[:, None]) & (time < ends[:, None])  # (n, t)
     distance = np.maximum(starts[:, None] - time, time - ends[:, None] + 1).clip(min=0)
     bleed = np.exp(-distance / (1.5 + 0.3 * (ends - starts)[:, None]))  # 1 inside, decaying outside
+    lengths = ends - starts
+    split = starts + np.clip(np.round(rng.uniform(*_PHASE_SPLIT, len(starts)) * lengths), 1, lengths - 1)
+    second = time >= split[:, None]  # (n, t): the second phase and what bleeds after the instance
 
     rgb = rng.standard_normal((num_snippets, dim), dtype=np.float32)
-    rgb += (bleed * amplitude).T @ (_APPEARANCE * directions.appearance[instance_class])
-    rgb += _SCENE * directions.scene[classes].mean(axis=0) + _VIDEO_SCENE * _unit(rng, dim)
+    rgb += (bleed * ~second * amplitude).T @ (_PHASE_LOOK * directions.first_look[instance_class])
+    rgb += (bleed * second * amplitude).T @ (_PHASE_LOOK * directions.second_look[instance_class])
+    rgb += _SCENE * directions.scene[directions.group[classes]].mean(axis=0) + _VIDEO_SCENE * _unit(rng, dim)
 
     flow = rng.standard_normal((num_snippets, dim), dtype=np.float32)
-    motion = _ACTIONNESS * directions.actionness + _PAIR_MOTION * directions.pair_motion
+    motion = _ACTIONNESS * directions.actionness + _GROUP_MOTION * directions.group_motion[directions.group]
     flow += (inside * amplitude).T @ (motion + _CLASS_MOTION * directions.class_motion)[instance_class]
     background = ~inside.any(axis=0)
     for _ in range(rng.poisson(num_snippets * _CAMERA_BURSTS_PER_SNIPPET)):  # never inside an action
@@ -192,7 +208,7 @@ def make_synthetic_thumos(
         num_train: training videos (THUMOS14: 200).
         num_test: test videos (THUMOS14: 212).
         dim: feature width per modality (real I3D: 1024; smaller is faster on CPU).
-        num_classes: number of classes; 20 uses the THUMOS14 class names and motion pairs.
+        num_classes: number of classes; 20 uses the THUMOS14 class names and groups.
         seed: seed of the whole dataset; equal arguments give identical data.
 
     Returns:
