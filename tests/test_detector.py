@@ -189,3 +189,33 @@ def test_docstring_examples(name: str) -> None:
 
     result = doctest.testmod(importlib.import_module(name), extraglobs={"torch": torch})
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_quality_bar_checks_follow_the_numbers() -> None:
+    """The checks of --quality-bars, on hand-made results: each one flips when its comparison does."""
+    import argparse
+
+    import numpy as np
+
+    from wstal.evaluation import MAPResult
+    from wstal.pipeline import EvaluationResult
+
+    def table(avg: float) -> MAPResult:
+        return MAPResult(np.array([0.5]), np.array([[avg]]), np.array([avg]), {"0.1:0.7": avg / 100})
+
+    def result(two: float, s1: float, base: float) -> EvaluationResult:
+        return EvaluationResult("mutual+", "concat", table(base), table(s1), table(two), {}, {})
+
+    args = argparse.Namespace(stage1="mutual+", stage2="concat")
+    runs = {"seed0": result(50, 30, 35), "seed1": result(52, 31, 36), "seed2": result(48, 49, 49)}
+    runs |= {"rgb": result(20, 10, 15), "flow": result(51, 20, 15)}
+    text, checks = cli.format_quality_bars(runs, args)
+    assert checks == {
+        "default AVG 0.1:0.7 above 40 (mean of 3 seeds)": True,  # 50.0
+        "beats RGB only (seed 0)": True,  # 50 > 20
+        "beats Flow only (seed 0)": False,  # 50 < 51
+        "Stage 2 beats Stage-1 proposals classified by the base (every seed)": False,  # 48 < 49 on seed 2
+        "Stage 2 beats the base model alone (every seed)": False,  # 48 < 49 on seed 2
+    }
+    assert "| two-stage | 50.0 | 52.0 | 48.0 | 50.0 ± 2.0 (min 48.0, max 52.0) |" in text
+    assert "- [ ] beats Flow only (seed 0)" in text and "- [x] beats RGB only (seed 0)" in text

@@ -431,7 +431,7 @@ def instance_table(videos: list[Video], bins: int) -> tuple[np.ndarray, np.ndarr
         both = np.hstack([video.rgb, video.flow])
         for (start, end), k in zip(np.round(video.segments / SNIPPET_SECONDS).astype(int), video.segment_classes):
             edges = np.linspace(start, end, bins + 1)
-            parts = [both[int(a) : max(int(a) + 1, int(round(b)))].mean(axis=0) for a, b in zip(edges[:-1], edges[1:])]
+            parts = [both[int(a) : max(int(a) + 1, round(b))].mean(axis=0) for a, b in zip(edges[:-1], edges[1:])]
             rows.append(np.concatenate(parts))
             classes.append(k)
     return np.array(rows), np.array(classes)
