@@ -484,28 +484,18 @@ def _attention_rows(t: int, s: int) -> int:
     return max(rows, 1)
 
 
-def _gemm_nt(
-    x: Tensor, w: Tensor, bias: Optional[Tensor] = None, groups: int = 1, out: Optional[Tensor] = None
-) -> Tensor:
+def _gemm_nt(x: Tensor, w: Tensor, bias: Optional[Tensor] = None, groups: int = 1) -> Tensor:
     """Grouped ``x @ w.T (+ bias)``: group ``j`` maps ``x[:, j i:(j+1) i]`` by ``w[j o:(j+1) o]``.
 
     float32 on CPU: one grouped 1x1 oneDNN convolution over the channel-last view of ``x`` (the
     groups are the samples of a batch, so one call serves the whole batch); else a batched GEMM.
-    ``out`` (oneDNN route only, outside ``torch.compile``): a contiguous ``(n, g o)`` buffer to write
-    the result into, for callers that repeat a large GEMM in a loop: a fresh result tensor per call is
-    a fresh mapping that the kernel faults in page by page, which costs as much as the GEMM does.
 
     Shape:
         x: (n, g i) row-major; w: (g o, i); bias: (g o,); returns (n, g o) row-major.
     """
     n = x.shape[0]
     if _onednn(x):
-        x4, w4 = x.unsqueeze(0).transpose(1, 2).unsqueeze(2), w[:, :, None, None]
-        if out is not None and not torch.compiler.is_compiling():
-            out4 = out.t().unsqueeze(0).unsqueeze(2)  # (1, g o, 1, n): the channel-last result layout
-            torch.ops.aten.mkldnn_convolution.out(x4, w4, bias, [0, 0], [1, 1], [1, 1], groups, out=out4)
-            return out
-        y = F.conv2d(x4, w4, bias, groups=groups)
+        y = F.conv2d(x.unsqueeze(0).transpose(1, 2).unsqueeze(2), w[:, :, None, None], bias, groups=groups)
         return y.squeeze(2).transpose(1, 2).squeeze(0)
     i, o = x.shape[1] // groups, w.shape[0] // groups
     xg, wg = x.view(n, groups, i).transpose(0, 1), w.view(groups, o, i).transpose(1, 2)
@@ -604,7 +594,6 @@ class _BlockedAttention(torch.autograd.Function):
         dq_tm = q_tm.new_empty(time, batch, dim)
         dk: Optional[Tensor] = None
         dv: Optional[Tensor] = None  # (b, s, c) on the BLAS route, key-major (s, b, c) on oneDNN's
-        dv_tile_buffer: Optional[Tensor] = None  # oneDNN: the (s, b c) tiles of dv, one buffer reused
         onednn = _onednn(v)
         for start in range(0, time, rows):
             stop = min(start + rows, time)
@@ -618,15 +607,10 @@ class _BlockedAttention(torch.autograd.Function):
             if onednn:
                 p_t = _to_last(p, (2, 1, 0)).view(keys, batch * n)
                 g_t = _to_last(g_tm[start:stop], (1, 2, 0)).view(batch * channels, n)
-                if dv is None:
-                    dv = _gemm_nt(p_t, g_t, None, batch).view(keys, batch, channels)
-                else:  # oneDNN cannot accumulate: each later tile lands in one reused buffer
-                    if dv_tile_buffer is None:
-                        dv_tile_buffer = torch.empty_like(dv).view(keys, batch * channels)
-                    dv.add_(_gemm_nt(p_t, g_t, None, batch, out=dv_tile_buffer).view(keys, batch, channels))
+                dv_tile = _gemm_nt(p_t, g_t, None, batch).view(keys, batch, channels)
             else:
                 dv_tile = torch.bmm(p.permute(1, 2, 0), g_tm[start:stop].transpose(0, 1))
-                dv = dv_tile if dv is None else dv.add_(dv_tile)
+            dv = dv_tile if dv is None else dv.add_(dv_tile)
             # dk += ds.T @ q per sample (2 t s d FLOPs): the BLAS reads the transposed tiles as they lie
             ds_t, q_blk = ds.permute(1, 2, 0), q_tm[start:stop].view(n, batch, dim).transpose(0, 1)
             dk = torch.bmm(ds_t, q_blk) if dk is None else dk.baddbmm_(ds_t, q_blk)

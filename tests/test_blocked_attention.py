@@ -314,16 +314,3 @@ def test_float32_one_long_tile(masked):
     for g, w in zip(got, want):
         torch.testing.assert_close(g.double(), w, atol=1e-5, rtol=1e-4)
 
-
-@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="no oneDNN in this torch build")
-def test_grouped_gemm_into_a_reused_buffer():
-    """``_gemm_nt(..., out=buffer)`` (the backward's dv tiles) writes the grouped product into the
-    caller's buffer, overwriting what a previous call left there, and equals the float64 product."""
-    groups, n, i, o = 3, 37, 5, 7
-    buffer = torch.full((n, groups * o), float("nan"))
-    for seed in (0, 1):  # the second call overwrites the first's result
-        x, w = rand(seed, n, groups * i), rand(seed + 10, groups * o, i)
-        got = DF._gemm_nt(x.float(), w.float(), None, groups, out=buffer)
-        want = torch.cat([x[:, j * i : (j + 1) * i] @ w[j * o : (j + 1) * o].T for j in range(groups)], dim=1)
-        assert got.data_ptr() == buffer.data_ptr()
-        torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5)
