@@ -438,7 +438,8 @@ def check_targets(rows: list[Row], long_rows: list[dict], size: str, cached_mall
             # time grows no faster than the FLOPs (which grow like t^2): (time ratio) / (FLOPs ratio),
             # each time taken relative to the ceiling probed around its run (the paired ratio)
             raw = (big["seconds"] / small["seconds"]) / (long_flops(big["t"], big["c"]) / long_flops(small["t"], small["c"]))
-            growth = big.get("paired_ratio", raw) / small.get("paired_ratio", 1.0) if "paired_ratio" in small else raw
+            paired = "paired_ratio" in big and "paired_ratio" in small  # results written before pairing have none
+            growth = big["paired_ratio"] / small["paired_ratio"] if paired else raw
             out.append(
                 {
                     "target": f"DMF dot fused time grows no faster than its FLOPs, t={small['t']} -> {big['t']} "
@@ -570,22 +571,8 @@ def write_summary(markdown_path: Path, results_dir: Path, device: str, dtype: st
         if report["target_size"] != str(Size(*THUMOS)):
             return False
         reports[f"{label} ({report['finished'][:16]})"] = report
-    write_markdown(markdown_path, "summary", summary_table(reports))
+    roofline.write_markdown(markdown_path, "summary", summary_table(reports), title="Benchmarks")
     return True
-
-
-def write_markdown(path: Path, key: str, body: str) -> None:
-    """Replace the text between ``<!-- results: KEY -->`` and ``<!-- /results: KEY -->`` (appended
-    at the end of the page when the markers are missing)."""
-    start, end = f"<!-- results: {key} -->", f"<!-- /results: {key} -->"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    block = f"{start}\n{body}\n{end}"
-    if start in text and end in text:
-        head, rest = text.split(start, 1)
-        text = head + block + rest.split(end, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(text)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -750,7 +737,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     out.write_text(json.dumps(report, indent=1) + "\n")
     print(f"wrote {out}")
     if args.markdown:
-        write_markdown(args.markdown, variant, text)
+        roofline.write_markdown(args.markdown, variant, text, title="Benchmarks")
         if not args.quick and args.out is None and write_summary(args.markdown, out.parent, device.type, args.dtype):
             print(f"updated the summary of {args.markdown}")
         print(f"updated {args.markdown}")

@@ -26,6 +26,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Optional
 
 import torch
@@ -303,3 +304,18 @@ def load_average() -> Optional[float]:
 
 def now() -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def write_markdown(path: Path, key: str, body: str, *, title: str) -> None:
+    """Replace the text between ``<!-- results: KEY -->`` and ``<!-- /results: KEY -->`` of a docs page
+    (appended at the end of the page when the markers are missing; a missing page starts with
+    ``# title``)."""
+    start, end = f"<!-- results: {key} -->", f"<!-- /results: {key} -->"
+    text = path.read_text() if path.exists() else f"# {title}\n"
+    block = f"{start}\n{body}\n{end}"
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        text = head + block + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    path.write_text(text)

@@ -303,20 +303,6 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_markdown(path: Path, key: str, body: str) -> None:
-    """Replace the text between ``<!-- results: KEY -->`` and ``<!-- /results: KEY -->`` (appended at the
-    end of the page when the markers are missing)."""
-    start, end = f"<!-- results: {key} -->", f"<!-- /results: {key} -->"
-    text = path.read_text() if path.exists() else "# Training at scale\n"
-    block = f"{start}\n{body}\n{end}"
-    if start in text and end in text:
-        head, rest = text.split(start, 1)
-        text = head + block + rest.split(end, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(text)
-
-
 # --------------------------------------------------------------------------------------------------
 # main
 
@@ -412,7 +398,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     text = markdown(report)
     print(text)
     if not args.quick and not args.no_markdown:
-        write_markdown(DOCS, f"train-step-{device.type}", text)
+        roofline.write_markdown(DOCS, f"train-step-{device.type}", text, title="Training at scale")
         print(f"updated {DOCS}")
     return 0
 

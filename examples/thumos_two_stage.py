@@ -217,6 +217,29 @@ def make_config(
     return config
 
 
+def make_runner(
+    args: argparse.Namespace,
+    dataset: WSTALDataset,
+    config: DetectorConfig,
+    checkpoint_dir: Path,
+    *,
+    stop: Optional[StopAfter] = None,
+) -> DetectorRunner:
+    """A runner with the command line's device, resume, progress, distributed, AMP and compile options."""
+    return DetectorRunner(
+        dataset,
+        config,
+        checkpoint_dir=checkpoint_dir,
+        resume=args.resume,
+        device=args.device,
+        stop=stop,
+        show_progress=not args.quiet,
+        dist=args.dist,
+        amp=args.amp,
+        compile=args.compile,
+    )
+
+
 def write_outputs(
     out: Path,
     result: EvaluationResult,
@@ -289,19 +312,7 @@ def format_results(result: EvaluationResult) -> str:
 
 def run_single(args: argparse.Namespace, dataset: WSTALDataset) -> int:
     config = make_config(args)
-    stop = StopAfter(args.stop_after_epochs)
-    runner = DetectorRunner(
-        dataset,
-        config,
-        checkpoint_dir=args.out / "checkpoints",
-        resume=args.resume,
-        device=args.device,
-        stop=stop,
-        show_progress=not args.quiet,
-        dist=args.dist,
-        amp=args.amp,
-        compile=args.compile,
-    )
+    runner = make_runner(args, dataset, config, args.out / "checkpoints", stop=StopAfter(args.stop_after_epochs))
     start = time.perf_counter()
     result = runner.evaluate()
     if result is None:  # a rank other than 0 of a distributed run: rank 0 evaluates and writes
@@ -320,19 +331,7 @@ def avg(table: Any) -> float:
 
 def run_ablation(args: argparse.Namespace, dataset: WSTALDataset) -> int:
     config = make_config(args, ablation=True)
-    stop = StopAfter(args.stop_after_epochs)
-    runner = DetectorRunner(
-        dataset,
-        config,
-        checkpoint_dir=args.out / "checkpoints",
-        resume=args.resume,
-        device=args.device,
-        stop=stop,
-        show_progress=not args.quiet,
-        dist=args.dist,
-        amp=args.amp,
-        compile=args.compile,
-    )
+    runner = make_runner(args, dataset, config, args.out / "checkpoints", stop=StopAfter(args.stop_after_epochs))
     start = time.perf_counter()
     cells: dict[tuple[str, str], EvaluationResult] = {}
     for s1, s2 in [("rgb", "rgb"), ("flow", "flow")] + [(a, b) for a in GRID for b in GRID]:
@@ -424,33 +423,14 @@ def run_quality_bars(args: argparse.Namespace, dataset: WSTALDataset) -> int:
     runs: dict[str, EvaluationResult] = {}
     for seed in (0, 1, 2):
         log(f"=== {args.stage1} / {args.stage2}, seed {seed} ===")
-        runner = DetectorRunner(
-            dataset,
-            make_config(args, seed=seed),
-            checkpoint_dir=args.out / f"seed{seed}",
-            resume=args.resume,
-            device=args.device,
-            show_progress=not args.quiet,
-            dist=args.dist,
-            amp=args.amp,
-            compile=args.compile,
-        )
+        runner = make_runner(args, dataset, make_config(args, seed=seed), args.out / f"seed{seed}")
         result = runner.evaluate()
         if result is not None:  # None on the ranks other than 0 of a distributed run
             runs[f"seed{seed}"] = result
     for modality in ("rgb", "flow"):
         log(f"=== {modality} only, seed 0 ===")
-        runner = DetectorRunner(
-            dataset,
-            make_config(args, seed=0, stage1=modality, stage2=modality),
-            checkpoint_dir=args.out / "seed0",
-            resume=args.resume,
-            device=args.device,
-            show_progress=not args.quiet,
-            dist=args.dist,
-            amp=args.amp,
-            compile=args.compile,
-        )
+        config = make_config(args, seed=0, stage1=modality, stage2=modality)
+        runner = make_runner(args, dataset, config, args.out / "seed0")
         result = runner.evaluate()
         if result is not None:
             runs[modality] = result

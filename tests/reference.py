@@ -13,6 +13,20 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+# seeded test inputs (shared by the test modules)
+
+
+def rand(seed: int, *shape: int, dtype=torch.float64) -> Tensor:
+    """Standard normal values drawn in float64 from ``seed``, then cast: equal for every dtype."""
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).to(dtype)
+
+
+def rand_mask(seed: int, b: int, t: int) -> Tensor:
+    """A random validity mask (about 60 % valid) whose first sample starts valid."""
+    mask = torch.rand(b, t, generator=torch.Generator().manual_seed(seed)) < 0.6
+    mask[0, 0] = True
+    return mask
+
 
 def _f64(*xs: Tensor) -> list[Tensor]:
     return [x.detach().to(torch.float64) for x in xs]

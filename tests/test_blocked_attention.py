@@ -18,17 +18,9 @@ from hypothesis import strategies as st
 
 from dmf_fusion import functional as DF
 
+from reference import rand, rand_mask
+
 TOL = {torch.float64: 1e-10, torch.float32: 2e-5, torch.bfloat16: 3e-2, torch.float16: 5e-3}
-
-
-def rand(seed: int, *shape: int, dtype=torch.float64) -> torch.Tensor:
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).to(dtype)
-
-
-def rand_mask(seed: int, b: int, t: int) -> torch.Tensor:
-    mask = torch.rand(b, t, generator=torch.Generator().manual_seed(seed)) < 0.6
-    mask[0, 0] = True
-    return mask
 
 
 def reference(q, k, v, mask):
@@ -95,6 +87,17 @@ def test_gradcheck_across_tiles(small_tiles, masked):
     assert torch.autograd.gradcheck(lambda a, b, c: DF.attend_temporal(a, b, c, mask), inputs)
 
 
+def assert_float32_grads_match_float64_plain(q, k, v, mask, grad) -> None:
+    """Gradients of the fused float32 attention against float64 autograd of the plain path."""
+    leaves64 = [x.clone().requires_grad_(True) for x in (q, k, v)]
+    want = torch.autograd.grad(DF.attend_temporal(*leaves64, mask, fused=False), leaves64, grad)
+    leaves32 = [x.float().requires_grad_(True) for x in (q, k, v)]
+    got = torch.autograd.grad(DF.attend_temporal(*leaves32, mask), leaves32, grad.float())
+    for g, w in zip(got, want):
+        assert g.dtype == torch.float32 and torch.isfinite(g).all()
+        torch.testing.assert_close(g.double(), w, atol=1e-5, rtol=1e-4)
+
+
 @pytest.mark.parametrize("masked", [True, False], ids=["mask", "nomask"])
 def test_float32_gradients_match_float64_plain(small_tiles, masked):
     """The float32 path (oneDNN GEMMs, softmax backward kernel) against float64 autograd of the plain path."""
@@ -103,13 +106,7 @@ def test_float32_gradients_match_float64_plain(small_tiles, masked):
     if masked:
         mask[2] = False
     grad = rand(8, 3, 11, 16)
-    leaves64 = [x.clone().requires_grad_(True) for x in (q, k, v)]
-    want = torch.autograd.grad(DF.attend_temporal(*leaves64, mask, fused=False), leaves64, grad)
-    leaves32 = [x.float().requires_grad_(True) for x in (q, k, v)]
-    got = torch.autograd.grad(DF.attend_temporal(*leaves32, mask), leaves32, grad.float())
-    for g, w in zip(got, want):
-        assert g.dtype == torch.float32 and torch.isfinite(g).all()
-        torch.testing.assert_close(g.double(), w, atol=1e-5, rtol=1e-4)
+    assert_float32_grads_match_float64_plain(q, k, v, mask, grad)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
@@ -307,10 +304,5 @@ def test_float32_one_long_tile(masked):
     q, k, v = rand(93, 2, 40, 8), rand(94, 2, 40, 8), rand(95, 2, 40, 12)
     mask = rand_mask(96, 2, 40) if masked else None
     grad = rand(97, 2, 40, 12)
-    leaves64 = [x.clone().requires_grad_(True) for x in (q, k, v)]
-    want = torch.autograd.grad(DF.attend_temporal(*leaves64, mask, fused=False), leaves64, grad)
-    leaves32 = [x.float().requires_grad_(True) for x in (q, k, v)]
-    got = torch.autograd.grad(DF.attend_temporal(*leaves32, mask), leaves32, grad.float())
-    for g, w in zip(got, want):
-        torch.testing.assert_close(g.double(), w, atol=1e-5, rtol=1e-4)
+    assert_float32_grads_match_float64_plain(q, k, v, mask, grad)
 

@@ -12,18 +12,9 @@ from hypothesis import strategies as st
 from dmf_fusion import functional as DF
 
 import reference as ref
+from reference import rand, rand_mask
 
 PATHS = pytest.mark.parametrize("fused", [True, False], ids=["fused", "plain"])
-
-
-def rand(seed: int, *shape: int, dtype=torch.float64) -> torch.Tensor:
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).to(dtype)
-
-
-def rand_mask(seed: int, b: int, t: int) -> torch.Tensor:
-    mask = torch.rand(b, t, generator=torch.Generator().manual_seed(seed)) < 0.6
-    mask[0, 0] = True
-    return mask
 
 
 def attention_reference(q, k, v, mask):
