@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import thumos_two_stage as cli
 import torch
+from thumos_folder import thumos_format_folder
 
 from wstal.model import FusionEmbed, FusionStrategy, masked_topk_mean, roi_features
 from wstal.pseudo_labels import dense_targets, segments_from_scores
@@ -108,47 +109,6 @@ def test_cli_rejects_a_data_dir_without_the_thumos_files(
     with pytest.raises(SystemExit):
         cli.main(["--data-dir", str(tmp_path / "missing"), "--quiet"])
     assert "not found" in capsys.readouterr().err
-
-
-def thumos_format_folder(root: Path, num_train: int = 4, num_test: int = 3) -> Path:
-    """A tiny data folder in the real THUMOS14 I3D layout (features 1024 + 1024 wide, the seven
-    annotation arrays, the ambiguous regions), filled with random features."""
-    import numpy as np
-
-    from wstal.thumos import ANNOTATIONS_DIR, FEATURES_FILE
-
-    rng = np.random.default_rng(0)
-    names = [f"video_validation_{i}" for i in range(num_train)] + [f"video_test_{i}" for i in range(num_test)]
-    classes = ["CliffDiving", "Diving", "LongJump"]
-    lengths = rng.integers(20, 40, len(names))
-
-    def objects(items: list) -> np.ndarray:
-        array = np.empty(len(items), dtype=object)
-        array[:] = items
-        return array
-
-    segments, labels = [], []
-    for i in range(len(names)):
-        start = 0.64 * (3 + i % 5)
-        segments.append([[start, start + 3.2]])
-        labels.append([classes[i % 3]])
-    annotations = root / ANNOTATIONS_DIR
-    annotations.mkdir(parents=True)
-    arrays = {
-        "videoname": np.array([n.encode() for n in names]),
-        "subset": np.array([b"validation"] * num_train + [b"test"] * num_test),
-        "classlist": np.array([c.encode() for c in classes]),
-        "duration": (0.64 * lengths)[:, None],
-        "segments": objects(segments),
-        "labels": objects(labels),
-        "labels_all": objects(labels),
-    }
-    for name, array in arrays.items():
-        np.save(annotations / f"{name}.npy", array, allow_pickle=True)
-    (annotations / "Ambiguous_test.txt").write_text("video_test_0  0.0 0.5\n")
-    features = objects([rng.standard_normal((int(n), 2048)).astype(np.float32) for n in lengths])
-    np.save(root / FEATURES_FILE, features, allow_pickle=True)
-    return root
 
 
 def test_cli_runs_on_a_folder_in_the_real_thumos_format(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
