@@ -7,6 +7,7 @@ The modules are deliberately independent of each other beyond the shared data st
 - ``thumos``: the real THUMOS14 loader (``Thumos14reduced`` layout) with a restricted unpickler.
 - ``synthetic``: a seeded THUMOS-like generator, the example's default data.
 - ``evaluation``: ActivityNet-style temporal detection mAP, with the THUMOS community options.
+- ``recall``: proposal quality, average recall against proposals per video (AR@AN).
 - ``io``: ActivityNet-style detection JSON.
 - ``proposals``: grouping, outer-inner contrast, 1-D NMS / soft-NMS and RoI align, in torch.
 
