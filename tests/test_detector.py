@@ -98,19 +98,6 @@ def test_cli_rejects_bad_flags(
     assert f"argument {flag}" in err and message in err
 
 
-def test_cli_rejects_a_data_dir_without_the_thumos_files(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main(["--data-dir", str(tmp_path), "--quiet"])
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert "argument --data-dir" in err and "Thumos14reduced-I3D-JOINTFeatures.npy" in err
-    with pytest.raises(SystemExit):
-        cli.main(["--data-dir", str(tmp_path / "missing"), "--quiet"])
-    assert "not found" in capsys.readouterr().err
-
-
 def test_cli_runs_on_a_folder_in_the_real_thumos_format(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """--data-dir end to end: the real layout and widths, the THUMOS settings (narrowed by --width),
     the THUMOS evaluation protocol."""

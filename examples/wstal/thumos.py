@@ -13,6 +13,12 @@ evaluation split. Ground truth is kept exactly as in the files, including the se
 CliffDiving segment labelled Diving (the community's "CliffDiving is also Diving" convention); nothing is
 added or removed. The video-level label is ``labels_all.npy``, as W-TALC and its descendants use it.
 
+Broken folders are refused with a ``ValueError`` (or ``FileNotFoundError``) that names the file, the video
+or the split: non-finite features (unless ``nonfinite="zero"`` repairs them), an empty split, duplicate
+video names, reversed or negative segments, segments past the video's duration (see
+:data:`SEGMENT_TOLERANCE`; the public annotations' own errata are kept), feature arrays of the wrong
+width or length. docs/reproduce_thumos14.md lists them.
+
 The object arrays are pickles. ``np.load(allow_pickle=True)`` would run whatever code a crafted file asks
 for, so :func:`safe_load_object_array` unpickles with an allow-list: numpy arrays, lists/tuples and plain
 scalars (str, bytes, int, float, bool, None, numpy scalars) and nothing else.
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import pickle
 import warnings
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO, Union
@@ -35,6 +42,7 @@ from .data import SNIPPET_SECONDS, Video, WSTALDataset
 __all__ = [
     "ANNOTATIONS_DIR",
     "FEATURES_FILE",
+    "SEGMENT_TOLERANCE",
     "TEST_SUBSET",
     "TRAIN_SUBSET",
     "load_thumos14",
@@ -47,6 +55,23 @@ TRAIN_SUBSET = "validation"
 TEST_SUBSET = "test"
 _ANNOTATION_FILES = ("videoname", "subset", "classlist", "duration", "segments", "labels", "labels_all")
 _AMBIGUOUS_FILE = "Ambiguous_test.txt"
+_SPLIT_ROLES = {TRAIN_SUBSET: "training", TEST_SUBSET: "test"}
+
+SEGMENT_TOLERANCE = SNIPPET_SECONDS
+"""How far (seconds) a ground-truth segment may end past its video's duration: annotations are rounded to
+0.1 s, durations come from frame counts."""
+
+# The public annotations' own errors: 30 segments of these 5 videos lie wholly past the stated duration
+# (video_test_0000270 up to 537 s). Kept as in the files, so results compare with published numbers.
+_PAST_END_ERRATA = frozenset(
+    {
+        "video_validation_0000364",
+        "video_validation_0000856",
+        "video_test_0000270",
+        "video_test_0000814",
+        "video_test_0001081",
+    }
+)
 
 PathLike = Union[str, Path]
 
@@ -231,8 +256,68 @@ def _read_ambiguous(path: Path) -> dict[str, np.ndarray]:
     return {name: np.asarray(spans, dtype=np.float64).reshape(-1, 2) for name, spans in regions.items()}
 
 
+def _check_unique_names(names: list[str], annotation_dir: Path) -> None:
+    duplicates = sorted(name for name, count in Counter(names).items() if count > 1)
+    if duplicates:
+        raise ValueError(
+            f"{annotation_dir / 'videoname.npy'}: {len(duplicates)} video name(s) appear more than once, "
+            f"e.g. {duplicates[:3]}"
+        )
+
+
+def _check_splits(subsets: np.ndarray, annotation_dir: Path) -> None:
+    found = sorted(set(subsets.tolist()))
+    for subset, role in _SPLIT_ROLES.items():
+        if not np.any(subsets == subset):
+            raise ValueError(
+                f"{annotation_dir / 'subset.npy'}: no {role} videos: no video is in the {subset!r} subset "
+                f"(subsets found: {found})"
+            )
+
+
+def _finite_features(
+    features: np.ndarray, name: str, index: int, nonfinite: str, repaired: list[str]
+) -> np.ndarray:
+    """``features`` unchanged when all finite (one ``np.isfinite`` pass), else refused or repaired."""
+    finite = np.isfinite(features)
+    if finite.all():
+        return features
+    if nonfinite == "zero":
+        repaired.append(name)
+        return np.where(finite, features, np.float32(0))
+    bad = finite.size - int(np.count_nonzero(finite))
+    first = int(np.flatnonzero(~finite.all(axis=1))[0])
+    raise ValueError(
+        f"{FEATURES_FILE}: video {name!r} (entry {index}) has {bad} non-finite feature value(s) (NaN or inf; "
+        f"the first in snippet {first}); fix the file, or replace them with 0 explicitly "
+        f"(nonfinite='zero', on the command line --repair-nonfinite)"
+    )
+
+
+def _check_segments(segments: np.ndarray, duration: float, name: str) -> None:
+    where = f"{ANNOTATIONS_DIR}/segments.npy: video {name!r}"
+    for i, (start, end) in enumerate(segments.tolist()):
+        if not (np.isfinite(start) and np.isfinite(end)):
+            raise ValueError(f"{where}: segment {i} [{start}, {end}] is not finite")
+        if end < start:
+            raise ValueError(f"{where}: segment {i} [{start}, {end}] ends before it starts")
+        if start < 0:
+            raise ValueError(f"{where}: segment {i} [{start}, {end}] starts before 0 s")
+        if end > duration + SEGMENT_TOLERANCE and name not in _PAST_END_ERRATA:
+            raise ValueError(
+                f"{where}: segment {i} [{start}, {end}] ends past the video's duration {duration:g} s "
+                f"(duration.npy; tolerance {SEGMENT_TOLERANCE:g} s); are the times in frames, not seconds?"
+            )
+
+
 def _make_video(
-    index: int, features: Any, files: dict[str, np.ndarray], class_index: dict[str, int], feature_dim: int
+    index: int,
+    features: Any,
+    files: dict[str, np.ndarray],
+    class_index: dict[str, int],
+    feature_dim: int,
+    nonfinite: str,
+    repaired: list[str],
 ) -> Video:
     name = _text(files["videoname"][index])
     if not isinstance(features, np.ndarray) or features.ndim != 2 or features.shape[1] != feature_dim:
@@ -242,7 +327,28 @@ def _make_video(
         )
     if features.shape[0] == 0:
         raise ValueError(f"{FEATURES_FILE}: video {name!r} (entry {index}) has zero snippets")
-    segments = np.asarray(files["segments"][index], dtype=np.float64).reshape(-1, 2)
+    try:  # checked for NaN/inf after the cast: float64 values may overflow float32
+        with np.errstate(over="ignore"):
+            features = np.asarray(features, dtype=np.float32)
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            f"{FEATURES_FILE}: video {name!r} (entry {index}) holds {features.dtype} values, not numbers"
+        ) from error
+    features = _finite_features(features, name, index, nonfinite, repaired)
+    duration = float(files["duration"][index])
+    if not (np.isfinite(duration) and duration > 0):
+        raise ValueError(
+            f"{ANNOTATIONS_DIR}/duration.npy: video {name!r} has duration {duration!r}, "
+            "expected a positive number"
+        )
+    try:
+        segments = np.asarray(files["segments"][index], dtype=np.float64).reshape(-1, 2)
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            f"{ANNOTATIONS_DIR}/segments.npy: video {name!r} must list [start, end] pairs in seconds, "
+            f"got {files['segments'][index]!r}"
+        ) from error
+    _check_segments(segments, duration, name)
     labels = [_text(label) for label in files["labels"][index]]
     video_labels = [_text(label) for label in files["labels_all"][index]]
     if len(labels) != len(segments):
@@ -259,17 +365,17 @@ def _make_video(
     half = feature_dim // 2
     return Video(
         name=name,
-        rgb=np.ascontiguousarray(features[:, :half], dtype=np.float32),
-        flow=np.ascontiguousarray(features[:, half:], dtype=np.float32),
+        rgb=np.ascontiguousarray(features[:, :half]),
+        flow=np.ascontiguousarray(features[:, half:]),
         label=label,
         segments=segments,
         segment_classes=np.asarray([class_index[c] for c in labels], dtype=np.int64),
-        duration=float(files["duration"][index]),
+        duration=duration,
     )
 
 
 def load_thumos14(
-    data_dir: PathLike, *, max_videos: int | None = None, feature_dim: int = 2048
+    data_dir: PathLike, *, max_videos: int | None = None, feature_dim: int = 2048, nonfinite: str = "error"
 ) -> WSTALDataset:
     """Load THUMOS14 I3D features and annotations from the ``Thumos14reduced`` layout.
 
@@ -277,6 +383,8 @@ def load_thumos14(
         data_dir: folder holding ``Thumos14reduced-I3D-JOINTFeatures.npy`` and ``Thumos14reduced-Annotations/``.
         max_videos: keep only the first ``max_videos`` videos of each split (file order); ``None`` keeps all.
         feature_dim: width of one joint feature row; the first half is RGB, the second half Flow.
+        nonfinite: what a NaN or inf in a video's features does: ``"error"`` refuses the folder (naming the
+            video); ``"zero"`` replaces those values with 0 and warns, naming the videos repaired.
 
     Returns:
         The dataset: train = the ``validation`` subset, test = the ``test`` subset, 20 classes, and the
@@ -285,7 +393,10 @@ def load_thumos14(
     Raises:
         FileNotFoundError: the folder, the feature file or an annotation file is missing.
         ValueError: a file is malformed or unsafe; the feature file does not hold one entry per annotated
-            video; a video's features are not ``(T, feature_dim)`` or have zero snippets; a label is unknown.
+            video; a video's features are not ``(T, feature_dim)``, have zero snippets or (with
+            ``nonfinite="error"``) a NaN or inf; a label is unknown; the ``validation`` or the ``test``
+            subset is empty; a video name appears twice; a segment is reversed, starts before 0 or ends
+            more than :data:`SEGMENT_TOLERANCE` past the video's duration.
     """
     if max_videos is not None and (
         isinstance(max_videos, bool) or not isinstance(max_videos, int) or max_videos < 1
@@ -300,6 +411,8 @@ def load_thumos14(
         raise ValueError(
             f"feature_dim must be a positive even int (RGB half + Flow half), got {feature_dim!r}"
         )
+    if nonfinite not in ("error", "zero"):
+        raise ValueError(f"nonfinite must be 'error' or 'zero', got {nonfinite!r}")
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise FileNotFoundError(f"{data_dir}: THUMOS14 data folder not found")
@@ -311,6 +424,8 @@ def load_thumos14(
     classes = tuple(_text(c) for c in files["classlist"])
     class_index = {c: i for i, c in enumerate(classes)}
     subsets = np.asarray([_text(s) for s in files["subset"]])
+    _check_unique_names([_text(n) for n in files["videoname"]], annotation_dir)
+    _check_splits(subsets, annotation_dir)
 
     features = safe_load_object_array(features_path)
     if features.ndim != 1 or len(features) != len(subsets):
@@ -319,14 +434,26 @@ def load_thumos14(
             f"{ANNOTATIONS_DIR}/videoname.npy), got an array of shape {features.shape}"
         )
 
+    repaired: list[str] = []
+
     def split(subset: str) -> list[Video]:
         indices = np.flatnonzero(subsets == subset)[:max_videos]
-        return [_make_video(int(i), features[i], files, class_index, feature_dim) for i in indices]
+        return [
+            _make_video(int(i), features[i], files, class_index, feature_dim, nonfinite, repaired)
+            for i in indices
+        ]
 
+    train, test = split(TRAIN_SUBSET), split(TEST_SUBSET)
+    if repaired:
+        warnings.warn(
+            f"{features_path}: replaced NaN/inf feature values with 0 in {len(repaired)} video(s): "
+            f"{', '.join(repaired[:5])}{', ...' if len(repaired) > 5 else ''}",
+            stacklevel=2,
+        )
     return WSTALDataset(
         classes=classes,
-        train=split(TRAIN_SUBSET),
-        test=split(TEST_SUBSET),
+        train=train,
+        test=test,
         ambiguous=_read_ambiguous(annotation_dir / _AMBIGUOUS_FILE),
         snippet_seconds=SNIPPET_SECONDS,
     )

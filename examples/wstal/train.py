@@ -14,6 +14,8 @@ The loop is plain; distributed data parallel, mixed precision and ``torch.compil
   rank) and the loss history; rank 0 writes it each epoch to a temporary file and moves it into place
   with ``os.replace`` (atomic on POSIX), so an interrupted run always leaves the last complete epoch
   behind;
+* a NaN or inf loss stops the stage at once with :class:`TrainingDiverged`, before the diverged epoch's
+  checkpoint is written, so the last good epoch's checkpoint is what stays on disk;
 * only rank 0 logs and shows progress bars.
 
 Axis legend: b batch, t time (snippets), c channels, k classes.
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
@@ -46,6 +49,7 @@ __all__ = [
     "Batch",
     "CheckpointMismatchError",
     "StopAfter",
+    "TrainingDiverged",
     "TrainingInterrupted",
     "batch_indices",
     "collate",
@@ -255,6 +259,39 @@ class TrainingInterrupted(RuntimeError):
     """Raised by :class:`StopAfter` to simulate a killed run (after a checkpoint was written)."""
 
 
+class TrainingDiverged(RuntimeError):
+    """A loss turned NaN or inf; the stage stopped and its last good checkpoint was kept.
+
+    Attributes:
+        stage: the stage's name.
+        epoch: the epoch (1-based) whose step diverged.
+        step: the step (1-based) within that epoch.
+        checkpoint: the last good checkpoint, left on disk; None when this run wrote or resumed none.
+        checkpoint_epoch: the epoch that checkpoint holds (None with it).
+    """
+
+    def __init__(
+        self,
+        stage: str,
+        epoch: int,
+        step: int,
+        losses: dict[str, float],
+        checkpoint: Optional[Path] = None,
+        checkpoint_epoch: Optional[int] = None,
+    ) -> None:
+        self.stage, self.epoch, self.step = stage, epoch, step
+        self.checkpoint, self.checkpoint_epoch = checkpoint, checkpoint_epoch
+        bad = ", ".join(f"{k} {v}" for k, v in losses.items() if not math.isfinite(v))
+        if checkpoint is not None:
+            kept = f"kept the last good checkpoint {checkpoint} (epoch {checkpoint_epoch})"
+        else:
+            kept = "no checkpoint of this stage was written"
+        super().__init__(
+            f"stage {stage!r} diverged in epoch {epoch}, step {step}: non-finite loss ({bad}); {kept}. "
+            "Lower the learning rate or check the data"
+        )
+
+
 class StopAfter:
     """Stop training after ``epochs`` epochs in this process, counted over all stages (for tests)."""
 
@@ -390,10 +427,16 @@ def train_stage(
 
     Returns:
         The per-epoch mean losses of the global batches (the whole history, also across a resume).
+
+    Raises:
+        TrainingDiverged: a step's loss was NaN or inf. Raised on every rank (the losses are averaged
+            over ranks first), before that epoch's checkpoint is written.
+        CheckpointMismatchError: ``resume`` found a checkpoint of another configuration.
     """
     ctx = dist if dist is not None else DistributedContext(device=torch.device(device))
     history: list[dict[str, float]] = []
     first_epoch = 0
+    good_epoch: Optional[int] = None  # the epoch of the checkpoint this run wrote or resumed from
     state = _load_shared(checkpoint, config_fingerprint, ctx) if resume and checkpoint is not None else None
     if state is not None:
         model.load_state_dict(state["model"])
@@ -402,7 +445,7 @@ def train_stage(
             scheduler.load_state_dict(state["scheduler"])
         _restore_rng(state["rng"], generator, ctx)
         history = list(state["history"])
-        first_epoch = int(state["epoch"])
+        first_epoch = good_epoch = int(state["epoch"])
         verb = "loaded finished" if first_epoch >= epochs else f"resumed after epoch {first_epoch} of"
         log(f"[{name}] {verb} {checkpoint}")
     runner = TrainStep(model, optimizer, dist=ctx, amp=amp, compile=compile, grad_clip=grad_clip)
@@ -414,6 +457,10 @@ def train_stage(
         count = 0
         for batch in progress(data(generator), desc=f"{name} {epoch + 1}/{epochs}", enabled=show_progress):
             losses = runner(step, batch.to(device), ghost=batch.ghost)
+            # the losses are floats already averaged over ranks: every rank sees the same and stops
+            if not all(math.isfinite(value) for value in losses.values()):
+                kept = checkpoint if good_epoch is not None else None
+                raise TrainingDiverged(name, epoch + 1, count + 1, losses, kept, good_epoch)
             for key, value in losses.items():
                 sums[key] = sums.get(key, 0.0) + value
             count += 1
@@ -439,6 +486,7 @@ def train_stage(
                 if scheduler is not None:
                     state["scheduler"] = scheduler.state_dict()
                 save_checkpoint(checkpoint, state)
+            good_epoch = epoch + 1
         if stop is not None:
             stop.epoch_done()
     model.eval()
