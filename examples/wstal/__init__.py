@@ -6,6 +6,7 @@ The modules are deliberately independent of each other beyond the shared data st
 - ``data``: the :class:`~.data.Video` / :class:`~.data.WSTALDataset` structures every other part uses.
 - ``thumos``: the real THUMOS14 loader (``Thumos14reduced`` layout) with a restricted unpickler.
 - ``synthetic``: a seeded THUMOS-like generator, the example's default data.
+- ``synthetic_gt``: a second synthetic family, features around the ground truth of an annotation folder.
 - ``evaluation``: ActivityNet-style temporal detection mAP, with the THUMOS community options.
 - ``recall``: proposal quality, average recall against proposals per video (AR@AN).
 - ``io``: ActivityNet-style detection JSON.
