@@ -6,17 +6,17 @@ imbalance and odd class coverage, the weak labels as the files give them, the Am
 only synthesises the features. It also spreads the evidence over an instance differently:
 
 - **A key moment names the class.** Each instance has an *apex* (the release of a throw, the take-off of a
-  jump) at a class-typical fraction of its length (35-75 %, jittered per instance) and a width of about a
-  tenth of the instance. The class-specific RGB look is a Gaussian bump around the apex; everywhere else
-  the instance shows only the look of its *group* of related classes (athletics run-ups, throws, cricket,
-  ...; groups of one to four). A snippet at the apex names the class, most snippets of a long instance do
-  not. (In the first family no single snippet names the class, the two phases together do.)
+  jump) at a class-typical fraction of its length (35-75 %, jittered per instance). The class-specific RGB
+  look is a Gaussian bump around the apex (standard deviation ``max(0.6, 0.15 * length)`` snippets);
+  everywhere else the instance shows only the look of its *group* of related classes (athletics run-ups,
+  throws, cricket, ...; groups of one to four). A snippet at the apex names the class, most snippets of a
+  long instance do not. (In the first family no single snippet names the class, the two phases do.)
 - **RGB = appearance + context, with soft boundaries.** The group look follows a smooth ramp that rises
   before the annotated start and falls after the end (ramp width ``0.5 + 0.15 * length`` snippets); the
   scene of every group present in the video is there all along with a slowly drifting strength, plus a
   video-specific scene and, in some videos, the scene of an unrelated group (co-occurring context).
 - **Flow = motion, with sharp boundaries.** A generic motion direction and a group motion direction
-  cover exactly the annotated snippets (a snippet's share of the instance, so a 0.3 s instance is a third
+  cover exactly the annotated snippets (a snippet's share of the instance, so a 0.3 s instance is about half
   of one snippet's motion); the motion peaks at the apex, where a weak class-specific motion sits too.
 - **Nuisances.** Hard negatives in the background: the group look and a weakened key look of a class
   of the video's groups with no action motion (people in position, a replay's still frame); camera-motion
