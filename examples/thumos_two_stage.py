@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -27,14 +28,17 @@ from typing import Any, Optional
 
 import torch
 
+from wstal.console import log
 from wstal.data import WSTALDataset
-from wstal.distributed import AMP_MODES, init_distributed, shutdown_distributed
+from wstal.distributed import AMP_MODES, init_distributed, resolve_amp, shutdown_distributed
 from wstal.io import write_activitynet_json
 from wstal.model import FusionStrategy
 from wstal.pipeline import DetectorConfig, DetectorRunner, EvaluationResult, ablation_config, thumos14_config
+from wstal.recall import format_proposal_table
 from wstal.synthetic import make_synthetic_thumos
+from wstal.synthetic_gt import make_synthetic_from_annotations
 from wstal.thumos import load_thumos14
-from wstal.train import CheckpointMismatchError, StopAfter, TrainingInterrupted, log
+from wstal.train import CheckpointMismatchError, StopAfter, TrainingDiverged, TrainingInterrupted
 
 # The paper's mAP@AVG on THUMOS14 (its Tables 1 and 2), where it states them.
 PAPER_TABLE1 = {"rgb": 37.9, "flow": 41.4}
@@ -60,6 +64,13 @@ def positive_int(text: str) -> int:
     return value
 
 
+def positive_float(text: str) -> float:
+    value = non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
 def non_negative_float(text: str) -> float:
     try:
         value = float(text)
@@ -70,6 +81,21 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def resolve_device(text: str) -> str:
+    """``auto`` becomes ``cuda`` when a GPU is visible, else ``cpu``; anything else is kept."""
+    if text == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="thumos_two_stage.py",
@@ -78,12 +104,39 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     data = parser.add_argument_group("data")
-    data.add_argument(
+    source = data.add_mutually_exclusive_group()
+    source.add_argument(
         "--data-dir",
         type=Path,
         default=None,
         help="THUMOS14 folder with Thumos14reduced-I3D-JOINTFeatures.npy and "
         "Thumos14reduced-Annotations/ (default: synthetic data)",
+    )
+    source.add_argument(
+        "--synthetic-from",
+        type=Path,
+        default=None,
+        metavar="ANNOTATIONS_DIR",
+        help="the second synthetic family: features synthesised around the ground truth of a THUMOS-layout "
+        "annotation folder (docs/synthetic_from_annotations.md)",
+    )
+    data.add_argument(
+        "--difficulty",
+        type=non_negative_float,
+        default=1.0,
+        help="noise and distractor scale of --synthetic-from data (0 clean, 1 calibrated, 2 hard)",
+    )
+    data.add_argument(
+        "--max-seconds",
+        type=positive_float,
+        default=None,
+        help="--synthetic-from: keep only videos at most this long",
+    )
+    data.add_argument(
+        "--repair-nonfinite",
+        action="store_true",
+        help="--data-dir: replace NaN/inf feature values with 0 (a warning names the videos) instead of "
+        "refusing the folder",
     )
     data.add_argument(
         "--max-videos",
@@ -135,7 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--seed", type=int, default=0, help="seed of the run (initialisation, data order, dropout)"
     )
-    run.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    run.add_argument(
+        "--device",
+        default="auto",
+        help="torch device: auto (cuda when available, else cpu), cpu, cuda, cuda:1, ...",
+    )
     run.add_argument(
         "--epochs",
         type=positive_int,
@@ -145,9 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--threads",
         type=positive_int,
-        default=1,
-        help="torch CPU threads; 1 is robust on a shared machine (more threads than idle cores "
-        "slow PyTorch down several-fold) and keeps CPU results bit-reproducible",
+        default=available_cores(),
+        help="torch CPU threads (default: the cores this process may use). CPU results are "
+        "bit-reproducible for a fixed thread count; --threads 1 reproduces across machines, and on a "
+        "machine shared with other jobs, more threads than idle cores slow PyTorch down several-fold",
     )
     run.add_argument("--out", type=Path, default=Path("runs/two_stage"), help="output folder")
     run.add_argument(
@@ -161,9 +219,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     scale.add_argument(
         "--amp",
-        choices=AMP_MODES,
-        default="off",
-        help="mixed-precision training: bfloat16, or float16 with gradient scaling",
+        choices=("auto", *AMP_MODES),
+        default="auto",
+        help="mixed-precision training: auto (bf16 where the device multiplies bfloat16 in hardware: "
+        "CUDA GPUs with bf16, CPUs with AVX512-BF16 or AMX; else off), off (float32), bf16, or fp16 "
+        "with gradient scaling. Inference and evaluation always run in float32",
     )
     scale.add_argument("--compile", action="store_true", help="train the networks through torch.compile")
     scale.add_argument(
@@ -179,7 +239,21 @@ def build_parser() -> argparse.ArgumentParser:
 def load_data(args: argparse.Namespace) -> WSTALDataset:
     if args.data_dir is not None:
         log(f"loading THUMOS14 features from {args.data_dir}")
-        return load_thumos14(args.data_dir, max_videos=args.max_videos)
+        nonfinite = "zero" if args.repair_nonfinite else "error"
+        return load_thumos14(args.data_dir, max_videos=args.max_videos, nonfinite=nonfinite)
+    if args.synthetic_from is not None:
+        log(
+            f"synthesising {args.synthetic_dim} + {args.synthetic_dim} channels around the ground truth of "
+            f"{args.synthetic_from} (difficulty {args.difficulty}, data seed {args.data_seed})"
+        )
+        return make_synthetic_from_annotations(
+            args.synthetic_from,
+            seed=args.data_seed,
+            dim=args.synthetic_dim,
+            difficulty=args.difficulty,
+            max_videos_per_split=args.max_videos,
+            max_seconds=args.max_seconds,
+        )
     n_train = args.max_videos or 200
     n_test = args.max_videos or 212
     log(
@@ -266,6 +340,7 @@ def write_outputs(
         else "thumos14",
         "evaluation_protocol": config.evaluation_protocol,
         "results": {name: table.as_dict() for name, table in tables.items()},
+        "proposal_quality": {name: r.as_dict() for name, r in result.proposal_quality.items()},
         "config": config.as_dict(),
     }
     (out / "results.json").write_text(json.dumps(payload, indent=2))
@@ -273,12 +348,13 @@ def write_outputs(
     write_activitynet_json(out / "detections.json", result.detections, dataset.classes)
     write_activitynet_json(out / "proposals.json", result.proposals, ("action",))
     try:
-        from wstal.plot import plot_video
+        from wstal.plot import plot_average_recall, plot_video
+
+        plot_average_recall(out / "average_recall.png", result.proposal_quality)
 
         video = max(dataset.test[: min(20, len(dataset.test))], key=lambda v: len(v.segments))
-        base = runner.base_results(runner.base_strategy(result.stage1, result.stage2), [video], "plot")[
-            video.name
-        ]
+        base_fusion = runner.base_strategy(result.stage1, result.stage2)
+        base = runner.base_results(base_fusion, dataset.test, "test")[video.name]
         plot_video(
             out / "plot.png",
             video,
@@ -307,12 +383,24 @@ def format_results(result: EvaluationResult) -> str:
     ]
     for name, table in rows:
         lines.append(table.table().splitlines()[2].replace("| mAP (%) |", f"| {name} |"))
+    if result.proposal_quality:
+        names = {"stage1": "Stage-1 proposals", "base": "base grouped segments"}
+        quality = {names[k]: v for k, v in result.proposal_quality.items()}
+        lines += [
+            "",
+            "Proposal quality (class-agnostic, %): average recall over tIoU 0.5:0.05:0.95 at N proposals "
+            "per video, recall at tIoU 0.5 / 0.7",
+            "",
+            format_proposal_table(quality),
+        ]
     return "\n".join(lines)
 
 
 def run_single(args: argparse.Namespace, dataset: WSTALDataset) -> int:
     config = make_config(args)
-    runner = make_runner(args, dataset, config, args.out / "checkpoints", stop=StopAfter(args.stop_after_epochs))
+    runner = make_runner(
+        args, dataset, config, args.out / "checkpoints", stop=StopAfter(args.stop_after_epochs)
+    )
     start = time.perf_counter()
     result = runner.evaluate()
     if result is None:  # a rank other than 0 of a distributed run: rank 0 evaluates and writes
@@ -331,7 +419,9 @@ def avg(table: Any) -> float:
 
 def run_ablation(args: argparse.Namespace, dataset: WSTALDataset) -> int:
     config = make_config(args, ablation=True)
-    runner = make_runner(args, dataset, config, args.out / "checkpoints", stop=StopAfter(args.stop_after_epochs))
+    runner = make_runner(
+        args, dataset, config, args.out / "checkpoints", stop=StopAfter(args.stop_after_epochs)
+    )
     start = time.perf_counter()
     cells: dict[tuple[str, str], EvaluationResult] = {}
     for s1, s2 in [("rgb", "rgb"), ("flow", "flow")] + [(a, b) for a in GRID for b in GRID]:
@@ -512,6 +602,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    args.device = resolve_device(args.device)
+    args.amp = resolve_amp(args.amp, args.device)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error(f"argument --device: {args.device!r} requested but CUDA is not available")
     # under torchrun: join the process group (each rank takes its GPU); otherwise one process
@@ -529,7 +621,7 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     try:
         dataset = load_data(args)
     except (FileNotFoundError, ValueError) as error:
-        parser.error(f"argument --data-dir: {error}")
+        parser.error(f"argument {'--synthetic-from' if args.synthetic_from else '--data-dir'}: {error}")
     try:
         if args.ablation:
             return run_ablation(args, dataset)
@@ -543,6 +635,12 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         if args.dist.is_main:
             print(f"{parser.prog}: error: argument --resume: {error}", file=sys.stderr)
         return 2
+    except (
+        TrainingDiverged
+    ) as error:  # raised on every rank (the losses are averaged over ranks); reported once
+        if args.dist.is_main:
+            print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 4
 
 
 if __name__ == "__main__":

@@ -22,8 +22,9 @@ import torch
 from thumos_folder import object_array, thumos_format_folder
 from torch import nn
 
+from wstal.batching import Batch, collate
 from wstal.thumos import ANNOTATIONS_DIR, FEATURES_FILE, load_thumos14, safe_load_object_array
-from wstal.train import Batch, TrainingDiverged, collate, train_stage
+from wstal.train import TrainingDiverged, train_stage
 
 THUMOS_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "thumos14"
 

@@ -22,21 +22,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .batching import collate
+from .config import DetectionConfig
+from .console import progress
 from .data import Video
 from .evaluation import Detection
-from .model import MILBaseModel, ProposalClassifier, TemporalRPN, _topk_count, masked_topk_mean
+from .model import MILBaseModel, ProposalClassifier, TemporalRPN, proposal_video_logits, snippet_video_logits
 from .proposals import nms_1d, soft_nms_1d
 from .pseudo_labels import Segments, segments_from_scores
-from .train import collate, progress
 
 __all__ = [
     "BaseResult",
-    "DetectionConfig",
     "base_detections",
     "classify_proposals",
     "detections_from_proposals",
@@ -47,30 +47,6 @@ __all__ = [
     "to_detections",
     "vote_boundaries",
 ]
-
-
-class DetectionConfig(NamedTuple):
-    """Post-processing settings shared by the three detectors.
-
-    Attributes:
-        class_threshold: a class is detected in a video when its video-level score reaches this (the
-            best class is always kept).
-        soft_nms_sigma: Gaussian soft-NMS sigma.
-        max_detections: detections kept per video after soft-NMS.
-        proposal_nms_iou: NMS tIoU among Stage-1 proposals.
-        max_proposals: Stage-1 proposals kept per video.
-        min_objectness: Stage-1 proposals below this objectness are dropped before NMS.
-        vote_iou: each kept proposal's boundaries are the objectness-weighted mean of the candidates
-            overlapping it by this tIoU (1 disables voting).
-    """
-
-    class_threshold: float = 0.1
-    soft_nms_sigma: float = 0.3
-    max_detections: int = 100
-    proposal_nms_iou: float = 0.6
-    max_proposals: int = 60
-    min_objectness: float = 0.05
-    vote_iou: float = 0.6
 
 
 class BaseResult(NamedTuple):
@@ -113,8 +89,7 @@ def run_base(
     for group in progress(_batches(videos, batch_size), desc=desc, enabled=show_progress):
         batch = _collate(group).to(device)
         out = model(batch.rgb, batch.flow, batch.mask)
-        k = _topk_count(batch.mask.sum(1), topk_ratio)
-        video_scores = F.softmax(masked_topk_mean(out.cas[..., :-1], batch.mask, k), -1)
+        video_scores = F.softmax(snippet_video_logits(out.cas, batch.mask, topk_ratio), -1)
         p = F.softmax(out.cas, -1)
         for i, video in enumerate(group):
             t = video.num_snippets
@@ -257,8 +232,7 @@ def classify_proposals(
         props = [proposals[v.name].segments.to(device) for v in group]
         logits, _ = model(batch.rgb, batch.flow, batch.mask, props)
         for video, lg in zip(group, logits):
-            k = max(1, int(np.ceil(lg.shape[0] / topk_ratio)))
-            video_logits = lg[:, :-1].topk(k, dim=0).values.mean(0)
+            video_logits = proposal_video_logits(lg, topk_ratio)
             found[video.name] = (F.softmax(lg, -1)[:, :-1].cpu(), F.softmax(video_logits, -1).cpu())
     return found
 

@@ -55,6 +55,8 @@ __all__ = [
     "global_mean",
     "global_rescale",
     "init_distributed",
+    "native_bf16",
+    "resolve_amp",
     "shard_positions",
     "shutdown_distributed",
 ]
@@ -65,6 +67,37 @@ AMP_MODES = ("off", "bf16", "fp16")
 """Values of ``--amp``: float32, bfloat16 autocast, float16 autocast with gradient scaling."""
 
 _AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def native_bf16(device: torch.device | str) -> bool:
+    """Whether ``device`` multiplies bfloat16 matrices in hardware: a CUDA GPU that supports bfloat16, or
+    an x86 CPU with AVX512-BF16 or AMX-BF16 (read from ``/proc/cpuinfo``; False where it is missing).
+    Elsewhere bfloat16 is emulated and slower than float32."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    try:
+        with open("/proc/cpuinfo") as handle:
+            flags = next((line.split() for line in handle if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_amp(mode: str, device: torch.device | str) -> str:
+    """``--amp auto``: ``bf16`` where the device has native bfloat16 matrix units, else ``off``; other
+    modes are returned as they are (after validation).
+
+    Example:
+        >>> resolve_amp("off", "cpu"), resolve_amp("auto", "meta")
+        ('off', 'off')
+    """
+    if mode == "auto":
+        return "bf16" if native_bf16(device) else "off"
+    amp_dtype(mode)  # validates
+    return mode
 
 
 def amp_dtype(mode: str) -> Optional[torch.dtype]:
@@ -230,7 +263,9 @@ def shard_positions(count: int, rank: int, world_size: int) -> tuple[list[int], 
 # loss normalisation over the global batch
 # --------------------------------------------------------------------------------------------------
 
-_ACTIVE: ContextVar[Optional[tuple[DistributedContext, bool]]] = ContextVar("wstal_global_batch", default=None)
+_ACTIVE: ContextVar[Optional[tuple[DistributedContext, bool]]] = ContextVar(
+    "wstal_global_batch", default=None
+)
 
 
 @contextmanager
@@ -401,7 +436,9 @@ class TrainStep:
         self.amp = amp
         self.grad_clip = grad_clip
         dtype = amp_dtype(amp)
-        module: nn.Module = model if dtype is None else AutocastOutputs(model, dtype, device_type=first.device.type)
+        module: nn.Module = (
+            model if dtype is None else AutocastOutputs(model, dtype, device_type=first.device.type)
+        )
         if self.dist.enabled:
             cuda = first.device.type == "cuda"
             # every parameter of every fusion strategy takes part in each step's loss (tested), so DDP
@@ -409,7 +446,9 @@ class TrainStep:
             module = nn.parallel.DistributedDataParallel(
                 module, device_ids=[first.device] if cuda else None, find_unused_parameters=False
             )
-        self.module: Callable[..., Any] = torch.compile(module, **(compile_options or {})) if compile else module
+        self.module: Callable[..., Any] = (
+            torch.compile(module, **(compile_options or {})) if compile else module
+        )
         self.scaler = torch.amp.GradScaler(first.device.type, enabled=amp == "fp16")
 
     def __call__(

@@ -45,9 +45,11 @@ __all__ = [
     "base_losses",
     "masked_topk_mean",
     "proposal_mil_losses",
+    "proposal_video_logits",
     "roi_features",
     "rpn_losses",
     "segment_iou",
+    "snippet_video_logits",
 ]
 
 STRATEGIES = ("rgb", "flow", "concat", "mutual")
@@ -250,6 +252,27 @@ def _topk_count(lengths: Tensor, ratio: float) -> Tensor:
     return torch.clamp(torch.div(lengths, ratio, rounding_mode="floor"), min=1).long()
 
 
+def snippet_video_logits(cas: Tensor, mask: Tensor, topk_ratio: float) -> Tensor:
+    """Video-level action logits of a class activation sequence: per action class the mean of its
+    ``t / topk_ratio`` highest valid logits (top-k MIL; the background logit, last, is dropped).
+
+    Shape:
+        cas: (b, t, k + 1); mask: (b, t). Returns (b, k).
+    """
+    return masked_topk_mean(cas[..., :-1], mask, _topk_count(mask.sum(1), topk_ratio))
+
+
+def proposal_video_logits(logits: Tensor, topk_ratio: float) -> Tensor:
+    """Video-level action logits of one video's proposals: per action class the mean of its
+    ``ceil(n / topk_ratio)`` highest proposal logits (background, last, dropped).
+
+    Shape:
+        logits: (n, k + 1). Returns (k,).
+    """
+    k = max(1, math.ceil(logits.shape[0] / topk_ratio))
+    return logits[:, :-1].topk(k, dim=0).values.mean(0)
+
+
 def _mil_cross_entropy(video_logits: Tensor, target: Tensor) -> Tensor:
     """Softmax cross-entropy against a multi-hot target normalised to a distribution, mean over videos
     (over the global batch in a distributed step, see :mod:`.distributed`)."""
@@ -389,7 +412,7 @@ def base_losses(
     ones, zeros = labels.new_ones(labels.shape[0], 1), labels.new_zeros(labels.shape[0], 1)
     target = torch.cat([labels, zeros], -1)
     background = torch.cat([torch.zeros_like(labels), ones], -1)
-    classify = _mil_cross_entropy(masked_topk_mean(out.cas[..., :-1], mask, k_top), labels)
+    classify = _mil_cross_entropy(snippet_video_logits(out.cas, mask, topk_ratio), labels)
     labelled = out.cas[..., :-1].detach().masked_fill(labels.unsqueeze(1) == 0, float("-inf")).amax(-1)
     top = masked_topk_mean(out.cas, mask, k_top, key=labelled)
     bottom = masked_topk_mean(out.cas, mask, k_bottom, key=-labelled)
@@ -647,7 +670,7 @@ def proposal_mil_losses(
       the ``k`` classes against the normalised video label (which classes the video contains);
     * ``complete``: each proposal's ``k + 1``-way softmax against ``q * onehot(c) + (1 - q) * onehot(bg)``,
       where ``q`` in [0, 1] is the proposal's pseudo completeness (how well it matches the base model's
-      attention, see :func:`~wstal.pipeline` ``proposal_targets``) and ``c`` its pseudo class: the
+      attention, see :func:`~wstal.stages.proposal_targets`) and ``c`` its pseudo class: the
       classifier learns to reject background and incomplete proposals, which a video-level loss cannot
       teach (P-MIL's completeness idea);
     * ``mutual``: the fusion's auxiliary loss (a mean over the valid snippets of ``mask``; pass the
@@ -657,11 +680,8 @@ def proposal_mil_losses(
         logits: b tensors (n_i, k + 1); labels: (b, k); mask: (b, t); completeness: b tensors (n_i,);
         proposal_classes: b int64 tensors (n_i,).
     """
-    video = []
-    for lg in logits:
-        k = max(1, math.ceil(lg.shape[0] / topk_ratio))
-        video.append(lg[:, :-1].topk(k, dim=0).values.mean(0))
-    mil = _mil_cross_entropy(torch.stack(video), labels)
+    video = torch.stack([proposal_video_logits(lg, topk_ratio) for lg in logits])
+    mil = _mil_cross_entropy(video, labels)
     complete = aux_loss.new_zeros(())
     if completeness is not None and proposal_classes is not None:
         terms = []

@@ -1,19 +1,21 @@
-"""A picture of one test video: base attention, Stage-1 proposals, Stage-2 detections and ground truth.
+"""Pictures of a run: one test video (base attention, Stage-1 proposals, Stage-2 detections and ground
+truth), and the average-recall curves of the proposal sets.
 
 Axis legend: t snippets (the x axis is in seconds).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from .data import Video
 from .evaluation import Detection
+from .recall import ProposalResult
 
-__all__ = ["plot_video"]
+__all__ = ["plot_average_recall", "plot_video"]
 
 
 def plot_video(
@@ -87,6 +89,28 @@ def plot_video(
     axes[0].set_title(
         f"{video.name}: base attention, proposals, detections (colour = class) and ground truth"
     )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_average_recall(path: Path, rows: Mapping[str, ProposalResult]) -> None:
+    """Write a PNG of average recall (tIoU 0.5:0.05:0.95) against the average number of proposals per
+    video, one curve per proposal set (see :func:`wstal.recall.evaluate_proposals`)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, result in rows.items():
+        ax.plot(result.curve_kept, 100 * np.asarray(result.curve_average_recall), label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("average number of proposals per video")
+    ax.set_ylabel("average recall (%)")
+    ax.set_title("AR@AN, tIoU 0.5:0.05:0.95")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

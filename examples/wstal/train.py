@@ -27,67 +27,31 @@ import hashlib
 import json
 import math
 import os
-import sys
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-import numpy as np
 import torch
 import torch.distributed
 from torch import Tensor, nn
 
-from .distributed import DistributedContext, TrainStep, shard_positions
-
-try:  # tqdm is in the [examples] extra; without it progress is plain prints
-    from tqdm.auto import tqdm as _tqdm
-except ImportError:  # pragma: no cover - exercised only without tqdm
-    _tqdm = None
+from .batching import Batch
+from .console import log, progress
+from .distributed import DistributedContext, TrainStep
 
 __all__ = [
-    "Batch",
     "CheckpointMismatchError",
     "StopAfter",
     "TrainingDiverged",
     "TrainingInterrupted",
     "batch_indices",
-    "collate",
     "fingerprint",
-    "is_main_process",
     "load_checkpoint",
-    "log",
-    "progress",
     "save_checkpoint",
     "seed_everything",
     "stage_seed",
     "train_stage",
 ]
-
-
-def is_main_process() -> bool:
-    """False on the ranks other than 0 of a distributed run (they neither log nor show progress)."""
-    dist = torch.distributed
-    return not (dist.is_available() and dist.is_initialized() and dist.get_rank() != 0)
-
-
-def log(message: str) -> None:
-    """Print a line without breaking an active tqdm bar (rank 0 only)."""
-    if not is_main_process():
-        return
-    if _tqdm is not None:
-        _tqdm.write(message, file=sys.stdout)
-    else:
-        print(message, flush=True)
-
-
-def progress(
-    iterable: Iterable[Any], *, desc: str, total: Optional[int] = None, enabled: bool = True
-) -> Iterable[Any]:
-    """A tqdm bar on stderr when tqdm is installed and ``enabled`` (rank 0 only); otherwise the iterable."""
-    if _tqdm is None or not enabled or not is_main_process():
-        return iterable
-    return _tqdm(iterable, desc=desc, total=total, leave=False, dynamic_ncols=True, file=sys.stderr)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -118,99 +82,6 @@ def fingerprint(config: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------------------------------
 # batching
 # --------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Batch:
-    """Padded videos and whatever a stage needs per video.
-
-    Attributes:
-        names: video names.
-        rgb, flow: features, zero-padded.
-        mask: True = valid snippet.
-        labels: multi-hot video labels.
-        targets: stage-specific padded tensors, e.g. ``objectness`` (b, t).
-        per_video: stage-specific lists with one tensor per video, e.g. ``proposals``.
-        ghost: a stand-in share of a distributed batch, trained with weight zero (see :func:`collate`).
-
-    Shape:
-        rgb: (b, t, c_rgb); flow: (b, t, c_flow); mask: (b, t); labels: (b, k).
-    """
-
-    names: list[str]
-    rgb: Tensor
-    flow: Tensor
-    mask: Tensor
-    labels: Tensor
-    targets: dict[str, Tensor] = field(default_factory=dict)
-    per_video: dict[str, list[Tensor]] = field(default_factory=dict)
-    ghost: bool = False
-
-    def to(self, device: torch.device | str) -> Batch:
-        """The batch on ``device``."""
-        return Batch(
-            self.names,
-            self.rgb.to(device),
-            self.flow.to(device),
-            self.mask.to(device),
-            self.labels.to(device),
-            {k: v.to(device) for k, v in self.targets.items()},
-            {k: [x.to(device) for x in v] for k, v in self.per_video.items()},
-            self.ghost,
-        )
-
-
-def pad_sequences(arrays: Sequence[np.ndarray | Tensor]) -> Tensor:
-    """Stack sequences of different lengths along a new batch axis, zero-padded at the end of time.
-
-    Shape:
-        arrays: b arrays (t_i, ...). Returns (b, max t_i, ...).
-    """
-    tensors = [torch.as_tensor(a) for a in arrays]
-    out = tensors[0].new_zeros((len(tensors), max(x.shape[0] for x in tensors), *tensors[0].shape[1:]))
-    for i, x in enumerate(tensors):
-        out[i, : x.shape[0]] = x
-    return out
-
-
-def collate(
-    names: Sequence[str],
-    rgb: Sequence[np.ndarray | Tensor],
-    flow: Sequence[np.ndarray | Tensor],
-    labels: Sequence[np.ndarray | Tensor],
-    *,
-    targets: Optional[dict[str, Sequence[np.ndarray | Tensor]]] = None,
-    per_video: Optional[dict[str, list[Tensor]]] = None,
-    shard: Optional[DistributedContext] = None,
-) -> Batch:
-    """Pad variable-length videos into a :class:`Batch` with a validity mask.
-
-    With a distributed ``shard``, the arguments are the *global* batch and only this rank's share is
-    collated (videos ``rank, rank + world_size, ...``); a rank without a video of its own gets the first
-    one as a ghost (``Batch.ghost``, trained with weight zero). See :mod:`wstal.distributed`.
-    """
-    ghost = False
-    if shard is not None and shard.enabled:
-        keep, ghost = shard_positions(len(names), shard.rank, shard.world_size)
-
-        def pick(seq: Sequence[Any]) -> list[Any]:
-            return [seq[i] for i in keep]
-
-        names, rgb, flow, labels = pick(names), pick(rgb), pick(flow), pick(labels)
-        targets = {k: pick(v) for k, v in (targets or {}).items()}
-        per_video = {k: pick(v) for k, v in (per_video or {}).items()}
-    lengths = torch.tensor([len(x) for x in rgb])
-    mask = torch.arange(int(lengths.max())) < lengths.unsqueeze(1)
-    return Batch(
-        list(names),
-        pad_sequences(rgb).float(),
-        pad_sequences(flow).float(),
-        mask,
-        torch.stack([torch.as_tensor(y) for y in labels]).float(),
-        {k: pad_sequences(v) for k, v in (targets or {}).items()},
-        dict(per_video or {}),
-        ghost,
-    )
 
 
 def batch_indices(
@@ -392,7 +263,6 @@ def train_stage(
     config_fingerprint: str = "",
     resume: bool = False,
     scheduler: Optional[torch.optim.lr_scheduler.LRScheduler] = None,
-    device: torch.device | str = "cpu",
     grad_clip: Optional[float] = 10.0,
     stop: Optional[StopAfter] = None,
     show_progress: bool = True,
@@ -404,7 +274,7 @@ def train_stage(
 
     Args:
         name: stage name, for progress lines.
-        model: the network (already on ``device``).
+        model: the network (already on the context's device).
         data: ``data(generator)`` returns the batches of one epoch (all randomness from ``generator``);
             in a distributed run, each rank's share of the global batches (:func:`collate` with ``shard``).
         optimizer: its optimizer.
@@ -416,11 +286,10 @@ def train_stage(
         config_fingerprint: identifies the configuration; a resumed checkpoint must carry the same.
         resume: continue from ``checkpoint`` if it exists (a finished stage is just loaded).
         scheduler: optional learning-rate scheduler stepped once per epoch.
-        device: where batches go.
         grad_clip: max gradient norm (None: no clipping).
         stop: test hook that interrupts the run after a number of epochs.
         show_progress: show a per-batch tqdm bar.
-        dist: the distributed context (None: one process). Rank 0 writes the checkpoints and reads them
+        dist: the distributed context (None: one process on the CPU); batches go to its ``device``. Rank 0 writes the checkpoints and reads them
             for every rank.
         amp: mixed precision, ``"off"``, ``"bf16"`` or ``"fp16"`` (with gradient scaling).
         compile: train through ``torch.compile(model)``.
@@ -433,7 +302,7 @@ def train_stage(
             over ranks first), before that epoch's checkpoint is written.
         CheckpointMismatchError: ``resume`` found a checkpoint of another configuration.
     """
-    ctx = dist if dist is not None else DistributedContext(device=torch.device(device))
+    ctx = dist if dist is not None else DistributedContext()
     history: list[dict[str, float]] = []
     first_epoch = 0
     good_epoch: Optional[int] = None  # the epoch of the checkpoint this run wrote or resumed from
@@ -456,7 +325,7 @@ def train_stage(
         sums: dict[str, float] = {}
         count = 0
         for batch in progress(data(generator), desc=f"{name} {epoch + 1}/{epochs}", enabled=show_progress):
-            losses = runner(step, batch.to(device), ghost=batch.ghost)
+            losses = runner(step, batch.to(ctx.device), ghost=batch.ghost)
             # the losses are floats already averaged over ranks: every rank sees the same and stops
             if not all(math.isfinite(value) for value in losses.values()):
                 kept = checkpoint if good_epoch is not None else None

@@ -1,0 +1,298 @@
+"""The detector's configuration: frozen dataclasses validated where they are made.
+
+Every field states its type, and where it matters its range (``field(metadata=...)`` read by
+:func:`validate`) or its choices (a ``Literal``), so a typo or an out-of-range value fails at
+construction with the class and field named, not an hour into a run:
+
+    >>> StageSettings(epochs=0, lr=1e-3, weight_decay=0.0, batch_size=4, max_len=64, hidden=32, dropout=0.1)
+    Traceback (most recent call last):
+    ...
+    ValueError: StageSettings.epochs must be >= 1, got 0
+    >>> PseudoLabelSettings(source="boundry")
+    Traceback (most recent call last):
+    ...
+    ValueError: PseudoLabelSettings.source must be one of 'boundary', 'attention', got 'boundry'
+
+The configurations are hashable, so a stage's part of them is the key its trained result is cached
+and checkpointed under (see :mod:`.stages`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal, Optional
+
+from .model import FusionStrategy
+from .pseudo_labels import DEFAULT_THRESHOLDS
+
+__all__ = [
+    "DetectionConfig",
+    "DetectorConfig",
+    "PseudoLabelSettings",
+    "StageSettings",
+    "ablation_config",
+    "thumos14_config",
+    "validate",
+]
+
+
+def _bound(test: Callable[[Any], bool], text: str) -> dict[str, Any]:
+    return {"check": (test, text)}
+
+
+POSITIVE = _bound(lambda v: v > 0, "> 0")
+NON_NEGATIVE = _bound(lambda v: v >= 0, ">= 0")
+AT_LEAST_ONE = _bound(lambda v: v >= 1, ">= 1")
+PROBABILITY = _bound(lambda v: 0 <= v <= 1, "in [0, 1]")
+DROPOUT = _bound(lambda v: 0 <= v < 1, "in [0, 1)")
+
+
+def _type_ok(value: Any, hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        return True  # checked against the choices below
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin is tuple:
+        return isinstance(value, tuple)
+    if isinstance(hint, type):
+        return isinstance(value, hint)
+    return True
+
+
+def validate(config: Any) -> None:
+    """Check every field of a dataclass instance against its type, ``Literal`` choices and range.
+
+    Raises:
+        TypeError: a field of the wrong type, naming the class, the field and what it received.
+        ValueError: a value outside its choices or range, likewise.
+    """
+    cls = type(config).__name__
+    hints = typing.get_type_hints(type(config))
+    for f in dataclasses.fields(config):
+        value, hint = getattr(config, f.name), hints[f.name]
+        if not _type_ok(value, hint):
+            expected = getattr(hint, "__name__", str(hint))
+            raise TypeError(f"{cls}.{f.name} must be a finite {expected}, got {value!r}")
+        if typing.get_origin(hint) is Literal and value not in typing.get_args(hint):
+            choices = ", ".join(repr(c) for c in typing.get_args(hint))
+            raise ValueError(f"{cls}.{f.name} must be one of {choices}, got {value!r}")
+        if "check" in f.metadata:
+            test, text = f.metadata["check"]
+            if not test(value):
+                raise ValueError(f"{cls}.{f.name} must be {text}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class StageSettings:
+    """Optimisation and width settings of one stage.
+
+    Attributes:
+        epochs: passes over the training videos.
+        lr: Adam learning rate.
+        weight_decay: Adam L2 weight decay.
+        batch_size: videos per step.
+        max_len: longest training sequence in snippets (longer videos are subsampled or cropped).
+        hidden: width of the stage network.
+        dropout: dropout rate.
+    """
+
+    epochs: int = field(metadata=AT_LEAST_ONE)
+    lr: float = field(metadata=POSITIVE)
+    weight_decay: float = field(metadata=NON_NEGATIVE)
+    batch_size: int = field(metadata=AT_LEAST_ONE)
+    max_len: int = field(metadata=AT_LEAST_ONE)
+    hidden: int = field(metadata=_bound(lambda v: v >= 2, ">= 2"))
+    dropout: float = field(metadata=DROPOUT)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
+@dataclass(frozen=True)
+class PseudoLabelSettings:
+    """How the base model's attention becomes pseudo segments (see :mod:`.pseudo_labels`).
+
+    ``source`` is the attention head the segments come from: ``boundary`` (per snippet, unbiased edges,
+    the default) or ``attention`` (temporally smoothed, about a snippet too wide on each side).
+    """
+
+    source: Literal["boundary", "attention"] = "boundary"
+    thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS
+    outer_ratio: float = field(default=0.25, metadata=NON_NEGATIVE)
+    nms_iou: float = field(default=0.3, metadata=PROBABILITY)
+    min_score: float = 0.3
+
+    def __post_init__(self) -> None:
+        validate(self)
+        if not self.thresholds or not all(0 < t < 1 for t in self.thresholds):
+            raise ValueError(
+                f"PseudoLabelSettings.thresholds must be a non-empty tuple of values in (0, 1), "
+                f"got {self.thresholds!r}"
+            )
+
+
+@dataclass(frozen=True)
+class DetectionConfig:
+    """Post-processing settings shared by the three detectors.
+
+    Attributes:
+        class_threshold: a class is detected in a video when its video-level score reaches this (the
+            best class is always kept).
+        soft_nms_sigma: Gaussian soft-NMS sigma.
+        max_detections: detections kept per video after soft-NMS.
+        proposal_nms_iou: NMS tIoU among Stage-1 proposals.
+        max_proposals: Stage-1 proposals kept per video.
+        min_objectness: Stage-1 proposals below this objectness are dropped before NMS.
+        vote_iou: each kept proposal's boundaries are the objectness-weighted mean of the candidates
+            overlapping it by this tIoU (1 disables voting).
+    """
+
+    class_threshold: float = field(default=0.1, metadata=PROBABILITY)
+    soft_nms_sigma: float = field(default=0.3, metadata=POSITIVE)
+    max_detections: int = field(default=100, metadata=AT_LEAST_ONE)
+    proposal_nms_iou: float = field(default=0.6, metadata=PROBABILITY)
+    max_proposals: int = field(default=60, metadata=AT_LEAST_ONE)
+    min_objectness: float = field(default=0.05, metadata=PROBABILITY)
+    vote_iou: float = field(default=0.6, metadata=PROBABILITY)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
+def _is_strategy(value: str) -> bool:
+    try:
+        FusionStrategy.parse(value)
+    except ValueError:
+        return False
+    return True
+
+
+FUSION_STRATEGY = _bound(_is_strategy, "one of rgb, flow, concat, mutual, concat+, mutual+")
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """Everything that defines a run; see docs/detector.md for the reasoning behind each value.
+
+    Attributes:
+        stage1: Stage-1 (T-RPN) fusion strategy.
+        stage2: Stage-2 (classifier) fusion strategy.
+        dmf_attention: DMF attention form.
+        alpha: DMF strength.
+        seed: run seed (every stage derives its own).
+        embed_dim: width of the fused features every stage starts from.
+        base, rpn, classifier: per-stage settings.
+        pseudo: pseudo-label settings.
+        detection: post-processing settings.
+        base_topk_ratio: base model top-k is ``t / base_topk_ratio`` (training and inference).
+        base_bottomk_ratio: base model easy-background count is ``t / base_bottomk_ratio``.
+        mutual_weight: weight of the mutual loss wherever a stage uses mutual fusion.
+        proposal_topk_ratio: Stage-2 top-k is ``n / proposal_topk_ratio`` proposals.
+        completeness_weight: weight of the Stage-2 pseudo-completeness loss.
+        completeness_source: which base attention head gives the completeness targets (``mean``: the
+            average of the two).
+        evaluation_protocol: ``plain`` (seconds, no filter) or ``thumos`` (snippet units and the
+            ambiguous-region filter, the community's THUMOS14 conventions).
+    """
+
+    stage1: str = field(default="mutual+", metadata=FUSION_STRATEGY)
+    stage2: str = field(default="concat", metadata=FUSION_STRATEGY)
+    dmf_attention: Literal["gate", "dot"] = "gate"
+    alpha: float = field(default=0.5, metadata=NON_NEGATIVE)
+    seed: int = 0
+    embed_dim: int = field(default=256, metadata=AT_LEAST_ONE)
+    base: StageSettings = StageSettings(20, 5e-4, 1e-3, 16, 320, 256, 0.5)
+    rpn: StageSettings = StageSettings(20, 5e-4, 1e-3, 16, 512, 128, 0.3)
+    classifier: StageSettings = StageSettings(20, 5e-4, 1e-3, 8, 100_000, 128, 0.5)
+    pseudo: PseudoLabelSettings = field(default_factory=PseudoLabelSettings)
+    detection: DetectionConfig = field(default_factory=DetectionConfig)
+    base_topk_ratio: float = field(default=8.0, metadata=AT_LEAST_ONE)
+    base_bottomk_ratio: float = field(default=2.0, metadata=AT_LEAST_ONE)
+    mutual_weight: float = field(default=1.0, metadata=NON_NEGATIVE)
+    proposal_topk_ratio: float = field(default=4.0, metadata=AT_LEAST_ONE)
+    completeness_weight: float = field(default=1.0, metadata=NON_NEGATIVE)
+    completeness_source: Literal["attention", "boundary", "mean"] = "attention"
+    evaluation_protocol: Literal["plain", "thumos"] = "plain"
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    def with_options(
+        self,
+        *,
+        stage1: Optional[str] = None,
+        stage2: Optional[str] = None,
+        dmf_attention: Optional[str] = None,
+        alpha: Optional[float] = None,
+        seed: Optional[int] = None,
+        epochs: Optional[int] = None,
+        width: Optional[int] = None,
+    ) -> DetectorConfig:
+        """A copy with the command-line options applied (``None`` keeps the current value); ``epochs``
+        sets every stage's epochs, ``width`` the fused width and every stage's hidden width."""
+        changes: dict[str, Any] = {
+            k: v
+            for k, v in (
+                ("stage1", stage1),
+                ("stage2", stage2),
+                ("dmf_attention", dmf_attention),
+                ("alpha", alpha),
+                ("seed", seed),
+            )
+            if v is not None
+        }
+        for name in ("base", "rpn", "classifier"):
+            settings = getattr(self, name)
+            if epochs is not None:
+                settings = dataclasses.replace(settings, epochs=epochs)
+            if width is not None:
+                settings = dataclasses.replace(settings, hidden=width)
+            changes[name] = settings
+        if width is not None:
+            changes["embed_dim"] = width
+        return dataclasses.replace(self, **changes)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form (written next to the results)."""
+        return dataclasses.asdict(self)
+
+
+def ablation_config(config: DetectorConfig) -> DetectorConfig:
+    """The reduced schedule of ``--ablation``: half the epochs of each stage (at least 1), so the 18 cells
+    (2 single-modality + 16 fusion) fit a CPU budget; the base model and each T-RPN are shared between
+    cells, so only the Stage-2 classifier is trained per cell."""
+    stages = {name: getattr(config, name) for name in ("base", "rpn", "classifier")}
+    return dataclasses.replace(
+        config, **{name: dataclasses.replace(s, epochs=max(1, s.epochs // 2)) for name, s in stages.items()}
+    )
+
+
+def thumos14_config() -> DetectorConfig:
+    """Settings for the real THUMOS14 I3D features (1024 + 1024 channels), close to the paper's lineage
+    (CO2-Net / P-MIL): wider networks, longer training, lower learning rates, 750-snippet training clips
+    for Stage 1 and the THUMOS evaluation protocol. Not tuned here: the features are not available on
+    the development machines (see docs/reproduce_thumos14.md)."""
+    return DetectorConfig(
+        embed_dim=1024,
+        base=StageSettings(
+            epochs=100, lr=1e-4, weight_decay=1e-3, batch_size=10, max_len=320, hidden=1024, dropout=0.7
+        ),
+        rpn=StageSettings(
+            epochs=50, lr=1e-4, weight_decay=1e-3, batch_size=8, max_len=750, hidden=512, dropout=0.3
+        ),
+        classifier=StageSettings(
+            epochs=50, lr=1e-4, weight_decay=1e-3, batch_size=8, max_len=100_000, hidden=512, dropout=0.5
+        ),
+        detection=DetectionConfig(max_proposals=100, max_detections=200),
+        evaluation_protocol="thumos",
+    )
