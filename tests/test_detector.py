@@ -98,12 +98,26 @@ def test_cli_rejects_bad_flags(
     assert f"argument {flag}" in err and message in err
 
 
-def test_cli_runs_on_a_folder_in_the_real_thumos_format(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_runs_on_a_folder_in_the_real_thumos_format(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """--data-dir end to end: the real layout and widths, the THUMOS settings (narrowed by --width),
     the THUMOS evaluation protocol."""
     data = thumos_format_folder(tmp_path / "thumos")
     out = tmp_path / "out"
-    args = ["--data-dir", str(data), "--width", "16", "--epochs", "1", "--threads", "1", "--quiet", "--out", str(out)]
+    args = [
+        "--data-dir",
+        str(data),
+        "--width",
+        "16",
+        "--epochs",
+        "1",
+        "--threads",
+        "1",
+        "--quiet",
+        "--out",
+        str(out),
+    ]
     assert cli.main(args) == 0
     assert "| two-stage (Stage-2 detections) |" in capsys.readouterr().out
     results = read(out, "results.json")
@@ -199,25 +213,40 @@ def test_quality_bar_checks_follow_the_numbers() -> None:
 
     import numpy as np
 
-    from wstal.evaluation import MAPResult
+    from wstal.evaluation import Detection, MAPResult
     from wstal.pipeline import EvaluationResult
+    from wstal.recall import evaluate_proposals
+    from wstal.synthetic import make_synthetic_thumos
+
+    videos = make_synthetic_thumos(num_train=1, num_test=3, dim=4, seed=0).test
+    exact = {v.name: [Detection(0, 1.0, float(a), float(b)) for a, b in v.segments] for v in videos}
+    shifted = {v.name: [Detection(0, 1.0, float(b), float(2 * b - a)) for a, b in v.segments] for v in videos}
+    good = {"stage1": evaluate_proposals(videos, exact), "base": evaluate_proposals(videos, shifted)}
+    bad = {"stage1": good["base"], "base": good["stage1"]}
 
     def table(avg: float) -> MAPResult:
         return MAPResult(np.array([0.5]), np.array([[avg]]), np.array([avg]), {"0.1:0.7": avg / 100})
 
-    def result(two: float, s1: float, base: float) -> EvaluationResult:
-        return EvaluationResult("mutual+", "concat", table(base), table(s1), table(two), {}, {})
+    def result(two: float, s1: float, base: float, quality=good) -> EvaluationResult:
+        return EvaluationResult("mutual+", "concat", table(base), table(s1), table(two), {}, {}, quality)
 
     args = argparse.Namespace(stage1="mutual+", stage2="concat")
-    runs = {"seed0": result(50, 30, 35), "seed1": result(52, 31, 36), "seed2": result(48, 49, 49)}
+    runs = {"seed0": result(50, 30, 48), "seed1": result(52, 31, 36), "seed2": result(48, 49, 40, bad)}
     runs |= {"rgb": result(20, 10, 15), "flow": result(51, 20, 15)}
     text, checks = cli.format_quality_bars(runs, args)
     assert checks == {
-        "default AVG 0.1:0.7 above 40 (mean of 3 seeds)": True,  # 50.0
-        "beats RGB only (seed 0)": True,  # 50 > 20
-        "beats Flow only (seed 0)": False,  # 50 < 51
-        "Stage 2 beats Stage-1 proposals classified by the base (every seed)": False,  # 48 < 49 on seed 2
-        "Stage 2 beats the base model alone (every seed)": False,  # 48 < 49 on seed 2
+        "two-stage >= base + 2 AVG (every seed)": True,  # 50 >= 48 + 2, 52 >= 38, 48 >= 42
+        "two-stage > Stage-1 proposals x base classes (every seed)": False,  # 48 < 49 on seed 2
+        "fusion beats RGB only (seed 0)": True,  # 50 > 20
+        "fusion beats Flow only (seed 0)": False,  # 50 < 51
+        "Stage-1 recall@0.5 >= base segments' at equal budget (every seed)": False,  # swapped on seed 2
     }
+    runs["seed0"] = result(50, 30, 48.5)
+    assert not cli.format_quality_bars(runs, args)[1]["two-stage >= base + 2 AVG (every seed)"]
+    runs["seed2"] = result(48, 47, 40)
+    checks = cli.format_quality_bars(runs, args)[1]
+    assert checks["two-stage > Stage-1 proposals x base classes (every seed)"]
+    assert checks["Stage-1 recall@0.5 >= base segments' at equal budget (every seed)"]
     assert "| two-stage | 50.0 | 52.0 | 48.0 | 50.0 ± 2.0 (min 48.0, max 52.0) |" in text
-    assert "- [ ] beats Flow only (seed 0)" in text and "- [x] beats RGB only (seed 0)" in text
+    assert "| R@0.5 at equal budget, stage1 | 100.0 | 100.0 | 0.0 |" in text
+    assert "- [ ] fusion beats Flow only (seed 0)" in text and "- [x] fusion beats RGB only (seed 0)" in text

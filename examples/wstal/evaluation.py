@@ -34,8 +34,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
+import torch
 
 from .data import SNIPPET_SECONDS, Video
+from .proposals import segment_iou
 
 __all__ = [
     "AVERAGE_RANGES",
@@ -125,13 +127,10 @@ class MAPResult:
         }
 
 
-def _pairwise_iou(
-    start_a: np.ndarray, end_a: np.ndarray, start_b: np.ndarray, end_b: np.ndarray
-) -> np.ndarray:
-    # Broadcasting tIoU; a zero union (two empty segments) gives 0.
-    intersection = np.clip(np.minimum(end_a, end_b) - np.maximum(start_a, start_b), 0.0, None)
-    union = (end_a - start_a) + (end_b - start_b) - intersection
-    return np.divide(intersection, union, out=np.zeros_like(intersection), where=union > 0)
+def _iou(start_a: np.ndarray, end_a: np.ndarray, start_b: np.ndarray, end_b: np.ndarray) -> np.ndarray:
+    """The detector's one tIoU rule (:func:`wstal.proposals.segment_iou`) on float64 arrays, broadcasting."""
+    tensors = (torch.from_numpy(np.asarray(x, dtype=np.float64)) for x in (start_a, end_a, start_b, end_b))
+    return segment_iou(*tensors).numpy()
 
 
 def temporal_iou(a: npt.ArrayLike, b: npt.ArrayLike) -> np.ndarray:
@@ -157,7 +156,7 @@ def temporal_iou(a: npt.ArrayLike, b: npt.ArrayLike) -> np.ndarray:
     for name, x in (("a", a), ("b", b)):
         if x.ndim != 2 or x.shape[1] != 2:
             raise ValueError(f"{name} must have shape (N, 2), got {x.shape}")
-    return _pairwise_iou(a[:, None, 0], a[:, None, 1], b[None, :, 0], b[None, :, 1])
+    return _iou(a[:, None, 0], a[:, None, 1], b[None, :, 0], b[None, :, 1])
 
 
 def _greedy_match(pair_det: np.ndarray, pair_gt: np.ndarray, num_det: int, num_gt: int) -> np.ndarray:
@@ -273,7 +272,7 @@ def _candidate_pairs(
     count = np.searchsorted(gt_key, det_key, side="right") - first
     pair_det = np.repeat(np.arange(len(det_key)), count)
     pair_gt = first[pair_det] + np.arange(pair_det.size) - np.repeat(np.cumsum(count) - count, count)
-    pair_iou = _pairwise_iou(
+    pair_iou = _iou(
         det_segments[pair_det, 0], det_segments[pair_det, 1], gt_segments[pair_gt, 0], gt_segments[pair_gt, 1]
     )
     reachable = pair_iou >= min_tiou

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from dmf_fusion import ConcatFusion, DualModalityFusion, MutualFusion, MutualLoss
 
 from .distributed import global_denominator, global_mean, global_rescale
-from .proposals import roi_align_1d
+from .proposals import roi_align_1d, segment_iou
 
 __all__ = [
     "STRATEGIES",
@@ -47,8 +47,8 @@ __all__ = [
     "proposal_mil_losses",
     "proposal_video_logits",
     "roi_features",
+    "roi_max",
     "rpn_losses",
-    "segment_iou",
     "snippet_video_logits",
 ]
 
@@ -278,21 +278,6 @@ def _mil_cross_entropy(video_logits: Tensor, target: Tensor) -> Tensor:
     (over the global batch in a distributed step, see :mod:`.distributed`)."""
     target = target / target.sum(-1, keepdim=True).clamp_min(1e-8)
     return global_mean(-(target * F.log_softmax(video_logits, dim=-1)).sum(-1))
-
-
-def segment_iou(a: Tensor, b: Tensor) -> Tensor:
-    """Element-wise 1-D IoU of segments ``[start, end]``.
-
-    Shape:
-        a, b: (..., 2). Returns (...).
-
-    Example:
-        >>> segment_iou(torch.tensor([[0.0, 4.0]]), torch.tensor([[2.0, 6.0]]))
-        tensor([0.3333])
-    """
-    inter = (torch.minimum(a[..., 1], b[..., 1]) - torch.maximum(a[..., 0], b[..., 0])).clamp_min(0)
-    union = (a[..., 1] - a[..., 0]) + (b[..., 1] - b[..., 0]) - inter
-    return inter / union.clamp_min(1e-6)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -558,7 +543,8 @@ def rpn_losses(
     positive = (objectness_target > 0.5) & mask
     centres = torch.arange(out.offsets.shape[1], device=mask.device, dtype=out.offsets.dtype) + 0.5
     predicted = torch.stack([centres - out.offsets[..., 0], centres + out.offsets[..., 1]], -1)
-    iou = segment_iou(predicted[positive], segment_target[positive])
+    predicted, assigned = predicted[positive], segment_target[positive]
+    iou = segment_iou(predicted[:, 0], predicted[:, 1], assigned[:, 0], assigned[:, 1])
     reg = global_mean(1 - iou)  # 0 without positives, still connected to the offset head (DDP needs it)
     mutual = global_rescale(out.aux_loss, mask.sum())
     total = obj + regression_weight * reg + mutual_weight * mutual
@@ -570,8 +556,28 @@ def rpn_losses(
 # --------------------------------------------------------------------------------------------------
 
 
+def roi_max(features: Tensor, proposals: Tensor) -> Tensor:
+    """Per-channel maximum over the snippets each proposal touches (``floor(start) <= i < ceil(end)``),
+    the pooling that keeps a short key moment that bin means would dilute.
+
+    Shape:
+        features: (t, c); proposals: (n, 2) in snippets. Returns (n, c).
+
+    Example:
+        >>> roi_max(torch.tensor([[1.0], [5.0], [2.0], [9.0]]), torch.tensor([[0.2, 2.5]]))
+        tensor([[5.]])
+    """
+    t = features.shape[0]
+    start = proposals[:, 0].floor().clamp(0, t - 1)
+    end = torch.maximum(proposals[:, 1].ceil().clamp(max=t), start + 1)
+    index = torch.arange(t, device=features.device, dtype=proposals.dtype)
+    inside = (index >= start[:, None]) & (index < end[:, None])  # (n, t)
+    masked = features.unsqueeze(0).masked_fill(~inside.unsqueeze(-1), float("-inf"))
+    return masked.amax(1)
+
+
 def roi_features(
-    features: Tensor, proposals: Tensor, *, bins: int = 4, context_ratio: float = 0.25
+    features: Tensor, proposals: Tensor, *, bins: int = 4, context_ratio: float = 0.25, max_pool: bool = False
 ) -> Tensor:
     """Inner and outer-context features of 1-D proposals (RoI align in time, :func:`~wstal.proposals.roi_align_1d`).
 
@@ -579,10 +585,12 @@ def roi_features(
     ``[e, e + r L]`` (``L = e - s``, ``r = context_ratio``; outside the video counts as empty) into one mean
     each. Returns ``cat(inner bins, left, right, inner mean - left, inner mean - right)``: the content,
     its surroundings on each side and its contrast with them, so a classifier can tell a complete action
-    from one cut short or one padded with background on either side.
+    from one cut short or one padded with background on either side. With ``max_pool``, the per-channel
+    maximum inside (:func:`roi_max`) is appended: the evidence of a short key moment of the action.
 
     Shape:
-        features: (t, c); proposals: (n, 2) ``[start, end]`` in snippets. Returns (n, (bins + 4) * c).
+        features: (t, c); proposals: (n, 2) ``[start, end]`` in snippets. Returns (n, (bins + 4) * c), or
+        (n, (bins + 5) * c) with ``max_pool``.
 
     Example:
         >>> roi_features(torch.randn(20, 3), torch.tensor([[2.0, 8.0]])).shape
@@ -594,7 +602,10 @@ def roi_features(
     left = roi_align_1d(features, torch.stack([start - margin, start], -1), 1)[:, 0]
     right = roi_align_1d(features, torch.stack([end, end + margin], -1), 1)[:, 0]
     mean = inner.mean(1)
-    return torch.cat([inner.flatten(1), left, right, mean - left, mean - right], -1)
+    parts = [inner.flatten(1), left, right, mean - left, mean - right]
+    if max_pool:
+        parts.append(roi_max(features, proposals))
+    return torch.cat(parts, -1)
 
 
 class ProposalClassifier(nn.Module):
@@ -607,6 +618,7 @@ class ProposalClassifier(nn.Module):
         bins: inner RoI bins (see :func:`roi_features`).
         context_ratio: outer context length relative to the proposal.
         dropout: dropout (training only).
+        max_pool: also pool the per-channel maximum inside each proposal (see :func:`roi_features`).
 
     Shape:
         rgb, flow: (b, t, c); mask: (b, t); proposals: list of b tensors (n_i, 2) in snippets.
@@ -622,16 +634,18 @@ class ProposalClassifier(nn.Module):
         bins: int = 4,
         context_ratio: float = 0.25,
         dropout: float = 0.5,
+        max_pool: bool = False,
     ) -> None:
         super().__init__()
         self.fusion = fusion
         self.num_classes = num_classes
         self.bins = bins
         self.context_ratio = context_ratio
+        self.max_pool = max_pool
         self.embed = TemporalConv(fusion.dim, hidden, 3)
         self.dropout = nn.Dropout(dropout)
         self.mlp = nn.Sequential(
-            nn.Linear((bins + 4) * hidden, hidden),
+            nn.Linear((bins + 4 + max_pool) * hidden, hidden),
             nn.ReLU(),
             nn.Dropout(dropout),
             nn.Linear(hidden, num_classes + 1),
@@ -646,7 +660,11 @@ class ProposalClassifier(nn.Module):
         logits = []
         for i, props in enumerate(proposals):
             feats = roi_features(
-                x[i, : int(lengths[i])], props, bins=self.bins, context_ratio=self.context_ratio
+                x[i, : int(lengths[i])],
+                props,
+                bins=self.bins,
+                context_ratio=self.context_ratio,
+                max_pool=self.max_pool,
             )
             logits.append(self.mlp(feats))
         return logits, fused.aux_loss

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["group_segments", "nms_1d", "outer_inner_contrast", "roi_align_1d", "soft_nms_1d"]
+__all__ = ["group_segments", "nms_1d", "outer_inner_contrast", "roi_align_1d", "segment_iou", "soft_nms_1d"]
 
 _LOG2_E = math.log2(math.e)
 _TIE_ULPS = 4  # soft-NMS: scores this close (in units of the dtype's epsilon, relative) count as tied
@@ -127,10 +127,16 @@ def outer_inner_contrast(scores: Tensor, segments: Tensor, *, outer_ratio: float
     return (inner - outer).to(scores.dtype)
 
 
-def _iou_1d(start: Tensor, end: Tensor, starts: Tensor, ends: Tensor) -> Tensor:
-    """tIoU of the segment ``[start, end]`` with each ``[starts, ends]`` (0 where the union is empty)."""
-    intersection = (torch.minimum(end, ends) - torch.maximum(start, starts)).clamp(min=0)
-    union = (end - start) + (ends - starts) - intersection
+def segment_iou(start_a: Tensor, end_a: Tensor, start_b: Tensor, end_b: Tensor) -> Tensor:
+    """Temporal IoU of segments ``[start_a, end_a]`` and ``[start_b, end_b]``, broadcasting; 0 where the
+    union is empty. The one tIoU of the detector: training targets, NMS and evaluation all use it.
+
+    Example:
+        >>> segment_iou(torch.tensor(0.0), torch.tensor(4.0), torch.tensor([2.0, 4.0]), torch.tensor([6.0, 4.0]))
+        tensor([0.3333, 0.0000])
+    """
+    intersection = (torch.minimum(end_a, end_b) - torch.maximum(start_a, start_b)).clamp(min=0)
+    union = (end_a - start_a) + (end_b - start_b) - intersection
     return torch.where(union > 0, intersection / union.clamp(min=torch.finfo(union.dtype).tiny), 0.0)
 
 
@@ -179,7 +185,7 @@ def nms_1d(segments: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     keep = []
     while order.numel():
         keep.append(order[0])
-        survivors = _iou_1d(start[0], end[0], start[1:], end[1:]) <= iou_threshold
+        survivors = segment_iou(start[0], end[0], start[1:], end[1:]) <= iou_threshold
         order, start, end = order[1:][survivors], start[1:][survivors], end[1:][survivors]
     return torch.stack(keep) if keep else torch.zeros(0, dtype=torch.long, device=segments.device)
 
@@ -236,7 +242,7 @@ def soft_nms_1d(
         top = int(torch.argmax((current >= peak - tie * peak.abs()).byte()))
         keep.append(remaining[top])
         kept_scores.append(current[top])
-        decay = torch.exp2(_iou_1d(start[top], end[top], start, end).square() * (-_LOG2_E / sigma))
+        decay = torch.exp2(segment_iou(start[top], end[top], start, end).square() * (-_LOG2_E / sigma))
         current = current * decay
         alive = (current >= score_threshold) & (torch.arange(current.numel(), device=current.device) != top)
         remaining, current, start, end = remaining[alive], current[alive], start[alive], end[alive]

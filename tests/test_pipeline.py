@@ -1,0 +1,229 @@
+"""The detector pipeline as stages: validated configuration, stage keys, the generic trainer's cache, and
+the command line's machine defaults."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import thumos_two_stage as cli
+import torch
+
+import wstal.pipeline as pipeline
+from wstal.config import DetectionConfig, DetectorConfig, PseudoLabelSettings, StageSettings
+from wstal.distributed import native_bf16, resolve_amp
+from wstal.pipeline import DetectorRunner
+from wstal.stages import BaseStage, ClassifierStage, RPNStage, StageKey
+from wstal.synthetic import make_synthetic_thumos
+
+SETTINGS = {
+    "epochs": 2,
+    "lr": 1e-3,
+    "weight_decay": 0.0,
+    "batch_size": 4,
+    "max_len": 64,
+    "hidden": 16,
+    "dropout": 0.1,
+}
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "message"),
+    [
+        (lambda: DetectorConfig(stage1="mutal+"), ValueError, "DetectorConfig.stage1 must be one of rgb"),
+        (lambda: DetectorConfig(stage2="rgb+"), ValueError, "DetectorConfig.stage2"),
+        (
+            lambda: DetectorConfig(dmf_attention="dots"),
+            ValueError,
+            "DetectorConfig.dmf_attention must be one of 'gate', 'dot', got 'dots'",
+        ),
+        (
+            lambda: DetectorConfig(evaluation_protocol="THUMOS"),
+            ValueError,
+            "DetectorConfig.evaluation_protocol",
+        ),
+        (
+            lambda: DetectorConfig(completeness_source="boundry"),
+            ValueError,
+            "DetectorConfig.completeness_source",
+        ),
+        (lambda: DetectorConfig(alpha=-0.5), ValueError, "DetectorConfig.alpha must be >= 0, got -0.5"),
+        (
+            lambda: DetectorConfig(alpha=float("nan")),
+            TypeError,
+            "DetectorConfig.alpha must be a finite float",
+        ),
+        (
+            lambda: DetectorConfig(base_topk_ratio=0.5),
+            ValueError,
+            "DetectorConfig.base_topk_ratio must be >= 1",
+        ),
+        (
+            lambda: DetectorConfig(embed_dim=True),
+            TypeError,
+            "DetectorConfig.embed_dim must be a finite int, got True",
+        ),
+        (
+            lambda: DetectorConfig(base=(1, 2)),
+            TypeError,
+            "DetectorConfig.base must be a finite StageSettings",
+        ),
+        (lambda: DetectorConfig(epoch=3), TypeError, "epoch"),
+        (
+            lambda: StageSettings(**{**SETTINGS, "epochs": 0}),
+            ValueError,
+            "StageSettings.epochs must be >= 1, got 0",
+        ),
+        (lambda: StageSettings(**{**SETTINGS, "lr": "1e-3"}), TypeError, "StageSettings.lr"),
+        (
+            lambda: StageSettings(**{**SETTINGS, "dropout": 1.0}),
+            ValueError,
+            "StageSettings.dropout must be in [0, 1)",
+        ),
+        (
+            lambda: PseudoLabelSettings(source="boundry"),
+            ValueError,
+            "PseudoLabelSettings.source must be one of 'boundary', 'attention', got 'boundry'",
+        ),
+        (lambda: PseudoLabelSettings(thresholds=()), ValueError, "PseudoLabelSettings.thresholds"),
+        (lambda: PseudoLabelSettings(thresholds=(0.5, 1.5)), ValueError, "PseudoLabelSettings.thresholds"),
+        (
+            lambda: DetectionConfig(class_threshold=1.5),
+            ValueError,
+            "DetectionConfig.class_threshold must be in [0, 1], got 1.5",
+        ),
+        (lambda: DetectionConfig(max_proposals=0), ValueError, "DetectionConfig.max_proposals must be >= 1"),
+    ],
+    ids=lambda x: None,
+)
+def test_a_bad_configuration_fails_at_construction_naming_the_field(make, error, message) -> None:
+    with pytest.raises(error) as caught:
+        make()
+    assert message in str(caught.value)
+
+
+def test_replace_validates_too() -> None:
+    with pytest.raises(ValueError, match=r"StageSettings\.batch_size"):
+        dataclasses.replace(DetectorConfig().base, batch_size=0)
+    with pytest.raises(ValueError, match=r"DetectorConfig\.stage1"):
+        DetectorConfig().with_options(stage1="nope")
+
+
+def test_configurations_are_hashable_and_equal_by_value() -> None:
+    a, b = DetectorConfig(), DetectorConfig()
+    assert a == b and hash(a) == hash(b)
+    assert {a: 1}[b] == 1
+    assert DetectorConfig(seed=1) != a
+
+
+@pytest.fixture(scope="module")
+def tiny() -> object:
+    return make_synthetic_thumos(num_train=8, num_test=6, dim=16, seed=0)
+
+
+def _config(**changes: object) -> DetectorConfig:
+    return DetectorConfig(**changes).with_options(epochs=1, width=16)
+
+
+def test_stage_keys_hold_what_each_stage_depends_on(tiny) -> None:
+    config = _config()
+    base = BaseStage("concat", config, tiny)
+    assert base.key == BaseStage("concat", _config(), tiny).key
+    # the base does not depend on the later stages' settings ...
+    later = dataclasses.replace(config, rpn=dataclasses.replace(config.rpn, lr=1e-2), completeness_weight=0.5)
+    assert BaseStage("concat", later, tiny).key == base.key
+    # ... but on its own, on the seed and on the data
+    assert BaseStage("concat", dataclasses.replace(config, base_topk_ratio=4.0), tiny).key != base.key
+    assert BaseStage("concat", dataclasses.replace(config, seed=1), tiny).key != base.key
+    other = make_synthetic_thumos(num_train=8, num_test=6, dim=16, seed=1)
+    assert BaseStage("concat", config, other).key != base.key
+    # DMF settings matter only to a DMF fusion
+    dmf = dataclasses.replace(config, alpha=0.9)
+    assert BaseStage("concat", dmf, tiny).key == base.key
+    empty = {v.name: None for v in tiny.train}
+    rpn = RPNStage.__new__(RPNStage)  # the key needs no targets
+    rpn.fusion, rpn.config, rpn.dataset, rpn.base, rpn.pseudo = "mutual+", config, tiny, base.key, empty
+    moved = RPNStage.__new__(RPNStage)
+    moved.fusion, moved.config, moved.dataset, moved.base, moved.pseudo = (
+        "mutual+",
+        dmf,
+        tiny,
+        base.key,
+        empty,
+    )
+    assert rpn.key != moved.key and rpn.key.upstream == base.key
+    assert rpn.name == "stage1_concat_mutual+"
+    assert isinstance(hash(rpn.key), int) and len(rpn.key.fingerprint()) == 16
+
+
+def test_the_runner_trains_each_stage_once_and_uses_the_configured_top_k(tiny, monkeypatch) -> None:
+    calls: list[float] = []
+    original = pipeline.run_base
+
+    def spy(*args, topk_ratio, **kwargs):
+        calls.append(topk_ratio)
+        return original(*args, topk_ratio=topk_ratio, **kwargs)
+
+    monkeypatch.setattr(pipeline, "run_base", spy)
+    runner = DetectorRunner(tiny, _config(base_topk_ratio=5.0), show_progress=False)
+    first = runner.evaluate("mutual+", "concat")
+    second = runner.evaluate("mutual+", "concat+")  # shares the base model and the T-RPN
+    assert first is not None and second is not None
+    kinds = sorted(key.kind for key in runner.train_stage._trained)
+    assert kinds == ["base", "stage1", "stage2", "stage2"]
+    assert calls == [5.0, 5.0]  # training split once, test split once: the configured ratio both times
+    assert set(first.proposal_quality) == {"stage1", "base"}
+    assert first.proposal_quality["stage1"].num_videos == len(tiny.test)
+
+
+def test_classifier_key_extends_the_rpn_key(tiny) -> None:
+    config = _config()
+    rpn_key = StageKey("stage1", "mutual+", (), StageKey("base", "concat", ()))
+    stage = ClassifierStage.__new__(ClassifierStage)
+    stage.fusion, stage.config, stage.dataset, stage.rpn = "concat", config, tiny, rpn_key
+    assert stage.key.upstream == rpn_key and stage.name == "stage2_concat_mutual+_concat"
+    changed = ClassifierStage.__new__(ClassifierStage)
+    changed.fusion, changed.config, changed.dataset, changed.rpn = (
+        "concat",
+        _config(completeness_weight=0.0),
+        tiny,
+        rpn_key,
+    )
+    assert changed.key != stage.key
+
+
+def test_machine_defaults(monkeypatch) -> None:
+    parser = cli.build_parser()
+    args = parser.parse_args([])
+    assert args.threads == cli.available_cores() >= 1
+    assert args.device == "auto" and args.amp == "auto"
+    assert cli.resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert cli.resolve_device("cpu") == "cpu"
+    assert resolve_amp("auto", "cpu") == ("bf16" if native_bf16("cpu") else "off")
+    assert resolve_amp("fp16", "cpu") == "fp16"
+    with pytest.raises(ValueError, match="amp must be one of"):
+        resolve_amp("bf32", "cpu")
+    monkeypatch.setattr(cli.os, "sched_getaffinity", lambda pid: {0, 3, 5}, raising=False)
+    assert cli.available_cores() == 3
+
+
+def test_native_bf16_reads_the_cpu_flags(tmp_path: Path, monkeypatch) -> None:
+    import builtins
+
+    real_open = builtins.open
+    for flags, expected in (
+        ("fpu avx2 avx512f", False),
+        ("fpu avx512f avx512_bf16", True),
+        ("amx_bf16 sse", True),
+    ):
+        info = tmp_path / "cpuinfo"
+        info.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+        monkeypatch.setattr(
+            builtins,
+            "open",
+            lambda path, *a, _i=info, **k: real_open(_i if path == "/proc/cpuinfo" else path, *a, **k),
+        )
+        assert native_bf16("cpu") is expected
+        monkeypatch.setattr(builtins, "open", real_open)
+    assert native_bf16("meta") is False
