@@ -227,3 +227,39 @@ def test_native_bf16_reads_the_cpu_flags(tmp_path: Path, monkeypatch) -> None:
         assert native_bf16("cpu") is expected
         monkeypatch.setattr(builtins, "open", real_open)
     assert native_bf16("meta") is False
+
+
+def test_two_stage_scores_fuse_the_base_evidence_as_a_weighted_geometric_mean() -> None:
+    from wstal.detect import BaseResult, base_contrast, detections_from_proposals
+    from wstal.pseudo_labels import Segments
+
+    t = 20
+    attention = torch.zeros(t)
+    attention[5:10] = 1.0
+    p = torch.full((t, 3), 0.1)
+    p[5:10, 0] = 0.9  # class 0 inside [5, 10), classes: 0, 1 and background
+    base = BaseResult(p, attention, attention, torch.tensor([0.8, 0.2]))
+    proposals = Segments(torch.tensor([[5.0, 10.0], [12.0, 16.0]]), torch.tensor([0.9, 0.5]))
+    probs, video = torch.tensor([[0.6, 0.1], [0.3, 0.2]]), torch.tensor([0.5, 0.5])
+    plain = DetectionConfig(base_weight=0.0, class_threshold=0.0, soft_nms_sigma=1e-6)
+
+    def scores(rows):  # (class, start) -> score; the two proposals do not overlap, soft-NMS keeps them
+        return {(c, round(a)): s for c, s, a, b in rows}
+
+    alone = scores(detections_from_proposals(proposals, probs, video, plain, base))
+    assert alone == scores(detections_from_proposals(proposals, probs, video, plain))
+    assert alone[(0, 5)] == pytest.approx(0.9 * 0.6 * 0.5)
+    w = 0.4
+    fused = scores(
+        detections_from_proposals(proposals, probs, video, dataclasses.replace(plain, base_weight=w), base)
+    )
+    v = video ** (1 - w) * base.video_scores**w
+    v = v / v.sum()
+    contrast = base_contrast(base, 0, proposals.segments)
+    assert contrast[0] == pytest.approx(1.0) and contrast[1] == 0.0  # a clean block; background
+    assert fused[(0, 5)] == pytest.approx(0.9 * 0.6 ** (1 - w) * 1.0**w * float(v[0]))
+    assert fused.get((0, 12), 0.0) < 1e-3 < alone[(0, 12)]  # no base evidence on background: pushed down
+    full = scores(
+        detections_from_proposals(proposals, probs, video, dataclasses.replace(plain, base_weight=1.0), base)
+    )
+    assert full[(0, 5)] == pytest.approx(0.9 * 1.0 * 0.8)  # the base's class score and video score alone

@@ -155,6 +155,8 @@ class DetectionConfig:
         min_objectness: Stage-1 proposals below this objectness are dropped before NMS.
         vote_iou: each kept proposal's boundaries are the objectness-weighted mean of the candidates
             overlapping it by this tIoU (1 disables voting).
+        base_weight: weight of the base model's evidence in the two-stage class and video scores
+            (weighted geometric mean, see :func:`wstal.detect.detections_from_proposals`; 0 = Stage 2 alone).
     """
 
     class_threshold: float = field(default=0.1, metadata=PROBABILITY)
@@ -164,6 +166,7 @@ class DetectionConfig:
     max_proposals: int = field(default=60, metadata=AT_LEAST_ONE)
     min_objectness: float = field(default=0.05, metadata=PROBABILITY)
     vote_iou: float = field(default=0.6, metadata=PROBABILITY)
+    base_weight: float = field(default=0.4, metadata=PROBABILITY)
 
     def __post_init__(self) -> None:
         validate(self)

@@ -10,7 +10,8 @@ Detection scores:
   sequence ``attention * p(class)``, scored by outer-inner contrast times the video-level class score;
 * **Stage 1 alone**: each T-RPN proposal x the base model's mean ``p(class)`` inside it x its video
   score (the proposals classified without Stage 2);
-* **Stage 2**: each proposal's objectness x the Stage-2 class probability x the Stage-2 video score;
+* **Stage 2**: each proposal's objectness x its class score x the video score, where class and video
+  scores are Stage 2's, fused with the base model's (weighted geometric mean, ``base_weight``);
 
 all followed by per-class soft-NMS.
 
@@ -20,7 +21,7 @@ Axis legend: t snippets, k classes (``k + 1`` with background), n proposals.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -32,12 +33,14 @@ from .console import progress
 from .data import Video
 from .evaluation import Detection
 from .model import MILBaseModel, ProposalClassifier, TemporalRPN, proposal_video_logits, snippet_video_logits
-from .proposals import nms_1d, soft_nms_1d
+from .proposals import nms_1d, outer_inner_contrast, soft_nms_1d, whole_snippets
 from .pseudo_labels import Segments, segments_from_scores
 
 __all__ = [
     "BaseResult",
+    "base_contrast",
     "base_detections",
+    "class_sequence",
     "classify_proposals",
     "detections_from_proposals",
     "rpn_proposals",
@@ -121,14 +124,29 @@ def _soft_nms_per_class(
     return rows[: config.max_detections]
 
 
+def class_sequence(result: BaseResult, c: int) -> Tensor:
+    """The base model's evidence for class ``c`` per snippet: attention x p(c), p(c) scaled to peak at 1."""
+    return result.attention * result.p[:, c] / result.p[:, c].max().clamp_min(1e-6)
+
+
 def base_detections(result: BaseResult, config: DetectionConfig) -> list[tuple[int, float, float, float]]:
     """Detections of the base model alone, ``(class, score, start, end)`` in snippets."""
     per_class = {}
     for c in select_classes(result.video_scores, config.class_threshold):
-        sequence = result.attention * result.p[:, c] / result.p[:, c].max().clamp_min(1e-6)
-        found = segments_from_scores(sequence, nms_iou=0.7)
+        found = segments_from_scores(class_sequence(result, c), nms_iou=0.7)
         per_class[c] = (found.segments, found.scores.clamp_min(0) * result.video_scores[c])
     return _soft_nms_per_class(per_class, config)
+
+
+def base_contrast(result: BaseResult, c: int, segments: Tensor) -> Tensor:
+    """The base model's score for class ``c`` on given segments: the outer-inner contrast of its class
+    sequence (the score :func:`base_detections` gives its own segments), clipped at 0.
+
+    Shape:
+        segments: (n, 2) in snippets. Returns (n,).
+    """
+    whole = whole_snippets(segments, result.p.shape[0])
+    return outer_inner_contrast(class_sequence(result, c).float(), whole, outer_ratio=0.25).clamp_min(0)
 
 
 @torch.no_grad()
@@ -238,12 +256,31 @@ def classify_proposals(
 
 
 def detections_from_proposals(
-    proposals: Segments, class_probs: Tensor, video_scores: Tensor, config: DetectionConfig
+    proposals: Segments,
+    class_probs: Tensor,
+    video_scores: Tensor,
+    config: DetectionConfig,
+    base: Optional[BaseResult] = None,
 ) -> list[tuple[int, float, float, float]]:
-    """Stage-2 detections: objectness x class probability x video score, soft-NMS per class."""
+    """Stage-2 detections: objectness x class score x video score, soft-NMS per class.
+
+    Without ``base`` (or with ``config.base_weight = 0``) the class and video scores are Stage 2's own.
+    With it, each is a weighted geometric mean with the base model's evidence, ``w = config.base_weight``:
+    class score ``p2(c)^(1 - w) * contrast_base(c)^w`` (the base's outer-inner contrast of class ``c``
+    over the proposal, :func:`base_contrast`) and video score ``v2(c)^(1 - w) * v_base(c)^w``,
+    renormalised over the classes. Stage 2 then refines the base's evidence instead of replacing it.
+    """
+    w = config.base_weight if base is not None else 0.0
+    if w > 0:
+        video_scores = video_scores.clamp_min(1e-8) ** (1 - w) * base.video_scores.clamp_min(1e-8) ** w
+        video_scores = video_scores / video_scores.sum()
     per_class = {}
     for c in select_classes(video_scores, config.class_threshold):
-        per_class[c] = (proposals.segments, proposals.scores * class_probs[:, c] * video_scores[c])
+        score = class_probs[:, c]
+        if w > 0:
+            evidence = base_contrast(base, c, proposals.segments)
+            score = score.clamp_min(1e-8) ** (1 - w) * evidence.clamp_min(1e-8) ** w
+        per_class[c] = (proposals.segments, proposals.scores * score * video_scores[c])
     return _soft_nms_per_class(per_class, config)
 
 

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dmf_fusion import ConcatFusion, DualModalityFusion, MutualFusion, MutualLoss
+from dmf_fusion.functional import zero_padding
 
 from .distributed import global_denominator, global_mean, global_rescale
 from .proposals import roi_align_1d, segment_iou
@@ -47,7 +48,6 @@ __all__ = [
     "proposal_mil_losses",
     "proposal_video_logits",
     "roi_features",
-    "roi_max",
     "rpn_losses",
     "snippet_video_logits",
 ]
@@ -178,7 +178,7 @@ class FusionEmbed(nn.Module):
         name = self.strategy.name
         if name in ("rgb", "flow"):
             x = self.fuse(rgb if name == "rgb" else flow)
-            return FusionOutput(_zero_pad(x, mask), zero)
+            return FusionOutput(zero_padding(x, mask), zero)
         if name == "concat":
             return FusionOutput(self.fuse(rgb, flow, mask), zero)
         fused, rgb_embed, flow_embed = self.fuse(rgb, flow, mask)
@@ -189,10 +189,6 @@ class FusionEmbed(nn.Module):
 # --------------------------------------------------------------------------------------------------
 # shared pieces
 # --------------------------------------------------------------------------------------------------
-
-
-def _zero_pad(x: Tensor, mask: Optional[Tensor]) -> Tensor:
-    return x if mask is None else x * mask.unsqueeze(-1).to(x.dtype)
 
 
 class TemporalConv(nn.Module):
@@ -209,8 +205,8 @@ class TemporalConv(nn.Module):
         )
 
     def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
-        x = _zero_pad(x, mask)
-        return _zero_pad(self.conv(x.transpose(1, 2)).transpose(1, 2), mask)
+        x = zero_padding(x, mask)
+        return zero_padding(self.conv(x.transpose(1, 2)).transpose(1, 2), mask)
 
 
 def masked_topk_mean(x: Tensor, mask: Optional[Tensor], k: Tensor, *, key: Optional[Tensor] = None) -> Tensor:
@@ -461,7 +457,7 @@ class _ResidualBlock(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, mask: Optional[Tensor]) -> Tensor:
-        return _zero_pad(x + self.dropout(F.relu(self.conv(self.norm(x), mask))), mask)
+        return zero_padding(x + self.dropout(F.relu(self.conv(self.norm(x), mask))), mask)
 
 
 class TemporalRPN(nn.Module):
@@ -506,13 +502,13 @@ class TemporalRPN(nn.Module):
 
     def forward(self, rgb: Tensor, flow: Tensor, mask: Optional[Tensor] = None) -> RPNOutput:
         fused = self.fusion(rgb, flow, mask)
-        x = _zero_pad(self.input_dropout(F.relu(self.stem(fused.features))), mask)
+        x = zero_padding(self.input_dropout(F.relu(self.stem(fused.features))), mask)
         for block in self.blocks:
             x = block(x, mask)
         x = self.norm(x)
         objectness = self.objectness_head(x, mask).squeeze(-1)
         offsets = torch.exp(self.offset_head(x, mask).clamp(max=self.max_log_offset))
-        return RPNOutput(objectness, _zero_pad(offsets, mask), fused.aux_loss)
+        return RPNOutput(objectness, zero_padding(offsets, mask), fused.aux_loss)
 
 
 def rpn_losses(
@@ -556,28 +552,8 @@ def rpn_losses(
 # --------------------------------------------------------------------------------------------------
 
 
-def roi_max(features: Tensor, proposals: Tensor) -> Tensor:
-    """Per-channel maximum over the snippets each proposal touches (``floor(start) <= i < ceil(end)``),
-    the pooling that keeps a short key moment that bin means would dilute.
-
-    Shape:
-        features: (t, c); proposals: (n, 2) in snippets. Returns (n, c).
-
-    Example:
-        >>> roi_max(torch.tensor([[1.0], [5.0], [2.0], [9.0]]), torch.tensor([[0.2, 2.5]]))
-        tensor([[5.]])
-    """
-    t = features.shape[0]
-    start = proposals[:, 0].floor().clamp(0, t - 1)
-    end = torch.maximum(proposals[:, 1].ceil().clamp(max=t), start + 1)
-    index = torch.arange(t, device=features.device, dtype=proposals.dtype)
-    inside = (index >= start[:, None]) & (index < end[:, None])  # (n, t)
-    masked = features.unsqueeze(0).masked_fill(~inside.unsqueeze(-1), float("-inf"))
-    return masked.amax(1)
-
-
 def roi_features(
-    features: Tensor, proposals: Tensor, *, bins: int = 4, context_ratio: float = 0.25, max_pool: bool = False
+    features: Tensor, proposals: Tensor, *, bins: int = 4, context_ratio: float = 0.25
 ) -> Tensor:
     """Inner and outer-context features of 1-D proposals (RoI align in time, :func:`~wstal.proposals.roi_align_1d`).
 
@@ -585,12 +561,10 @@ def roi_features(
     ``[e, e + r L]`` (``L = e - s``, ``r = context_ratio``; outside the video counts as empty) into one mean
     each. Returns ``cat(inner bins, left, right, inner mean - left, inner mean - right)``: the content,
     its surroundings on each side and its contrast with them, so a classifier can tell a complete action
-    from one cut short or one padded with background on either side. With ``max_pool``, the per-channel
-    maximum inside (:func:`roi_max`) is appended: the evidence of a short key moment of the action.
+    from one cut short or one padded with background on either side.
 
     Shape:
-        features: (t, c); proposals: (n, 2) ``[start, end]`` in snippets. Returns (n, (bins + 4) * c), or
-        (n, (bins + 5) * c) with ``max_pool``.
+        features: (t, c); proposals: (n, 2) ``[start, end]`` in snippets. Returns (n, (bins + 4) * c).
 
     Example:
         >>> roi_features(torch.randn(20, 3), torch.tensor([[2.0, 8.0]])).shape
@@ -602,10 +576,7 @@ def roi_features(
     left = roi_align_1d(features, torch.stack([start - margin, start], -1), 1)[:, 0]
     right = roi_align_1d(features, torch.stack([end, end + margin], -1), 1)[:, 0]
     mean = inner.mean(1)
-    parts = [inner.flatten(1), left, right, mean - left, mean - right]
-    if max_pool:
-        parts.append(roi_max(features, proposals))
-    return torch.cat(parts, -1)
+    return torch.cat([inner.flatten(1), left, right, mean - left, mean - right], -1)
 
 
 class ProposalClassifier(nn.Module):
@@ -618,7 +589,6 @@ class ProposalClassifier(nn.Module):
         bins: inner RoI bins (see :func:`roi_features`).
         context_ratio: outer context length relative to the proposal.
         dropout: dropout (training only).
-        max_pool: also pool the per-channel maximum inside each proposal (see :func:`roi_features`).
 
     Shape:
         rgb, flow: (b, t, c); mask: (b, t); proposals: list of b tensors (n_i, 2) in snippets.
@@ -634,18 +604,16 @@ class ProposalClassifier(nn.Module):
         bins: int = 4,
         context_ratio: float = 0.25,
         dropout: float = 0.5,
-        max_pool: bool = False,
     ) -> None:
         super().__init__()
         self.fusion = fusion
         self.num_classes = num_classes
         self.bins = bins
         self.context_ratio = context_ratio
-        self.max_pool = max_pool
         self.embed = TemporalConv(fusion.dim, hidden, 3)
         self.dropout = nn.Dropout(dropout)
         self.mlp = nn.Sequential(
-            nn.Linear((bins + 4 + max_pool) * hidden, hidden),
+            nn.Linear((bins + 4) * hidden, hidden),
             nn.ReLU(),
             nn.Dropout(dropout),
             nn.Linear(hidden, num_classes + 1),
@@ -664,7 +632,6 @@ class ProposalClassifier(nn.Module):
                 props,
                 bins=self.bins,
                 context_ratio=self.context_ratio,
-                max_pool=self.max_pool,
             )
             logits.append(self.mlp(feats))
         return logits, fused.aux_loss

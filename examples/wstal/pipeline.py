@@ -341,7 +341,9 @@ class DetectorRunner:
         detectors = {
             "base": lambda v: base_detections(base_out[v.name], det),
             "stage1_only": lambda v: stage1_detections(proposals[v.name], base_out[v.name], det),
-            "two_stage": lambda v: detections_from_proposals(proposals[v.name], *scores[v.name], det),
+            "two_stage": lambda v: detections_from_proposals(
+                proposals[v.name], *scores[v.name], det, base_out[v.name]
+            ),
         }
         found = {name: {v.name: to_detections(f(v), sec) for v in d.test} for name, f in detectors.items()}
         thumos = c.evaluation_protocol == "thumos"

@@ -23,7 +23,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["group_segments", "nms_1d", "outer_inner_contrast", "roi_align_1d", "segment_iou", "soft_nms_1d"]
+__all__ = [
+    "group_segments",
+    "nms_1d",
+    "outer_inner_contrast",
+    "roi_align_1d",
+    "segment_iou",
+    "soft_nms_1d",
+    "whole_snippets",
+]
 
 _LOG2_E = math.log2(math.e)
 _TIE_ULPS = 4  # soft-NMS: scores this close (in units of the dtype's epsilon, relative) count as tied
@@ -125,6 +133,19 @@ def outer_inner_contrast(scores: Tensor, segments: Tensor, *, outer_ratio: float
     outer_count = (start - left) + (right - end)
     outer = torch.where(outer_count > 0, outer_sum / outer_count.clamp(min=1), torch.zeros_like(outer_sum))
     return (inner - outer).to(scores.dtype)
+
+
+def whole_snippets(segments: Tensor, num_snippets: int) -> Tensor:
+    """Segments rounded to whole snippets ``[start, end)`` inside ``[0, num_snippets]``, at least one long.
+
+    Example:
+        >>> whole_snippets(torch.tensor([[-0.4, 2.6], [9.2, 9.3]]), 10).tolist()
+        [[0, 3], [9, 10]]
+    """
+    whole = segments.round().long()
+    whole[:, 0] = whole[:, 0].clamp(0, num_snippets - 1)
+    whole[:, 1] = torch.maximum(whole[:, 1].clamp(max=num_snippets), whole[:, 0] + 1)
+    return whole
 
 
 def segment_iou(start_a: Tensor, end_a: Tensor, start_b: Tensor, end_b: Tensor) -> Tensor:

@@ -42,7 +42,7 @@ from .model import (
     proposal_mil_losses,
     rpn_losses,
 )
-from .proposals import outer_inner_contrast
+from .proposals import outer_inner_contrast, whole_snippets
 from .pseudo_labels import Segments, dense_targets
 from .train import batch_indices, crop_window, sample_snippets
 
@@ -283,10 +283,7 @@ def proposal_targets(
     }
     if source not in heads:
         raise ValueError(f"source must be one of {', '.join(map(repr, heads))}, got {source!r}")
-    t = base.attention.shape[0]
-    ints = proposals.segments.round().long()
-    ints[:, 0] = ints[:, 0].clamp(0, t - 1)
-    ints[:, 1] = torch.maximum(ints[:, 1].clamp(max=t), ints[:, 0] + 1)
+    ints = whole_snippets(proposals.segments, base.attention.shape[0])
     completeness = outer_inner_contrast(heads[source].float(), ints, outer_ratio=outer_ratio).clamp(0, 1)
     labelled = torch.as_tensor(np.flatnonzero(label))
     cumulative = torch.cat([torch.zeros(1, base.p.shape[1]), base.p.cumsum(0)])
@@ -325,13 +322,9 @@ class ClassifierStage(Stage):
     @property
     def key(self) -> StageKey:
         c = self.config
-        part = (
-            c.classifier,
-            c.detection,
-            c.proposal_topk_ratio,
-            c.completeness_weight,
-            c.completeness_source,
-        )
+        d = c.detection  # the fields that shape the training proposals
+        proposals = (d.min_objectness, d.proposal_nms_iou, d.max_proposals, d.vote_iou)
+        part = (c.classifier, proposals, c.proposal_topk_ratio, c.completeness_weight, c.completeness_source)
         return StageKey(self.kind, self.fusion, (*part, _fusion_key(c, self.fusion)), self.rpn)
 
     @property
