@@ -30,7 +30,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Optional
 
 import numpy as np
 import numpy.typing as npt
@@ -281,6 +281,35 @@ def _candidate_pairs(
     return pair_det[preference], pair_gt[preference], pair_iou[preference]
 
 
+def _apply_protocol(
+    table: np.ndarray,
+    row_video: np.ndarray,
+    gt_segments: np.ndarray,
+    videos: Sequence[Video],
+    ambiguous: Optional[Mapping[str, Any]],
+    snippet_units: bool,
+    snippet_seconds: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The THUMOS options on gathered rows (``table[:, 2:]`` = start, end in seconds) and ground truth:
+    snippet units (ground truth rounded to snippets, rows divided by the snippet length) and the
+    ambiguous-region filter (rows overlapping an ambiguous region of their video dropped)."""
+    if snippet_units:
+        if not (
+            isinstance(snippet_seconds, (int, float)) and np.isfinite(snippet_seconds) and snippet_seconds > 0
+        ):
+            raise ValueError(f"snippet_seconds must be positive, got {snippet_seconds!r}")
+        gt_segments = np.round(gt_segments / snippet_seconds)
+        table[:, 2:] /= snippet_seconds
+    if ambiguous:
+        regions = {
+            name: np.asarray(spans, dtype=np.float64).reshape(-1, 2) for name, spans in ambiguous.items()
+        }
+        if snippet_units:
+            regions = {name: np.round(spans / snippet_seconds) for name, spans in regions.items()}
+        table, row_video = _drop_ambiguous(table, row_video, videos, regions)
+    return table, row_video, gt_segments
+
+
 def evaluate_detections(
     videos: Sequence[Video],
     detections: Mapping[str, Sequence[Detection]],
@@ -329,18 +358,9 @@ def evaluate_detections(
         raise ValueError(f"ground truth uses class {int(gt_class.max())} but num_classes is {num_classes}")
     table, det_video = _gather_detections(videos, detections, num_classes)
 
-    if snippet_units:
-        if not (np.isfinite(snippet_seconds) and snippet_seconds > 0):
-            raise ValueError(f"snippet_seconds must be positive, got {snippet_seconds!r}")
-        gt_segments = np.round(gt_segments / snippet_seconds)
-        table[:, 2:] /= snippet_seconds
-    if ambiguous:
-        regions = {
-            name: np.asarray(spans, dtype=np.float64).reshape(-1, 2) for name, spans in ambiguous.items()
-        }
-        if snippet_units:
-            regions = {name: np.round(spans / snippet_seconds) for name, spans in regions.items()}
-        table, det_video = _drop_ambiguous(table, det_video, videos, regions)
+    table, det_video, gt_segments = _apply_protocol(
+        table, det_video, gt_segments, videos, ambiguous, snippet_units, snippet_seconds
+    )
 
     # rank: class, then score descending; a stable sort keeps video order, then list order, for ties
     order = np.lexsort((-table[:, 1], table[:, 0]))

@@ -37,7 +37,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .data import SNIPPET_SECONDS, Video
-from .evaluation import _TIOU_TOLERANCE, Detection, _candidate_pairs, _drop_ambiguous
+from .evaluation import _TIOU_TOLERANCE, Detection, _apply_protocol, _candidate_pairs
 
 __all__ = [
     "AR_TIOU_THRESHOLDS",
@@ -282,20 +282,9 @@ def evaluate_proposals(
 
     table, video_index = _gather_proposals(videos, proposals)
     gt_segments, gt_video = _ground_truth(videos)
-    if snippet_units:
-        if not (
-            isinstance(snippet_seconds, (int, float)) and np.isfinite(snippet_seconds) and snippet_seconds > 0
-        ):
-            raise ValueError(f"snippet_seconds must be positive, got {snippet_seconds!r}")
-        gt_segments = np.round(gt_segments / snippet_seconds)
-        table[:, 2:] /= snippet_seconds
-    if ambiguous:
-        regions = {
-            name: np.asarray(spans, dtype=np.float64).reshape(-1, 2) for name, spans in ambiguous.items()
-        }
-        if snippet_units:
-            regions = {name: np.round(spans / snippet_seconds) for name, spans in regions.items()}
-        table, video_index = _drop_ambiguous(table, video_index, videos, regions)
+    table, video_index, gt_segments = _apply_protocol(
+        table, video_index, gt_segments, videos, ambiguous, snippet_units, snippet_seconds
+    )
 
     # rank within each video: score descending; the stable sort keeps list order for ties
     order = np.lexsort((-table[:, 1], video_index))

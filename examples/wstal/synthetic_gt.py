@@ -47,15 +47,7 @@ from typing import Optional, Union
 import numpy as np
 
 from .data import SNIPPET_SECONDS, Video, WSTALDataset
-from .thumos import (
-    _AMBIGUOUS_FILE,
-    ANNOTATIONS_DIR,
-    TEST_SUBSET,
-    TRAIN_SUBSET,
-    _read_ambiguous,
-    _read_annotations,
-    _text,
-)
+from .thumos import ANNOTATIONS_DIR, TEST_SUBSET, TRAIN_SUBSET, GroundTruth, read_ground_truth
 
 __all__ = ["make_synthetic_from_annotations"]
 
@@ -311,29 +303,16 @@ def make_synthetic_from_annotations(
     annotation_dir = Path(annotation_dir)
     if (annotation_dir / ANNOTATIONS_DIR).is_dir():
         annotation_dir = annotation_dir / ANNOTATIONS_DIR
-    files = _read_annotations(annotation_dir)
-    ambiguous = _read_ambiguous(annotation_dir / _AMBIGUOUS_FILE)
-    classes = tuple(_text(c) for c in files["classlist"])
-    class_index = {c: k for k, c in enumerate(classes)}
-    names = [_text(n) for n in files["videoname"]]
-    subsets = [_text(s) for s in files["subset"]]
+    classes, truths, ambiguous = read_ground_truth(annotation_dir)
     directions = _directions(np.random.default_rng(np.random.SeedSequence([seed, 0])), classes, dim)
 
-    def video(i: int) -> Video:
-        name, duration = names[i], float(files["duration"][i])
-        segments = np.asarray(files["segments"][i], dtype=np.float64).reshape(-1, 2)
-        labels = [_text(label) for label in files["labels"][i]]
-        weak = [_text(label) for label in files["labels_all"][i]]
-        if len(labels) != len(segments):
-            raise ValueError(
-                f"{annotation_dir}: video {name!r} has {len(segments)} segments but {len(labels)} labels"
-            )
-        unknown = sorted(set(labels + weak) - class_index.keys())
-        if unknown:
-            raise ValueError(
-                f"{annotation_dir}: video {name!r} uses labels {unknown} that are not in classlist.npy"
-            )
-        segment_classes = np.array([class_index[c] for c in labels], dtype=np.int64)
+    def video(truth: GroundTruth) -> Video:
+        name, duration, segments, segment_classes = (
+            truth.name,
+            truth.duration,
+            truth.segments,
+            truth.segment_classes,
+        )
         t = max(1, round(duration / SNIPPET_SECONDS))
         rng = _video_rng(seed, name)
         strength = rng.uniform(0.7, 1.3, len(segments))
@@ -342,7 +321,7 @@ def make_synthetic_from_annotations(
             for (a, b), k, s in zip(segments, segment_classes, strength)
             if a / SNIPPET_SECONDS < t  # a segment that starts after the features end leaves no evidence
         ]
-        fallback = int(np.flatnonzero([c in weak for c in classes])[0]) if weak else 0
+        fallback = int(np.flatnonzero(truth.label)[0]) if truth.label.any() else 0
         unclear = [
             _Instance(
                 a / SNIPPET_SECONDS,
@@ -354,23 +333,17 @@ def make_synthetic_from_annotations(
             if a / SNIPPET_SECONDS < t
         ]
         rgb, flow = _features(rng, t, instances, unclear, directions, dim, float(difficulty))
-        label = np.zeros(len(classes), dtype=np.float32)
-        label[[class_index[c] for c in weak]] = 1.0
-        return Video(name, rgb, flow, label, segments, segment_classes, duration)
+        return Video(name, rgb, flow, truth.label, segments, segment_classes, duration)
 
     def split(subset: str) -> list[Video]:
         chosen = sorted(
-            (
-                i
-                for i, s in enumerate(subsets)
-                if s == subset and (max_seconds is None or files["duration"][i] <= max_seconds)
-            ),
-            key=lambda i: names[i],
+            (t for t in truths if t.subset == subset and (max_seconds is None or t.duration <= max_seconds)),
+            key=lambda t: t.name,
         )
         if max_videos_per_split is not None and len(chosen) > max_videos_per_split:
             spaced = np.round(np.linspace(0, len(chosen) - 1, max_videos_per_split)).astype(int)
             chosen = [chosen[j] for j in spaced]
-        return [video(i) for i in chosen]
+        return [video(t) for t in chosen]
 
     train, test = split(TRAIN_SUBSET), split(TEST_SUBSET)
     if not train and not test:

@@ -33,7 +33,7 @@ import warnings
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO, Union
+from typing import Any, BinaryIO, NamedTuple, Union
 
 import numpy as np
 
@@ -45,7 +45,9 @@ __all__ = [
     "SEGMENT_TOLERANCE",
     "TEST_SUBSET",
     "TRAIN_SUBSET",
+    "GroundTruth",
     "load_thumos14",
+    "read_ground_truth",
     "safe_load_object_array",
 ]
 
@@ -310,31 +312,22 @@ def _check_segments(segments: np.ndarray, duration: float, name: str) -> None:
             )
 
 
-def _make_video(
-    index: int,
-    features: Any,
-    files: dict[str, np.ndarray],
-    class_index: dict[str, int],
-    feature_dim: int,
-    nonfinite: str,
-    repaired: list[str],
-) -> Video:
+class GroundTruth(NamedTuple):
+    """One annotated video without its features: what the annotation files say about it.
+
+    ``segments`` are ``[start, end]`` in seconds with their ``segment_classes``; ``label`` is the multi-hot
+    weak label of ``labels_all.npy`` (the only supervision WSTAL trains on)."""
+
+    name: str
+    subset: str
+    duration: float
+    segments: np.ndarray
+    segment_classes: np.ndarray
+    label: np.ndarray
+
+
+def _ground_truth(index: int, files: dict[str, np.ndarray], class_index: dict[str, int]) -> GroundTruth:
     name = _text(files["videoname"][index])
-    if not isinstance(features, np.ndarray) or features.ndim != 2 or features.shape[1] != feature_dim:
-        found = f"shape {features.shape}" if isinstance(features, np.ndarray) else type(features).__name__
-        raise ValueError(
-            f"{FEATURES_FILE}: video {name!r} (entry {index}) must be a (T, {feature_dim}) array, got {found}"
-        )
-    if features.shape[0] == 0:
-        raise ValueError(f"{FEATURES_FILE}: video {name!r} (entry {index}) has zero snippets")
-    try:  # checked for NaN/inf after the cast: float64 values may overflow float32
-        with np.errstate(over="ignore"):
-            features = np.asarray(features, dtype=np.float32)
-    except (TypeError, ValueError) as error:
-        raise ValueError(
-            f"{FEATURES_FILE}: video {name!r} (entry {index}) holds {features.dtype} values, not numbers"
-        ) from error
-    features = _finite_features(features, name, index, nonfinite, repaired)
     duration = float(files["duration"][index])
     if not (np.isfinite(duration) and duration > 0):
         raise ValueError(
@@ -362,15 +355,64 @@ def _make_video(
         )
     label = np.zeros(len(class_index), dtype=np.float32)
     label[[class_index[c] for c in video_labels]] = 1.0
+    classes = np.asarray([class_index[c] for c in labels], dtype=np.int64)
+    return GroundTruth(name, _text(files["subset"][index]), duration, segments, classes, label)
+
+
+def read_ground_truth(
+    annotation_dir: PathLike,
+) -> tuple[tuple[str, ...], list[GroundTruth], dict[str, np.ndarray]]:
+    """Read and check a ``Thumos14reduced-Annotations`` folder (the restricted unpickler reads every file).
+
+    Returns:
+        The class names (``classlist.npy`` order), every video's :class:`GroundTruth` in file order, and the
+        ambiguous regions of ``Ambiguous_test.txt`` per video name (a warning and none when it is absent).
+
+    Raises:
+        FileNotFoundError: the folder or an annotation file is missing.
+        ValueError: a file is malformed or unsafe, the files disagree on the number of videos, a name
+            appears twice, the ``validation`` or ``test`` subset is empty, a label is unknown, a duration is
+            not positive, or a segment is reversed, starts before 0 or ends more than
+            :data:`SEGMENT_TOLERANCE` past the video's duration.
+    """
+    annotation_dir = Path(annotation_dir)
+    files = _read_annotations(annotation_dir)
+    classes = tuple(_text(c) for c in files["classlist"])
+    _check_unique_names([_text(n) for n in files["videoname"]], annotation_dir)
+    _check_splits(np.asarray([_text(s) for s in files["subset"]]), annotation_dir)
+    class_index = {c: i for i, c in enumerate(classes)}
+    videos = [_ground_truth(i, files, class_index) for i in range(len(files["videoname"]))]
+    return classes, videos, _read_ambiguous(annotation_dir / _AMBIGUOUS_FILE)
+
+
+def _make_video(
+    index: int, features: Any, truth: GroundTruth, feature_dim: int, nonfinite: str, repaired: list[str]
+) -> Video:
+    name = truth.name
+    if not isinstance(features, np.ndarray) or features.ndim != 2 or features.shape[1] != feature_dim:
+        found = f"shape {features.shape}" if isinstance(features, np.ndarray) else type(features).__name__
+        raise ValueError(
+            f"{FEATURES_FILE}: video {name!r} (entry {index}) must be a (T, {feature_dim}) array, got {found}"
+        )
+    if features.shape[0] == 0:
+        raise ValueError(f"{FEATURES_FILE}: video {name!r} (entry {index}) has zero snippets")
+    try:  # checked for NaN/inf after the cast: float64 values may overflow float32
+        with np.errstate(over="ignore"):
+            features = np.asarray(features, dtype=np.float32)
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            f"{FEATURES_FILE}: video {name!r} (entry {index}) holds {features.dtype} values, not numbers"
+        ) from error
+    features = _finite_features(features, name, index, nonfinite, repaired)
     half = feature_dim // 2
     return Video(
         name=name,
         rgb=np.ascontiguousarray(features[:, :half]),
         flow=np.ascontiguousarray(features[:, half:]),
-        label=label,
-        segments=segments,
-        segment_classes=np.asarray([class_index[c] for c in labels], dtype=np.int64),
-        duration=duration,
+        label=truth.label,
+        segments=truth.segments,
+        segment_classes=truth.segment_classes,
+        duration=truth.duration,
     )
 
 
@@ -419,29 +461,19 @@ def load_thumos14(
     features_path = data_dir / FEATURES_FILE
     if not features_path.is_file():
         raise FileNotFoundError(f"{features_path}: feature file not found")
-    annotation_dir = data_dir / ANNOTATIONS_DIR
-    files = _read_annotations(annotation_dir)
-    classes = tuple(_text(c) for c in files["classlist"])
-    class_index = {c: i for i, c in enumerate(classes)}
-    subsets = np.asarray([_text(s) for s in files["subset"]])
-    _check_unique_names([_text(n) for n in files["videoname"]], annotation_dir)
-    _check_splits(subsets, annotation_dir)
-
+    classes, truths, ambiguous = read_ground_truth(data_dir / ANNOTATIONS_DIR)
     features = safe_load_object_array(features_path)
-    if features.ndim != 1 or len(features) != len(subsets):
+    if features.ndim != 1 or len(features) != len(truths):
         raise ValueError(
-            f"{features_path}: expected one feature array per annotated video ({len(subsets)} in "
+            f"{features_path}: expected one feature array per annotated video ({len(truths)} in "
             f"{ANNOTATIONS_DIR}/videoname.npy), got an array of shape {features.shape}"
         )
 
     repaired: list[str] = []
 
     def split(subset: str) -> list[Video]:
-        indices = np.flatnonzero(subsets == subset)[:max_videos]
-        return [
-            _make_video(int(i), features[i], files, class_index, feature_dim, nonfinite, repaired)
-            for i in indices
-        ]
+        indices = [i for i, truth in enumerate(truths) if truth.subset == subset][:max_videos]
+        return [_make_video(i, features[i], truths[i], feature_dim, nonfinite, repaired) for i in indices]
 
     train, test = split(TRAIN_SUBSET), split(TEST_SUBSET)
     if repaired:
@@ -454,6 +486,6 @@ def load_thumos14(
         classes=classes,
         train=train,
         test=test,
-        ambiguous=_read_ambiguous(annotation_dir / _AMBIGUOUS_FILE),
+        ambiguous=ambiguous,
         snippet_seconds=SNIPPET_SECONDS,
     )
