@@ -228,7 +228,8 @@ class DetectorRunner:
     # ---------------------------------------------------------------- base model and pseudo segments
 
     def base_stage(self, fusion: str) -> BaseStage:
-        return BaseStage(fusion, self.config, self.dataset)
+        """The base-model stage with ``fusion``."""
+        return self._cached(("base stage", fusion), lambda: BaseStage(fusion, self.config, self.dataset))
 
     def base_results(self, fusion: str, videos: Sequence[Video], split: str) -> dict[str, BaseResult]:
         """Base-model scores on ``videos`` (the ``split`` names them in the cache and the progress bar)."""
@@ -275,8 +276,12 @@ class DetectorRunner:
     # ---------------------------------------------------------------- Stage 1 and its proposals
 
     def rpn_stage(self, stage1: str, base: str) -> RPNStage:
-        return RPNStage(
-            stage1, self.config, self.dataset, self.base_stage(base).key, self.pseudo_segments(base)
+        """The T-RPN stage with ``stage1`` fusion, on the pseudo segments of the ``base`` model."""
+        return self._cached(
+            ("rpn stage", stage1, base),
+            lambda: RPNStage(
+                stage1, self.config, self.dataset, self.base_stage(base).key, self.pseudo_segments(base)
+            ),
         )
 
     def proposals(self, stage1: str, base: str, videos: Sequence[Video], split: str) -> dict[str, Segments]:
@@ -299,14 +304,18 @@ class DetectorRunner:
     # ---------------------------------------------------------------- Stage 2
 
     def classifier_stage(self, stage1: str, stage2: str, base: str) -> ClassifierStage:
+        """The proposal-classifier stage with ``stage2`` fusion, on the ``stage1`` T-RPN's training proposals."""
         train = self.dataset.train
-        return ClassifierStage(
-            stage2,
-            self.config,
-            self.dataset,
-            self.rpn_stage(stage1, base).key,
-            self.proposals(stage1, base, train, "train"),
-            self.base_results(base, train, "train"),
+        return self._cached(
+            ("classifier stage", stage1, stage2, base),
+            lambda: ClassifierStage(
+                stage2,
+                self.config,
+                self.dataset,
+                self.rpn_stage(stage1, base).key,
+                self.proposals(stage1, base, train, "train"),
+                self.base_results(base, train, "train"),
+            ),
         )
 
     # ---------------------------------------------------------------- evaluation

@@ -18,6 +18,7 @@ Axis legend: t snippets, k classes, n proposals.
 from __future__ import annotations
 
 import abc
+import functools
 import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -144,7 +145,7 @@ class BaseStage(Stage):
     def settings(self) -> StageSettings:
         return self.config.base
 
-    @property
+    @functools.cached_property
     def key(self) -> StageKey:
         c = self.config
         part = (c.base, c.base_topk_ratio, c.base_bottomk_ratio, _fusion_key(c, self.fusion))
@@ -209,7 +210,7 @@ class RPNStage(Stage):
     def settings(self) -> StageSettings:
         return self.config.rpn
 
-    @property
+    @functools.cached_property
     def key(self) -> StageKey:
         c = self.config
         return StageKey(self.kind, self.fusion, (c.rpn, c.pseudo, _fusion_key(c, self.fusion)), self.base)
@@ -319,7 +320,7 @@ class ClassifierStage(Stage):
     def settings(self) -> StageSettings:
         return self.config.classifier
 
-    @property
+    @functools.cached_property
     def key(self) -> StageKey:
         c = self.config
         d = c.detection  # the fields that shape the training proposals
