@@ -153,11 +153,14 @@ def cases(s: Size, device: torch.device, dtype: torch.dtype, mask: Optional[Tens
         return build
 
     def dot_half(which: str, fused: bool):
+        # each half of the dot form is its own public op, on the module's parameters
         def build():
             m = _dmf("dot", fused, s, **factory)
             if which == "channel":
-                return (lambda r, f: (m._dot_channel(r, f, mask)[0],)), m
-            return (lambda r, f: (m._dot_temporal(r, f, mask)[0],)), m
+                kw = {"alpha": m.alpha, "temperature": m.temperature, "fused": fused}
+                return (lambda r, f: (DF.channel_enhance_dot(r, f, mask, **kw),)), m
+            wq, wk = m.to_q.weight, m.to_k.weight
+            return (lambda r, f: (DF.temporal_enhance_dot(r, f, wq, wk, mask, alpha=m.alpha, fused=fused),)), m
 
         return build
 
@@ -171,7 +174,7 @@ def cases(s: Size, device: torch.device, dtype: torch.dtype, mask: Optional[Tens
     def one_gemm():
         # the split-weight concat's FLOPs as one GEMM of the library's fastest route: x (b, t, 2c) @ W.T
         m = torch.nn.Linear(2 * s.c, 2 * s.c, **factory)
-        return (lambda x, _f: (DF._linear(x, m.weight, m.bias),)), m
+        return (lambda x, _f: (DF.linear(x, m.weight, m.bias),)), m
 
     def mutual(fused: bool):
         def build():

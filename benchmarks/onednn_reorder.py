@@ -29,7 +29,7 @@ def main() -> None:
     p = torch.randn(args.rows, args.keys)
     v_t = torch.randn(args.channels, args.keys)  # the weight: (c, s)
 
-    def gemm() -> torch.Tensor:  # the channel-last view of p is an NHWC image, as in functional._gemm_nt
+    def gemm() -> torch.Tensor:  # the channel-last view of p is an NHWC image, as in dmf_fusion._cpu.gemm_nt
         return F.conv2d(p.unsqueeze(0).transpose(1, 2).unsqueeze(2), v_t[:, :, None, None])
 
     gemm()

@@ -3,20 +3,22 @@
 From "Temporal RPN learning for weakly-supervised temporal action localization" (ACML 2023):
 
 * :class:`DualModalityFusion` (DMF): RGB generates a channel attention that enhances Flow, Flow
-  generates a temporal attention that enhances RGB; ``alpha`` sets the strength.
+  generates a temporal attention that enhances RGB; ``alpha`` sets the strength. Two forms, two
+  classes: :class:`DMFGate` and :class:`DMFDot`; ``DualModalityFusion(..., attention=...)`` builds
+  either.
 * :class:`ConcatFusion`: ``C_con(cat(rgb, flow))``, a 1x1 convolution over the joint channels.
 * :class:`MutualFusion`: ``h_r(C_r(rgb)) + h_f(C_f(flow))``, a shared space plus per-modality projectors
   (train it with :class:`~dmf_fusion.MutualLoss` on ``C_r(rgb)`` and ``C_f(flow)``).
 
-The math lives in :mod:`dmf_fusion.functional`; these modules own the parameters, validate input and
-pick the fused or the plain path per instance (``module.fused``).
+The math lives in :mod:`dmf_fusion.functional`; these modules own the parameters, validate input,
+pick the fused or the plain path per instance (``module.fused``) and call one public op per block.
 
 Axis legend: b batch, t time (snippets), c channels.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Union
+from typing import Any, NamedTuple, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +38,8 @@ from ._checks import (
 __all__ = [
     "ConcatFusion",
     "DMFAttentionOutput",
+    "DMFDot",
+    "DMFGate",
     "DMFOutput",
     "DualModalityFusion",
     "MutualFusion",
@@ -78,39 +82,46 @@ def _check_inputs(rgb: object, flow: object, mask: object, dim_rgb: int, dim_flo
     return check_mask(mask, rgb.shape[0], rgb.shape[1])
 
 
-class DualModalityFusion(nn.Module):
+_GATE_OPTIONS = ("reduction", "kernel_size")
+_DOT_OPTIONS = ("attn_dim", "temperature")
+
+
+class _Constructor(type(nn.Module)):  # type: ignore[misc]
+    """Lets ``DualModalityFusion(..., attention=...)`` build the class of the chosen form."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        if cls is not DualModalityFusion:
+            return super().__call__(*args, **kwargs)
+        attention = check_choice("attention", kwargs.pop("attention", "gate"), ("gate", "dot"))
+        form, other = (DMFGate, _DOT_OPTIONS) if attention == "gate" else (DMFDot, _GATE_OPTIONS)
+        for name in other:  # the other form's options: accepted and unused, as before the split
+            kwargs.pop(name, None)
+        return form(*args, **kwargs)
+
+
+class DualModalityFusion(nn.Module, metaclass=_Constructor):
     """Dual-Modality Fusion: RGB-generated channel attention enhances Flow, Flow-generated temporal
     attention enhances RGB.
 
     ``rgb_plus = rgb + alpha * enhance_rgb`` and ``flow_plus = flow + alpha * enhance_flow``, so
     ``alpha = 0`` returns every valid snippet unchanged, bit for bit.
 
-    ``attention="gate"`` (default):
+    ``DualModalityFusion(dim_rgb, dim_flow, attention=..., **options)`` builds one of the two forms,
+    both subclasses of this class:
 
-    * ``a_c = sigmoid(MLP(masked_mean_t(rgb)))``, ``(b, c_flow)``, squeeze-excitation style with
-      hidden width ``dim_rgb // reduction``; ``enhance_flow = a_c * flow``;
-    * ``a_t = sigmoid(conv(relu(conv(flow))))``, ``(b, t)``, two masked temporal convolutions of
-      ``kernel_size`` with hidden width ``dim_flow // reduction``; ``enhance_rgb = a_t * rgb``.
+    * ``attention="gate"`` (default): :class:`DMFGate`, a squeeze-excitation channel gate and a
+      convolutional temporal gate (options ``reduction``, ``kernel_size``);
+    * ``attention="dot"``: :class:`DMFDot`, Gram-matrix channel attention and scaled-dot-product
+      temporal attention (options ``attn_dim``, ``temperature``).
 
-    ``attention="dot"``:
-
-    * ``A_c = softmax_e(<rgb_c, rgb_e>_t / n_valid / temperature)``, ``(b, c, c)``;
-      ``enhance_flow = flow @ A_c.T`` (RGB is first projected to ``dim_flow`` when the widths differ);
-    * ``A_t = softmax_s(q_t . k_s / sqrt(attn_dim))`` over valid ``s``, ``q``/``k`` linear projections of
-      flow; ``enhance_rgb = A_t @ rgb``. The fused path never builds the ``(t, s)`` matrix.
+    The options of the form not chosen are accepted and ignored. Common to both: the arguments below
+    and the factory kwargs ``device`` and ``dtype`` (as in ``torch.nn``).
 
     Args:
         dim_rgb: RGB channels.
         dim_flow: Flow channels.
         alpha: enhancement strength, ``>= 0``.
-        attention: ``"gate"`` or ``"dot"``.
-        reduction: hidden-width divisor of the gate MLP and temporal convolutions.
-        kernel_size: odd temporal kernel of the gate convolutions.
-        attn_dim: query/key width ``d`` of the dot temporal attention.
-        temperature: softmax temperature of the dot channel attention.
         fused: fast path (True) or the plain reference path (False); an attribute, change it any time.
-        device: parameter device, a factory kwarg as in ``torch.nn``.
-        dtype: parameter dtype, a factory kwarg as in ``torch.nn``.
 
     Shape:
         rgb: (b, t, dim_rgb); flow: (b, t, dim_flow); mask: (b, t) bool, True = valid.
@@ -118,6 +129,8 @@ class DualModalityFusion(nn.Module):
 
     Example:
         >>> dmf = DualModalityFusion(32, 32, alpha=0.5)
+        >>> type(dmf).__name__, isinstance(dmf, DualModalityFusion)
+        ('DMFGate', True)
         >>> rgb, flow = torch.randn(2, 10, 32), torch.randn(2, 10, 32)
         >>> mask = torch.arange(10) < torch.tensor([[10], [6]])
         >>> out = dmf(rgb, flow, mask)
@@ -129,60 +142,18 @@ class DualModalityFusion(nn.Module):
         True
     """
 
-    def __init__(
-        self,
-        dim_rgb: int,
-        dim_flow: int,
-        *,
-        alpha: float = 0.5,
-        attention: str = "gate",
-        reduction: int = 4,
-        kernel_size: int = 3,
-        attn_dim: int = 64,
-        temperature: float = 1.0,
-        fused: bool = True,
-        device: Optional[Union[torch.device, str]] = None,
-        dtype: Optional[torch.dtype] = None,
-    ) -> None:
+    attention: str
+
+    def __init__(self, dim_rgb: int, dim_flow: int, *, alpha: float = 0.5, fused: bool = True) -> None:
         super().__init__()
-        factory = {"device": device, "dtype": dtype}
         self.dim_rgb = check_positive_int("dim_rgb", dim_rgb)
         self.dim_flow = check_positive_int("dim_flow", dim_flow)
         self.alpha = check_non_negative("alpha", alpha)
-        self.attention = check_choice("attention", attention, ("gate", "dot"))
-        self.reduction = check_positive_int("reduction", reduction)
-        self.kernel_size = check_positive_int("kernel_size", kernel_size)
-        if kernel_size % 2 != 1:
-            raise ValueError(f"kernel_size must be odd so the output keeps its length, got {kernel_size}")
-        self.attn_dim = check_positive_int("attn_dim", attn_dim)
-        self.temperature = check_positive("temperature", temperature)
         self.fused = fused
-        if attention == "gate":
-            hidden_rgb = max(dim_rgb // reduction, 1)
-            hidden_flow = max(dim_flow // reduction, 1)
-            self.channel_fc1 = nn.Linear(dim_rgb, hidden_rgb, **factory)
-            self.channel_fc2 = nn.Linear(hidden_rgb, dim_flow, **factory)
-            pad = kernel_size // 2
-            self.temporal_conv1 = nn.Conv1d(dim_flow, hidden_flow, kernel_size, padding=pad, **factory)
-            self.temporal_conv2 = nn.Conv1d(hidden_flow, 1, kernel_size, padding=pad, **factory)
-        else:
-            self.rgb_to_flow = (
-                nn.Linear(dim_rgb, dim_flow, bias=False, **factory) if dim_rgb != dim_flow else None
-            )
-            self.to_q = nn.Linear(dim_flow, attn_dim, bias=False, **factory)
-            self.to_k = nn.Linear(dim_flow, attn_dim, bias=False, **factory)
 
     def reset_parameters(self) -> None:
         for module in self.children():
             module.reset_parameters()
-
-    def extra_repr(self) -> str:
-        s = f"{self.dim_rgb}, {self.dim_flow}, alpha={self.alpha}, attention={self.attention!r}"
-        if self.attention == "gate":
-            s += f", reduction={self.reduction}, kernel_size={self.kernel_size}"
-        else:
-            s += f", attn_dim={self.attn_dim}, temperature={self.temperature}"
-        return s + f", fused={self.fused}"
 
     def forward(
         self, rgb: Tensor, flow: Tensor, mask: Optional[Tensor] = None, *, return_attention: bool = False
@@ -200,79 +171,172 @@ class DualModalityFusion(nn.Module):
             rgb: (b, t, dim_rgb); flow: (b, t, dim_flow); mask: (b, t).
         """
         mask = _check_inputs(rgb, flow, mask, self.dim_rgb, self.dim_flow)
-        rgb, flow = DF.zero_padding(rgb, mask), DF.zero_padding(flow, mask)
-        if self.attention == "gate":
-            return self._gate(rgb, flow, mask, return_attention)
-        return self._dot(rgb, flow, mask, return_attention)
+        out = self._fuse(rgb, flow, mask, return_attention)
+        return DMFAttentionOutput(*out) if return_attention else DMFOutput(*out)
 
-    def _gate(
-        self, rgb: Tensor, flow: Tensor, mask: Optional[Tensor], return_attention: bool
-    ) -> Union[DMFOutput, DMFAttentionOutput]:
+    def _fuse(self, rgb: Tensor, flow: Tensor, mask: Optional[Tensor], return_attention: bool) -> tuple[Tensor, ...]:
+        raise NotImplementedError  # pragma: no cover
+
+
+class DMFGate(DualModalityFusion):
+    """Dual-Modality Fusion, gate form (``DualModalityFusion(..., attention="gate")``).
+
+    * ``a_c = sigmoid(MLP(masked_mean_t(rgb)))``, ``(b, c_flow)``, squeeze-excitation style with
+      hidden width ``dim_rgb // reduction``; ``flow_plus = flow + alpha * a_c * flow``;
+    * ``a_t = sigmoid(conv(relu(conv(flow))))``, ``(b, t)``, two masked temporal convolutions of
+      ``kernel_size`` with hidden width ``dim_flow // reduction``; ``rgb_plus = rgb + alpha * a_t * rgb``.
+
+    The math is :func:`dmf_fusion.functional.dmf_gate`.
+
+    Args:
+        dim_rgb: RGB channels.
+        dim_flow: Flow channels.
+        alpha: enhancement strength, ``>= 0``.
+        reduction: hidden-width divisor of the channel MLP and the temporal convolutions.
+        kernel_size: odd temporal kernel of the convolutions.
+        fused: fast path (True) or the plain reference path (False); an attribute, change it any time.
+        device: parameter device, a factory kwarg as in ``torch.nn``.
+        dtype: parameter dtype, a factory kwarg as in ``torch.nn``.
+
+    Shape:
+        rgb: (b, t, dim_rgb); flow: (b, t, dim_flow); mask: (b, t) bool, True = valid. Returns
+        ``DMFOutput(rgb, flow)``; with ``return_attention=True`` ``DMFAttentionOutput`` with
+        ``channel_attention (b, dim_flow)`` and ``temporal_attention (b, t)``.
+
+    Example:
+        >>> dmf = DMFGate(32, 16, alpha=0.5, reduction=4)
+        >>> out = dmf(torch.randn(2, 10, 32), torch.randn(2, 10, 16), return_attention=True)
+        >>> out.channel_attention.shape, out.temporal_attention.shape
+        (torch.Size([2, 16]), torch.Size([2, 10]))
+    """
+
+    attention = "gate"
+
+    def __init__(
+        self,
+        dim_rgb: int,
+        dim_flow: int,
+        *,
+        alpha: float = 0.5,
+        reduction: int = 4,
+        kernel_size: int = 3,
+        fused: bool = True,
+        device: Optional[Union[torch.device, str]] = None,
+        dtype: Optional[torch.dtype] = None,
+    ) -> None:
+        super().__init__(dim_rgb, dim_flow, alpha=alpha, fused=fused)
+        factory = {"device": device, "dtype": dtype}
+        self.reduction = check_positive_int("reduction", reduction)
+        self.kernel_size = check_positive_int("kernel_size", kernel_size)
+        if kernel_size % 2 != 1:
+            raise ValueError(f"kernel_size must be odd so the output keeps its length, got {kernel_size}")
+        hidden_rgb = max(dim_rgb // reduction, 1)
+        hidden_flow = max(dim_flow // reduction, 1)
+        self.channel_fc1 = nn.Linear(dim_rgb, hidden_rgb, **factory)
+        self.channel_fc2 = nn.Linear(hidden_rgb, dim_flow, **factory)
+        pad = kernel_size // 2
+        self.temporal_conv1 = nn.Conv1d(dim_flow, hidden_flow, kernel_size, padding=pad, **factory)
+        self.temporal_conv2 = nn.Conv1d(hidden_flow, 1, kernel_size, padding=pad, **factory)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.dim_rgb}, {self.dim_flow}, alpha={self.alpha}, reduction={self.reduction}, "
+            f"kernel_size={self.kernel_size}, fused={self.fused}"
+        )
+
+    def _fuse(self, rgb: Tensor, flow: Tensor, mask: Optional[Tensor], return_attention: bool) -> tuple[Tensor, ...]:
         fc1, fc2 = self.channel_fc1, self.channel_fc2
-        # rgb and flow are already zero at padded snippets: the private forms skip a second masking pass
-        a_c = DF._channel_attention_gate(rgb, mask, fc1.weight, fc1.bias, fc2.weight, fc2.bias)
         convs = (self.temporal_conv1, self.temporal_conv2)
-        a_t = DF._temporal_attention_gate(flow, mask, [c.weight for c in convs], [c.bias for c in convs], self.fused)
-        if self.fused:
-            rgb_plus = DF._gate(rgb, a_t.unsqueeze(-1), self.alpha)
-            flow_plus = DF._gate(flow, a_c.unsqueeze(1), self.alpha)
-        else:
-            rgb_plus = rgb + self.alpha * (a_t.unsqueeze(-1) * rgb)
-            flow_plus = flow + self.alpha * (a_c.unsqueeze(1) * flow)
-        if return_attention:
-            return DMFAttentionOutput(rgb_plus, flow_plus, a_c, a_t)
-        return DMFOutput(rgb_plus, flow_plus)
+        return DF.dmf_gate(
+            rgb,
+            flow,
+            mask,
+            weight1=fc1.weight,
+            bias1=fc1.bias,
+            weight2=fc2.weight,
+            bias2=fc2.bias,
+            conv_weights=[c.weight for c in convs],
+            conv_biases=[c.bias for c in convs],
+            alpha=self.alpha,
+            fused=self.fused,
+            return_attention=return_attention,
+        )
 
-    def _dot(
-        self, rgb: Tensor, flow: Tensor, mask: Optional[Tensor], return_attention: bool
-    ) -> Union[DMFOutput, DMFAttentionOutput]:
-        # one channel-first copy of rgb serves both halves' GEMMs on the oneDNN route
-        rgb_t = DF._transpose_tiles(rgb.detach()) if self.fused and DF._onednn(rgb) else None  # never differentiated
-        flow_plus, rgb_c = self._dot_channel(rgb, flow, mask, rgb_t)
-        rgb_plus, q, k = self._dot_temporal(rgb, flow, mask, rgb_t)
-        # under autocast the GEMM epilogues come back in the autocast dtype: keep the input dtype on both
-        rgb_plus, flow_plus = rgb_plus.to(rgb.dtype), flow_plus.to(flow.dtype)
-        if return_attention:
-            a_c = DF.channel_attention_dot(rgb_c, mask, temperature=self.temperature)
-            a_t = DF.temporal_attention_dot(q, k, mask)
-            return DMFAttentionOutput(rgb_plus, flow_plus, a_c, a_t)
-        return DMFOutput(rgb_plus, flow_plus)
 
-    # the two halves of the dot form (separate so that benchmarks/ can time each); rgb and flow are
-    # already zero at padded snippets
+class DMFDot(DualModalityFusion):
+    """Dual-Modality Fusion, dot-product form (``DualModalityFusion(..., attention="dot")``).
 
-    def _dot_channel(
-        self, rgb: Tensor, flow: Tensor, mask: Optional[Tensor], rgb_t: Optional[Tensor] = None
-    ) -> tuple[Tensor, Tensor]:
-        linear = DF._linear if self.fused else F.linear
-        if self.rgb_to_flow is None:
-            rgb_c = rgb
-        else:
-            rgb_c, rgb_t = linear(rgb, self.rgb_to_flow.weight.to(rgb.dtype)), None
-        # the channel Gram sums t products per entry: under float16 autocast it overflows 65504 on
-        # ordinary videos, so this half runs in the input dtype (float16 inputs form it in float32)
-        with torch.autocast(rgb.device.type, enabled=False):
-            flow_plus = DF._channel_enhance_dot(
-                rgb_c, flow.to(rgb_c.dtype), mask, self.alpha, self.temperature, self.fused, rgb_t
-            )
-        return flow_plus, rgb_c
+    * ``A_c = softmax_e(<rgb_c, rgb_e>_t / n_valid / temperature)``, ``(b, c, c)``;
+      ``flow_plus = flow + alpha * flow @ A_c.T`` (RGB is first projected to ``dim_flow`` when the
+      widths differ);
+    * ``A_t = softmax_s(q_t . k_s / sqrt(attn_dim))`` over valid ``s``, ``q``/``k`` linear projections
+      of flow; ``rgb_plus = rgb + alpha * A_t @ rgb``. The fused path never builds the ``(t, s)`` matrix.
 
-    def _dot_temporal(
-        self, rgb: Tensor, flow: Tensor, mask: Optional[Tensor], rgb_t: Optional[Tensor] = None
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        dtype = flow.dtype
-        if self.fused:  # q and k from one GEMM
-            qk = DF._linear(flow, torch.cat([self.to_q.weight, self.to_k.weight]).to(dtype))
-            q, k = qk.split(self.attn_dim, dim=-1)
-        else:
-            q = F.linear(flow, self.to_q.weight.to(dtype))
-            k = F.linear(flow, self.to_k.weight.to(dtype))
-        if not self.fused:
-            return rgb + self.alpha * DF.attend_temporal(q, k, rgb, mask, fused=False), q, k
-        if self.alpha == 0:
-            return rgb, q, k  # exact identity
-        # the residual rides in the attention's output pass: rgb + alpha * A_t @ rgb
-        return DF._attend_fused(q, k, rgb, mask, self.alpha, True, rgb_t), q, k
+    The math is :func:`dmf_fusion.functional.dmf_dot`.
+
+    Args:
+        dim_rgb: RGB channels.
+        dim_flow: Flow channels.
+        alpha: enhancement strength, ``>= 0``.
+        attn_dim: query/key width ``d`` of the temporal attention.
+        temperature: softmax temperature of the channel attention.
+        fused: fast path (True) or the plain reference path (False); an attribute, change it any time.
+        device: parameter device, a factory kwarg as in ``torch.nn``.
+        dtype: parameter dtype, a factory kwarg as in ``torch.nn``.
+
+    Shape:
+        rgb: (b, t, dim_rgb); flow: (b, t, dim_flow); mask: (b, t) bool, True = valid. Returns
+        ``DMFOutput(rgb, flow)``; with ``return_attention=True`` ``DMFAttentionOutput`` with
+        ``channel_attention (b, dim_flow, dim_flow)`` and ``temporal_attention (b, t, s)``.
+
+    Example:
+        >>> dmf = DMFDot(32, 16, alpha=0.5, attn_dim=8)
+        >>> out = dmf(torch.randn(2, 10, 32), torch.randn(2, 10, 16), return_attention=True)
+        >>> out.channel_attention.shape, out.temporal_attention.shape
+        (torch.Size([2, 16, 16]), torch.Size([2, 10, 10]))
+    """
+
+    attention = "dot"
+
+    def __init__(
+        self,
+        dim_rgb: int,
+        dim_flow: int,
+        *,
+        alpha: float = 0.5,
+        attn_dim: int = 64,
+        temperature: float = 1.0,
+        fused: bool = True,
+        device: Optional[Union[torch.device, str]] = None,
+        dtype: Optional[torch.dtype] = None,
+    ) -> None:
+        super().__init__(dim_rgb, dim_flow, alpha=alpha, fused=fused)
+        factory = {"device": device, "dtype": dtype}
+        self.attn_dim = check_positive_int("attn_dim", attn_dim)
+        self.temperature = check_positive("temperature", temperature)
+        self.rgb_to_flow = nn.Linear(dim_rgb, dim_flow, bias=False, **factory) if dim_rgb != dim_flow else None
+        self.to_q = nn.Linear(dim_flow, attn_dim, bias=False, **factory)
+        self.to_k = nn.Linear(dim_flow, attn_dim, bias=False, **factory)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.dim_rgb}, {self.dim_flow}, alpha={self.alpha}, attn_dim={self.attn_dim}, "
+            f"temperature={self.temperature}, fused={self.fused}"
+        )
+
+    def _fuse(self, rgb: Tensor, flow: Tensor, mask: Optional[Tensor], return_attention: bool) -> tuple[Tensor, ...]:
+        return DF.dmf_dot(
+            rgb,
+            flow,
+            mask,
+            weight_q=self.to_q.weight,
+            weight_k=self.to_k.weight,
+            weight_proj=None if self.rgb_to_flow is None else self.rgb_to_flow.weight,
+            alpha=self.alpha,
+            temperature=self.temperature,
+            fused=self.fused,
+            return_attention=return_attention,
+        )
 
 
 class ConcatFusion(nn.Module):
@@ -395,16 +459,16 @@ class MutualFusion(nn.Module):
     def forward(self, rgb: Tensor, flow: Tensor, mask: Optional[Tensor] = None) -> MutualOutput:
         mask = _check_inputs(rgb, flow, mask, self.dim_rgb, self.dim_flow)
         dtype = rgb.dtype
-        linear = DF._linear if self.fused else F.linear
-        rgb_embed = F.relu(linear(rgb, self.embed_rgb.weight.to(dtype), self.embed_rgb.bias.to(dtype)))
-        flow_embed = F.relu(linear(flow, self.embed_flow.weight.to(dtype), self.embed_flow.bias.to(dtype)))
+        fused = self.fused
+        rgb_embed = F.relu(DF.linear(rgb, self.embed_rgb.weight.to(dtype), self.embed_rgb.bias.to(dtype), fused=fused))
+        flow_embed = F.relu(DF.linear(flow, self.embed_flow.weight.to(dtype), self.embed_flow.bias.to(dtype), fused=fused))
         rgb_embed, flow_embed = DF.zero_padding(rgb_embed, mask), DF.zero_padding(flow_embed, mask)
         a = F.dropout(rgb_embed, self.dropout, self.training) if self.dropout > 0 else rgb_embed
         b = F.dropout(flow_embed, self.dropout, self.training) if self.dropout > 0 else flow_embed
-        if self.fused:  # the two projectors as split-weight GEMMs into one output, no concatenation
-            h_r, h_f = self.head_rgb, self.head_flow
-            fused = linear(a, h_r.weight.to(dtype), h_r.bias.to(dtype)).add_(linear(b, h_f.weight.to(dtype)))
-        else:
-            h_r, h_f = self.head_rgb, self.head_flow
-            fused = F.linear(a, h_r.weight.to(dtype), h_r.bias.to(dtype)) + F.linear(b, h_f.weight.to(dtype))
-        return MutualOutput(DF.zero_padding(fused, mask), rgb_embed, flow_embed)
+        h_r, h_f = self.head_rgb, self.head_flow
+        head_r = DF.linear(a, h_r.weight.to(dtype), h_r.bias.to(dtype), fused=fused)
+        head_f = DF.linear(b, h_f.weight.to(dtype), fused=fused)
+        # the two projectors as split-weight GEMMs into one output, no concatenation: the second is
+        # added in place on the fused path (the GEMM keeps no output for backward)
+        out = head_r.add_(head_f) if fused else head_r + head_f
+        return MutualOutput(DF.zero_padding(out, mask), rgb_embed, flow_embed)

@@ -1,7 +1,8 @@
 """The fused path's internals: blocked CPU attention, the oneDNN GEMM route, the CUDA SDPA kernels.
 
-``attend_temporal(fused=True)`` on CPU runs ``_BlockedAttention`` (query tiles, probabilities
-recomputed in backward); float32 GEMMs on CPU run as oneDNN 1x1 convolutions (``_linear``). Each is
+``attend_temporal(fused=True)`` on CPU runs ``dmf_fusion._cpu.BlockedAttention`` (query tiles,
+probabilities recomputed in backward); float32 GEMMs on CPU run as oneDNN 1x1 convolutions
+(``dmf_fusion._cpu.linear``). Each is
 checked against a float64 reference, with tiles forced small so that several tiles, partial last
 tiles and accumulation across tiles are exercised.
 """
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
+from dmf_fusion import _cpu
 from dmf_fusion import functional as DF
 
 from reference import rand, rand_mask
@@ -38,7 +40,7 @@ def reference(q, k, v, mask):
 @pytest.fixture
 def small_tiles(monkeypatch):
     """Tiles of a handful of scores, so every test crosses tile borders."""
-    monkeypatch.setattr(DF, "ATTENTION_TILE", 24)
+    monkeypatch.setattr(_cpu, "ATTENTION_TILE", 24)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
@@ -54,25 +56,25 @@ def test_matches_float64_reference(dtype, seed, b, t, d, c, masked):
     torch.manual_seed(0)
     q, k, v = rand(seed, b, t, d, dtype=dtype), rand(seed + 1, b, t, d, dtype=dtype), rand(seed + 2, b, t, c, dtype=dtype)
     mask = rand_mask(seed, b, t) if masked else None
-    old = DF.ATTENTION_TILE
+    old = _cpu.ATTENTION_TILE
     try:
         for tile in (24, old):  # several tiles, then one
-            DF.ATTENTION_TILE = tile
+            _cpu.ATTENTION_TILE = tile
             got = DF.attend_temporal(q, k, v, mask)
             assert got.dtype == dtype
             torch.testing.assert_close(got.double(), reference(q, k, v, mask), atol=TOL[dtype], rtol=TOL[dtype])
     finally:
-        DF.ATTENTION_TILE = old
+        _cpu.ATTENTION_TILE = old
 
 
 def test_tile_rows():
     """A tile never holds more than ATTENTION_TILE scores unless a single query row needs more."""
     for t, s in [(750, 750), (32768, 32768), (100, 1 << 20), (10, 3)]:
-        rows = DF._attention_rows(t, s)
+        rows = _cpu.attention_rows(t, s)
         assert 1 <= rows <= t
-        assert rows == t or rows * s <= DF.ATTENTION_TILE or rows == 1
-    assert DF._attention_rows(750, 750) == 750  # short videos: one tile per sample
-    assert DF._attention_rows(32768, 32768) == 512
+        assert rows == t or rows * s <= _cpu.ATTENTION_TILE or rows == 1
+    assert _cpu.attention_rows(750, 750) == 750  # short videos: one tile per sample
+    assert _cpu.attention_rows(32768, 32768) == 512
 
 
 @pytest.mark.parametrize("masked", [True, False], ids=["mask", "nomask"])
@@ -148,7 +150,7 @@ def test_padded_snippets_change_nothing(small_tiles):
 
 def test_memory_stays_in_tiles(monkeypatch):
     """Forward and backward never allocate a (t, s) matrix: the largest single allocation is a tile."""
-    monkeypatch.setattr(DF, "ATTENTION_TILE", 64 * 256)
+    monkeypatch.setattr(_cpu, "ATTENTION_TILE", 64 * 256)
     t, d, c = 1024, 8, 16
     leaves = [rand(20 + i, 1, t, n, dtype=torch.float32).requires_grad_(True) for i, n in enumerate((d, d, c))]
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
@@ -191,7 +193,7 @@ def test_linear_route_matches_f_linear(shape, bias):
     x = rand(50, *shape, dtype=torch.float32).requires_grad_(True)
     w = rand(51, 6, 5, dtype=torch.float32).requires_grad_(True)
     b = rand(52, 6, dtype=torch.float32).requires_grad_(True) if bias else None
-    got, want = DF._linear(x, w, b), F.linear(x, w, b)
+    got, want = _cpu.linear(x, w, b), F.linear(x, w, b)
     assert got.shape == want.shape and got.is_contiguous()
     torch.testing.assert_close(got, want)
     leaves = [t for t in (x, w, b) if t is not None]
@@ -203,7 +205,7 @@ def test_linear_route_matches_f_linear(shape, bias):
 def test_linear_route_non_contiguous_input():
     x = rand(54, 4, 9, 10, dtype=torch.float32)[..., ::2]
     w = rand(55, 3, 5, dtype=torch.float32)
-    torch.testing.assert_close(DF._linear(x, w), F.linear(x, w))
+    torch.testing.assert_close(_cpu.linear(x, w), F.linear(x, w))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -258,19 +260,19 @@ def test_residual_form_across_tiles(small_tiles, dtype):
     want = leaves[2] * mask[..., None] + 0.7 * DF.attend_temporal(*leaves, mask, fused=False)
     want_grads = torch.autograd.grad(want, leaves, grad)
     leaves_d = [x.to(dtype).requires_grad_(True) for x in (q, k, v)]
-    got = DF._attend_fused(*leaves_d, mask, 0.7, True)
+    got = _cpu.attend(*leaves_d, mask, alpha=0.7, residual=True)
     tol = TOL[dtype] * 10
     torch.testing.assert_close(got.double(), want, atol=tol, rtol=tol)
     for g, w in zip(torch.autograd.grad(got, leaves_d, grad.to(dtype)), want_grads):
         torch.testing.assert_close(g.double(), w, atol=tol * 10, rtol=tol * 10)
     if dtype == torch.float64:
-        assert torch.autograd.gradcheck(lambda a, b, c: DF._attend_fused(a, b, c, mask, 0.7, True), tuple(leaves_d))
+        assert torch.autograd.gradcheck(lambda a, b, c: _cpu.attend(a, b, c, mask, alpha=0.7, residual=True), tuple(leaves_d))
 
 
 def test_tiled_transpose():
     """The cache-tiled (b, t, c) -> (b, c, t) copy, with several tiles and a partial last one."""
     x = rand(90, 2, 21, 4096, dtype=torch.float32)  # tiles of 8 rows
-    y = DF._transpose_tiles(x)
+    y = _cpu.transpose_tiles(x)
     assert y.is_contiguous()
     torch.testing.assert_close(y, x.transpose(1, 2), rtol=0, atol=0)
 
@@ -295,7 +297,7 @@ def test_channel_half_float32_gradients(masked):
 def test_slab_permute_copies():
     x = rand(92, 37, 3, 5, dtype=torch.float32)  # 3 slabs of 16 rows, the last one partial
     for dims in [(2, 1, 0), (1, 2, 0)]:
-        torch.testing.assert_close(DF._to_last(x, dims), x.permute(dims), rtol=0, atol=0)
+        torch.testing.assert_close(_cpu.to_last(x, dims), x.permute(dims), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("masked", [True, False], ids=["mask", "nomask"])
