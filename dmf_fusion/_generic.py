@@ -46,15 +46,16 @@ def linear_sum(a: Tensor, weight_a: Tensor, b: Tensor, weight_b: Tensor, bias: O
     return out.view(a.shape[0], a.shape[1], -1)
 
 
-def temporal_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
+def temporal_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor], dilation: int = 1) -> Tensor:
     """Same-length temporal convolution of channel-last ``x``: ``conv2d`` on its ``(b, c, 1, t)`` view,
     a channel-last (NHWC) image, so ``x`` is never transposed and the output comes back channel-last.
 
     Shape:
         x: (b, t, c); weight: (o, c, k) with odd k; returns (b, t, o).
     """
-    taps = weight.shape[-1]
-    out = F.conv2d(x.transpose(1, 2).unsqueeze(2), weight.unsqueeze(2), bias, padding=(0, taps // 2))
+    pad = dilation * (weight.shape[-1] // 2)
+    view = x.transpose(1, 2).unsqueeze(2)
+    out = F.conv2d(view, weight.unsqueeze(2), bias, padding=(0, pad), dilation=(1, dilation))
     return out.squeeze(2).transpose(1, 2)
 
 
@@ -92,7 +93,13 @@ def gate(x: Tensor, a: Tensor, alpha: float) -> Tensor:
 
 
 def channel_enhance_dot(
-    rgb: Tensor, flow: Tensor, counts: Tensor, *, alpha: float, temperature: float, rgb_t: Optional[Tensor] = None
+    rgb: Tensor,
+    flow: Tensor,
+    counts: Tensor,
+    *,
+    alpha: float,
+    temperature: float,
+    rgb_t: Optional[Tensor] = None,
 ) -> Tensor:
     """``flow + alpha * flow @ A_c.T`` with the residual in ``baddbmm``'s epilogue; ``A_c`` as
     :func:`dmf_fusion.functional.channel_attention_dot` forms it. ``counts`` is the number of valid

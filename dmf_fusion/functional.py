@@ -159,21 +159,32 @@ def concat_linear(
     return _kernels(rgb).linear_sum(rgb, weight[:, :c_rgb], flow, weight[:, c_rgb:], bias)
 
 
-def _temporal_conv1d(x: Tensor, weight: Tensor, bias: Optional[Tensor], mask: Optional[Tensor], fused: bool) -> Tensor:
+def _temporal_conv1d(
+    x: Tensor, weight: Tensor, bias: Optional[Tensor], mask: Optional[Tensor], fused: bool, dilation: int = 1
+) -> Tensor:
     """:func:`temporal_conv1d` on an ``x`` that is already zero at padded snippets."""
     weight, bias = weight.to(x.dtype), _cast(bias, x.dtype)
     taps = weight.shape[-1]
     if taps % 2 != 1:
         raise ValueError(f"weight must have an odd kernel size, got shape {tuple(weight.shape)}")
+    if isinstance(dilation, bool) or not isinstance(dilation, int) or dilation < 1:
+        raise ValueError(f"dilation must be a positive int, got {dilation!r}")
     if fused:
-        out = _kernels(x).temporal_conv(x, weight, bias)
+        out = _kernels(x).temporal_conv(x, weight, bias, dilation)
     else:
-        out = F.conv1d(x.transpose(1, 2), weight, bias, padding=taps // 2).transpose(1, 2)
+        pad = dilation * (taps // 2)
+        out = F.conv1d(x.transpose(1, 2), weight, bias, padding=pad, dilation=dilation).transpose(1, 2)
     return zero_padding(out, mask)
 
 
 def temporal_conv1d(
-    x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, mask: Optional[Tensor] = None, *, fused: bool = True
+    x: Tensor,
+    weight: Tensor,
+    bias: Optional[Tensor] = None,
+    mask: Optional[Tensor] = None,
+    *,
+    dilation: int = 1,
+    fused: bool = True,
 ) -> Tensor:
     """Same-length temporal convolution (odd kernel, zero padding) on channel-last features.
 
@@ -189,12 +200,13 @@ def temporal_conv1d(
         weight: ``torch.nn.Conv1d`` weight.
         bias: optional bias.
         mask: True = valid snippet.
+        dilation: spacing of the taps (padding ``dilation * (k // 2)`` keeps the length).
         fused: fast path (True) or plain reference path (False).
 
     Shape:
         x: (b, t, c); weight: (o, c, k) with odd k; bias: (o,); returns (b, t, o).
     """
-    return _temporal_conv1d(zero_padding(x, mask), weight, bias, mask, fused)
+    return _temporal_conv1d(zero_padding(x, mask), weight, bias, mask, fused, dilation)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -234,11 +246,17 @@ def channel_attention_gate(
 
 
 def _temporal_attention_gate(
-    flow: Tensor, mask: Optional[Tensor], weights: Sequence[Tensor], biases: Sequence[Optional[Tensor]], fused: bool
+    flow: Tensor,
+    mask: Optional[Tensor],
+    weights: Sequence[Tensor],
+    biases: Sequence[Optional[Tensor]],
+    fused: bool,
 ) -> Tensor:
     """:func:`temporal_attention_gate` on a ``flow`` that is already zero at padded snippets."""
     if len(weights) == 0 or len(weights) != len(biases):
-        raise ValueError(f"weights and biases must be non-empty and of equal length, got {len(weights)}, {len(biases)}")
+        raise ValueError(
+            f"weights and biases must be non-empty and of equal length, got {len(weights)}, {len(biases)}"
+        )
     h = flow
     for i, (w, b) in enumerate(zip(weights, biases)):
         h = _temporal_conv1d(h, w, b, mask, fused)  # zero at padded snippets, as the next layer needs
@@ -363,7 +381,9 @@ def _channel_enhance_dot(
     if alpha == 0:
         return flow  # exact identity, and no GEMM whose 0 * x terms could turn -0.0 or inf around
     counts = _valid_counts(rgb, mask)
-    return _kernels(rgb).channel_enhance_dot(rgb, flow, counts, alpha=alpha, temperature=temperature, rgb_t=rgb_t)
+    return _kernels(rgb).channel_enhance_dot(
+        rgb, flow, counts, alpha=alpha, temperature=temperature, rgb_t=rgb_t
+    )
 
 
 def channel_enhance_dot(
@@ -390,7 +410,9 @@ def channel_enhance_dot(
             f"rgb and flow must have the same channels for the dot channel attention, got "
             f"{rgb.shape[-1]} and {flow.shape[-1]} (project rgb to the flow width first)"
         )
-    return _channel_enhance_dot(zero_padding(rgb, mask), zero_padding(flow, mask), mask, alpha, temperature, fused)
+    return _channel_enhance_dot(
+        zero_padding(rgb, mask), zero_padding(flow, mask), mask, alpha, temperature, fused
+    )
 
 
 def temporal_attention_dot(q: Tensor, k: Tensor, mask: Optional[Tensor] = None) -> Tensor:
@@ -409,7 +431,9 @@ def temporal_attention_dot(q: Tensor, k: Tensor, mask: Optional[Tensor] = None) 
     return attn if mask is None else attn * mask.unsqueeze(-1)
 
 
-def attend_temporal(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor] = None, *, fused: bool = True) -> Tensor:
+def attend_temporal(
+    q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor] = None, *, fused: bool = True
+) -> Tensor:
     """``A_t @ v`` for the temporal attention of :func:`temporal_attention_dot`, zero at padded queries.
 
     The fused path never builds the ``(t, s)`` matrix, so memory grows linearly with time: on CPU a
@@ -437,7 +461,13 @@ def _project_qk(flow: Tensor, weight_q: Tensor, weight_k: Tensor, fused: bool) -
 
 
 def _temporal_enhance_dot(
-    rgb: Tensor, q: Tensor, k: Tensor, mask: Optional[Tensor], alpha: float, fused: bool, rgb_t: Optional[Tensor] = None
+    rgb: Tensor,
+    q: Tensor,
+    k: Tensor,
+    mask: Optional[Tensor],
+    alpha: float,
+    fused: bool,
+    rgb_t: Optional[Tensor] = None,
 ) -> Tensor:
     """``rgb + alpha * A_t @ rgb`` for an ``rgb`` already zero at padded snippets; the fused path
     writes the residual in the attention's output pass."""
@@ -520,7 +550,9 @@ def dmf_dot(
     else:
         rgb_c, rgb_c_t = linear(rgb, weight_proj.to(rgb.dtype), fused=fused), None
     with torch.autocast(rgb.device.type, enabled=False):
-        flow_plus = _channel_enhance_dot(rgb_c, flow.to(rgb_c.dtype), mask, alpha, temperature, fused, rgb_c_t)
+        flow_plus = _channel_enhance_dot(
+            rgb_c, flow.to(rgb_c.dtype), mask, alpha, temperature, fused, rgb_c_t
+        )
     q, k = _project_qk(flow, weight_q, weight_k, fused)
     rgb_plus = _temporal_enhance_dot(rgb, q, k, mask, alpha, fused, rgb_t)
     # under autocast the GEMM epilogues come back in the autocast dtype: keep the input dtype on both
@@ -566,7 +598,8 @@ def mutual_loss(
     b = zero_padding(flow_embed, mask)
     if stop_gradient:
         per_snippet = 0.5 * (
-            F.mse_loss(a, b.detach(), reduction="none").mean(-1) + F.mse_loss(a.detach(), b, reduction="none").mean(-1)
+            F.mse_loss(a, b.detach(), reduction="none").mean(-1)
+            + F.mse_loss(a.detach(), b, reduction="none").mean(-1)
         )
     else:
         per_snippet = F.mse_loss(a, b, reduction="none").mean(-1)  # one fused (a - b)^2 kernel

@@ -57,7 +57,9 @@ def masked_mean(x: Tensor, mask: Optional[Tensor]) -> Tensor:
     return out
 
 
-def conv1d_same(x: Tensor, weight: Tensor, bias: Optional[Tensor], mask: Optional[Tensor]) -> Tensor:
+def conv1d_same(
+    x: Tensor, weight: Tensor, bias: Optional[Tensor], mask: Optional[Tensor], dilation: int = 1
+) -> Tensor:
     """Cross-correlation with zero padding; padded snippets read as zeros; outputs zero there."""
     x, weight = _f64(x.cpu(), weight.cpu())
     b, t, _ = x.shape
@@ -69,27 +71,36 @@ def conv1d_same(x: Tensor, weight: Tensor, bias: Optional[Tensor], mask: Optiona
         for j in range(t):
             if not mask[i, j]:
                 continue
-            acc = torch.zeros(o, dtype=torch.float64) if bias is None else bias.detach().cpu().double().clone()
+            acc = (
+                torch.zeros(o, dtype=torch.float64) if bias is None else bias.detach().cpu().double().clone()
+            )
             for tap in range(k):
-                src = j + tap - half
+                src = j + (tap - half) * dilation
                 if 0 <= src < t and mask[i, src]:
                     acc = acc + weight[:, :, tap] @ x[i, src]
             out[i, j] = acc
     return out
 
 
-def dmf_gate(module, rgb: Tensor, flow: Tensor, mask: Optional[Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def dmf_gate(
+    module, rgb: Tensor, flow: Tensor, mask: Optional[Tensor]
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     rgb, flow = _f64(rgb.cpu(), flow.cpu())
     b, t, _ = rgb.shape
     m = _mask_or_all(mask, b, t)
     p = {k: v.detach().cpu().double() for k, v in module.state_dict().items()}
     alpha = module.alpha
     pooled = masked_mean(rgb, m)
-    a_c = torch.stack([
-        sigmoid(p["channel_fc2.weight"] @ torch.relu(p["channel_fc1.weight"] @ pooled[i] + p["channel_fc1.bias"])
-                + p["channel_fc2.bias"])
-        for i in range(b)
-    ])
+    a_c = torch.stack(
+        [
+            sigmoid(
+                p["channel_fc2.weight"]
+                @ torch.relu(p["channel_fc1.weight"] @ pooled[i] + p["channel_fc1.bias"])
+                + p["channel_fc2.bias"]
+            )
+            for i in range(b)
+        ]
+    )
     hidden = torch.relu(conv1d_same(flow, p["temporal_conv1.weight"], p["temporal_conv1.bias"], m))
     hidden = hidden * m[..., None]
     logits = conv1d_same(hidden, p["temporal_conv2.weight"], p["temporal_conv2.bias"], m)[..., 0]
@@ -104,7 +115,9 @@ def dmf_gate(module, rgb: Tensor, flow: Tensor, mask: Optional[Tensor]) -> tuple
     return rgb_plus, flow_plus, a_c, a_t
 
 
-def dmf_dot(module, rgb: Tensor, flow: Tensor, mask: Optional[Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def dmf_dot(
+    module, rgb: Tensor, flow: Tensor, mask: Optional[Tensor]
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     rgb, flow = _f64(rgb.cpu(), flow.cpu())
     b, t, _ = rgb.shape
     m = _mask_or_all(mask, b, t)
@@ -165,7 +178,9 @@ def mutual(module, rgb: Tensor, flow: Tensor, mask: Optional[Tensor]) -> tuple[T
             if m[i, j]:
                 e_r[i, j] = torch.relu(p["embed_rgb.weight"] @ rgb[i, j] + p["embed_rgb.bias"])
                 e_f[i, j] = torch.relu(p["embed_flow.weight"] @ flow[i, j] + p["embed_flow.bias"])
-                fused[i, j] = p["head_rgb.weight"] @ e_r[i, j] + p["head_rgb.bias"] + p["head_flow.weight"] @ e_f[i, j]
+                fused[i, j] = (
+                    p["head_rgb.weight"] @ e_r[i, j] + p["head_rgb.bias"] + p["head_flow.weight"] @ e_f[i, j]
+                )
     return fused, e_r, e_f
 
 

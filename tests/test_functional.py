@@ -38,12 +38,26 @@ def test_masked_mean(seed, b, t, c):
 
 
 @PATHS
-@given(seed=st.integers(0, 999), t=st.integers(1, 12), k=st.sampled_from([1, 3, 5]), bias=st.booleans())
-def test_temporal_conv1d(fused, seed, t, k, bias):
+@given(
+    seed=st.integers(0, 999),
+    t=st.integers(1, 12),
+    k=st.sampled_from([1, 3, 5]),
+    bias=st.booleans(),
+    dilation=st.sampled_from([1, 2, 4]),
+)
+def test_temporal_conv1d(fused, seed, t, k, bias, dilation):
     x, mask = rand(seed, 2, t, 3), rand_mask(seed, 2, t)
     w = rand(seed + 1, 4, 3, k)
     b = rand(seed + 2, 4) if bias else None
-    torch.testing.assert_close(DF.temporal_conv1d(x, w, b, mask, fused=fused), ref.conv1d_same(x, w, b, mask))
+    torch.testing.assert_close(
+        DF.temporal_conv1d(x, w, b, mask, dilation=dilation, fused=fused),
+        ref.conv1d_same(x, w, b, mask, dilation),
+    )
+
+
+def test_temporal_conv1d_rejects_a_bad_dilation():
+    with pytest.raises(ValueError, match="dilation must be a positive int, got 0"):
+        DF.temporal_conv1d(rand(0, 1, 4, 3), rand(1, 2, 3, 3), dilation=0)
 
 
 def test_temporal_conv1d_rejects_even_kernel():
@@ -61,14 +75,20 @@ def test_concat_linear(fused, bias):
 
 
 @PATHS
-@given(seed=st.integers(0, 999), t=st.integers(1, 10), d=st.sampled_from([2, 3, 4]), c=st.sampled_from([1, 4, 7]))
+@given(
+    seed=st.integers(0, 999), t=st.integers(1, 10), d=st.sampled_from([2, 3, 4]), c=st.sampled_from([1, 4, 7])
+)
 def test_attend_temporal(fused, seed, t, d, c):
     """Value widths that are not a multiple of d exercise the head split with zero padding."""
     q, k, v = rand(seed, 2, t, d), rand(seed + 1, 2, t, d), rand(seed + 2, 2, t, c)
     mask = rand_mask(seed, 2, t)
-    torch.testing.assert_close(DF.attend_temporal(q, k, v, mask, fused=fused), attention_reference(q, k, v, mask))
+    torch.testing.assert_close(
+        DF.attend_temporal(q, k, v, mask, fused=fused), attention_reference(q, k, v, mask)
+    )
     full = torch.ones(2, t, dtype=torch.bool)
-    torch.testing.assert_close(DF.attend_temporal(q, k, v, None, fused=fused), attention_reference(q, k, v, full))
+    torch.testing.assert_close(
+        DF.attend_temporal(q, k, v, None, fused=fused), attention_reference(q, k, v, full)
+    )
 
 
 @PATHS
@@ -122,6 +142,8 @@ def test_gate_attentions_in_unit_interval():
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_mutual_loss_function(reduction):
     a, b, mask = rand(0, 2, 5, 3), rand(1, 2, 5, 3), rand_mask(2, 2, 5)
-    torch.testing.assert_close(DF.mutual_loss(a, b, mask, reduction=reduction), ref.mutual_loss(a, b, mask, reduction))
+    torch.testing.assert_close(
+        DF.mutual_loss(a, b, mask, reduction=reduction), ref.mutual_loss(a, b, mask, reduction)
+    )
     with pytest.raises(ValueError, match="reduction must be one of"):
         DF.mutual_loss(a, b, reduction="max")

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dmf_fusion import ConcatFusion, DualModalityFusion, MutualFusion, MutualLoss
-from dmf_fusion.functional import zero_padding
+from dmf_fusion.functional import temporal_conv1d, zero_padding
 
 from .distributed import global_denominator, global_mean, global_rescale
 from .proposals import roi_align_1d, segment_iou
@@ -192,7 +192,8 @@ class FusionEmbed(nn.Module):
 
 
 class TemporalConv(nn.Module):
-    """Channel-last 1-D convolution over time that reads padded snippets as zeros and writes zeros there.
+    """Channel-last 1-D convolution over time that reads padded snippets as zeros and writes zeros there:
+    an ``nn.Conv1d``'s parameters applied by :func:`dmf_fusion.functional.temporal_conv1d`.
 
     Shape:
         x: (b, t, dim_in); mask: (b, t). Returns (b, t, dim_out).
@@ -200,13 +201,13 @@ class TemporalConv(nn.Module):
 
     def __init__(self, dim_in: int, dim_out: int, kernel_size: int = 3, *, dilation: int = 1) -> None:
         super().__init__()
+        self.dilation = dilation
         self.conv = nn.Conv1d(
             dim_in, dim_out, kernel_size, padding=dilation * (kernel_size // 2), dilation=dilation
         )
 
     def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
-        x = zero_padding(x, mask)
-        return zero_padding(self.conv(x.transpose(1, 2)).transpose(1, 2), mask)
+        return temporal_conv1d(x, self.conv.weight, self.conv.bias, mask, dilation=self.dilation)
 
 
 def masked_topk_mean(x: Tensor, mask: Optional[Tensor], k: Tensor, *, key: Optional[Tensor] = None) -> Tensor:
