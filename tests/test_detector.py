@@ -48,7 +48,13 @@ def test_tiny_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     checkpoints = sorted(p.name for p in (tmp_path / "checkpoints").glob("*.pt"))
     assert checkpoints == ["base_concat.pt", "stage1_concat_mutual+.pt", "stage2_concat_mutual+_concat.pt"]
     assert (tmp_path / "plot.png").stat().st_size > 0
+    assert (tmp_path / "average_recall.png").stat().st_size > 0
     assert not list(tmp_path.rglob("*.tmp"))
+    quality = results["proposal_quality"]
+    assert set(quality) == {"stage1", "base"}
+    for name in ("stage1", "base"):
+        assert all(0.0 <= r <= 1.0 for r in quality[name]["average_recall"] if r is not None)
+    assert "| Stage-1 proposals |" in printed and "| base grouped segments |" in printed
 
 
 def test_resume_reaches_the_uninterrupted_result(tmp_path: Path) -> None:

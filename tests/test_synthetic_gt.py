@@ -328,3 +328,20 @@ def test_real_annotations_ground_truth_and_held_out_selection():
     for video in held_out.test:
         np.testing.assert_array_equal(video.segments, by_name[video.name].segments)
         np.testing.assert_array_equal(video.rgb, by_name[video.name].rgb)
+
+
+def test_the_command_line_runs_on_the_family(folder, tmp_path, capsys):
+    import thumos_two_stage as cli
+
+    out = tmp_path / "out"
+    argv = ["--synthetic-from", str(folder), "--synthetic-dim", "8", "--width", "16", "--epochs", "1"]
+    assert cli.main([*argv, "--threads", "1", "--quiet", "--out", str(out)]) == 0
+    assert "| two-stage (Stage-2 detections) |" in capsys.readouterr().out
+    assert (out / "results.json").is_file()
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--synthetic-from", str(tmp_path / "missing"), "--out", str(out)])
+    assert exit_info.value.code == 2
+    assert "argument --synthetic-from:" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["--synthetic-from", str(folder), "--data-dir", str(folder)])
+    assert "not allowed with argument" in capsys.readouterr().err
