@@ -20,7 +20,8 @@ phase (it only grows). The test-split mAP AVG 0.1:0.7 is printed beside the time
 costs accuracy shows.
 
 Results: JSON under benchmarks/results/ and a markdown table in docs/benchmarks.md between the
-``<!-- results: detector-SIZE -->`` markers.
+``<!-- results: detector-SIZE -->`` markers (``detector-SIZE-scaled`` for runs with ``--epochs-scale``,
+whose table extrapolates the training phases to the full preset).
 """
 
 from __future__ import annotations
@@ -198,14 +199,12 @@ def main() -> None:
         "epochs_scale": args.epochs_scale,
         "command": "python benchmarks/detector.py " + " ".join(sys.argv[1:]),
     }
-    out = HERE / "results" / f"detector-{args.size}.json"
-    out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    key = f"detector-{args.size}" + ("" if args.epochs_scale == 1 else "-scaled")
+    (HERE / "results" / f"{key}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     table = markdown(rows, meta)
     print(table)
     if not args.no_markdown:
-        roofline.write_markdown(
-            ROOT / "docs" / "benchmarks.md", f"detector-{args.size}", table, title="Benchmarks"
-        )
+        roofline.write_markdown(ROOT / "docs" / "benchmarks.md", key, table, title="Benchmarks")
 
 
 if __name__ == "__main__":

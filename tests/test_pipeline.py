@@ -263,3 +263,30 @@ def test_two_stage_scores_fuse_the_base_evidence_as_a_weighted_geometric_mean() 
         detections_from_proposals(proposals, probs, video, dataclasses.replace(plain, base_weight=1.0), base)
     )
     assert full[(0, 5)] == pytest.approx(0.9 * 1.0 * 0.8)  # the base's class score and video score alone
+
+
+def test_length_bucketed_batches_cover_the_epoch_and_waste_less_padding() -> None:
+    from wstal.train import batch_indices
+
+    lengths = torch.randint(5, 2000, (203,), generator=torch.Generator().manual_seed(3)).tolist()
+
+    def epoch(seed: int, bucketed: bool) -> list[list[int]]:
+        g = torch.Generator().manual_seed(seed)
+        return list(batch_indices(len(lengths), 8, g, lengths=lengths if bucketed else None))
+
+    def efficiency(batches: list[list[int]]) -> float:  # valid snippets / padded snippets
+        return sum(sum(lengths[i] for i in b) for b in batches) / sum(
+            max(lengths[i] for i in b) * len(b) for b in batches
+        )
+
+    plain, bucketed = epoch(0, False), epoch(0, True)
+    assert plain == [
+        torch.randperm(203, generator=torch.Generator().manual_seed(0))[i : i + 8].tolist()
+        for i in range(0, 203, 8)
+    ]
+    assert sorted(i for b in bucketed for i in b) == list(range(203))
+    assert (
+        max(len(b) for b in bucketed) == 8 and len(bucketed) <= len(plain) + 7
+    )  # at most one short batch per pool
+    assert bucketed == epoch(0, True) and bucketed != epoch(1, True)  # deterministic, and random per epoch
+    assert efficiency(bucketed) > 0.75 > 0.65 > efficiency(plain)

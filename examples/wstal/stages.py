@@ -162,7 +162,8 @@ class BaseStage(Stage):
 
     def batches(self, generator: torch.Generator, shard: DistributedContext) -> Iterator[Batch]:
         videos, s = self.dataset.train, self.settings
-        for idx in batch_indices(len(videos), s.batch_size, generator):
+        lengths = [min(v.num_snippets, s.max_len) for v in videos]
+        for idx in batch_indices(len(videos), s.batch_size, generator, lengths=lengths):
             group = [videos[i] for i in idx]
             picks = [sample_snippets(v.num_snippets, s.max_len, generator) for v in group]
             yield collate(
@@ -227,7 +228,8 @@ class RPNStage(Stage):
 
     def batches(self, generator: torch.Generator, shard: DistributedContext) -> Iterator[Batch]:
         videos, s = self.dataset.train, self.settings
-        for idx in batch_indices(len(videos), s.batch_size, generator):
+        lengths = [min(v.num_snippets, s.max_len) for v in videos]
+        for idx in batch_indices(len(videos), s.batch_size, generator, lengths=lengths):
             group = [videos[i] for i in idx]
             windows = [crop_window(v.num_snippets, s.max_len, generator) for v in group]
             objectness = [self._targets[v.name][0][a:b] for v, (a, b) in zip(group, windows)]
@@ -339,7 +341,8 @@ class ClassifierStage(Stage):
 
     def batches(self, generator: torch.Generator, shard: DistributedContext) -> Iterator[Batch]:
         videos = self._videos
-        for idx in batch_indices(len(videos), self.settings.batch_size, generator):
+        lengths = [v.num_snippets for v in videos]
+        for idx in batch_indices(len(videos), self.settings.batch_size, generator, lengths=lengths):
             group = [videos[i] for i in idx]
             yield collate(
                 [v.name for v in group],
