@@ -342,7 +342,9 @@ def test_ddp_detector_equals_one_process(tmp_path):
         for a, b in zip(ref["history"], got["history"]):
             assert a == pytest.approx(b, rel=1e-5, abs=1e-6), name
         for key, p in ref["model"].items():
-            torch.testing.assert_close(got["model"][key], p, rtol=1e-5, atol=1e-6, msg=f"{name}: {key}")
+            # float32 sums in another order (each rank pads its share to its own longest video) reach the
+            # weights through Adam's normalisation: measured up to 1.04e-5 on one weight of 512
+            torch.testing.assert_close(got["model"][key], p, rtol=1e-5, atol=5e-5, msg=f"{name}: {key}")
             worst = max(worst, float((got["model"][key] - p).abs().max()))
         assert len(got["rng"]["ranks"]) == 2  # every rank's RNG state is saved
     for detector, averages in one["avg"].items():
