@@ -205,38 +205,52 @@ def _check_thresholds(tiou_thresholds: Sequence[float]) -> np.ndarray:
     return thresholds
 
 
-def _gather_detections(
-    videos: Sequence[Video], detections: Mapping[str, Sequence[Detection]], num_classes: int
+def _gather_rows(
+    videos: Sequence[Video], items: Mapping[str, Sequence[Detection]], what: str, *, labels: bool
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Detections as a ``(d, 4)`` array ``[label, score, start, end]`` in video order, and their video index."""
-    names = {video.name for video in videos}
-    unknown = sorted(set(detections) - names)
+    """Per-video ``(label, score, start, end)`` rows as a ``(n, 4)`` float64 array in video order, and each
+    row's video index; ``what`` names the rows in errors. Scores and times must be finite with
+    ``end >= start``; with ``labels`` the labels must be finite too (the caller checks their range)."""
+    unknown = sorted(set(items) - {video.name for video in videos})
     if unknown:
         raise ValueError(
-            f"detections name {len(unknown)} video(s) that are not among the evaluated videos, e.g. {unknown[:3]}"
+            f"{what} name {len(unknown)} video(s) that are not among the evaluated videos, e.g. {unknown[:3]}"
         )
-    per_video = [detections.get(video.name, ()) for video in videos]
+    per_video = [items.get(video.name, ()) for video in videos]
     counts = np.fromiter((len(d) for d in per_video), dtype=np.int64, count=len(per_video))
     rows = list(itertools.chain.from_iterable(per_video))
     try:
         table = np.asarray(rows, dtype=np.float64).reshape(-1, 4)
     except (TypeError, ValueError) as error:
         raise TypeError(
-            f"detections must be (label, score, start, end) tuples such as Detection: {error}"
+            f"{what} must be (label, score, start, end) tuples such as Detection: {error}"
         ) from error
     if table.shape[0] != len(rows):
-        raise TypeError("detections must be (label, score, start, end) tuples such as Detection")
-    label, start, end = table[:, 0], table[:, 2], table[:, 3]
-    if not np.all(np.isfinite(table)):
-        raise ValueError("detections must have finite scores and times, found nan or inf")
+        raise TypeError(f"{what} must be (label, score, start, end) tuples such as Detection")
+    if not np.all(np.isfinite(table if labels else table[:, 1:])):
+        raise ValueError(f"{what} must have finite scores and times, found nan or inf")
+    return table, np.repeat(np.arange(len(videos)), counts)
+
+
+def _check_order(table: np.ndarray, what: str) -> None:
+    start, end = table[:, 2], table[:, 3]
+    if np.any(end < start):
+        raise ValueError(f"{what} must have end >= start, got {table[end < start][:3, 2:].tolist()}")
+
+
+def _gather_detections(
+    videos: Sequence[Video], detections: Mapping[str, Sequence[Detection]], num_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Detections as a ``(d, 4)`` array ``[label, score, start, end]`` in video order, and their video index."""
+    table, det_video = _gather_rows(videos, detections, "detections", labels=True)
+    label = table[:, 0]
     bad = (label != np.round(label)) | (label < 0) | (label >= num_classes)
     if np.any(bad):
         raise ValueError(
             f"detection labels must be class indices in [0, {num_classes}), got {label[bad][:5].tolist()}"
         )
-    if np.any(end < start):
-        raise ValueError(f"detections must have end >= start, got {table[end < start][:3, 2:].tolist()}")
-    return table, np.repeat(np.arange(len(videos)), counts)
+    _check_order(table, "detections")
+    return table, det_video
 
 
 def _drop_ambiguous(

@@ -29,7 +29,6 @@ a budgets (``max_proposals``), m curve points (per-video cuts ``1..M``).
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -37,7 +36,14 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .data import SNIPPET_SECONDS, Video
-from .evaluation import _TIOU_TOLERANCE, Detection, _apply_protocol, _candidate_pairs
+from .evaluation import (
+    _TIOU_TOLERANCE,
+    Detection,
+    _apply_protocol,
+    _candidate_pairs,
+    _check_order,
+    _gather_rows,
+)
 
 __all__ = [
     "AR_TIOU_THRESHOLDS",
@@ -194,29 +200,11 @@ def _check_budgets(max_proposals: Sequence[int]) -> np.ndarray:
 def _gather_proposals(
     videos: Sequence[Video], proposals: Mapping[str, Sequence[Detection]]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Proposals as a ``(p, 4)`` array ``[label, score, start, end]`` in video order, and their video index."""
-    unknown = sorted(set(proposals) - {video.name for video in videos})
-    if unknown:
-        raise ValueError(
-            f"proposals name {len(unknown)} video(s) that are not among the evaluated videos, e.g. {unknown[:3]}"
-        )
-    per_video = [proposals.get(video.name, ()) for video in videos]
-    counts = [len(p) for p in per_video]
-    rows = list(itertools.chain.from_iterable(per_video))
-    try:
-        table = np.asarray(rows, dtype=np.float64).reshape(-1, 4)
-    except (TypeError, ValueError) as error:
-        raise TypeError(
-            f"proposals must be (label, score, start, end) tuples such as Detection: {error}"
-        ) from error
-    if table.shape[0] != len(rows):
-        raise TypeError("proposals must be (label, score, start, end) tuples such as Detection")
-    if not np.all(np.isfinite(table[:, 1:])):
-        raise ValueError("proposals must have finite scores and times, found nan or inf")
-    if np.any(table[:, 3] < table[:, 2]):
-        bad = table[table[:, 3] < table[:, 2]]
-        raise ValueError(f"proposals must have end >= start, got {bad[:3, 2:].tolist()}")
-    return table, np.repeat(np.arange(len(videos)), counts)
+    """Proposals as a ``(p, 4)`` array ``[label, score, start, end]`` in video order, and their video index
+    (labels are not read: proposals are class-agnostic)."""
+    table, video_index = _gather_rows(videos, proposals, "proposals", labels=False)
+    _check_order(table, "proposals")
+    return table, video_index
 
 
 def _ground_truth(videos: Sequence[Video]) -> tuple[np.ndarray, np.ndarray]:
