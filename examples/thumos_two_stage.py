@@ -314,8 +314,17 @@ def make_runner(
     )
 
 
+def data_source(args: argparse.Namespace) -> str:
+    """What the run's data are, for results.json: ``thumos14``, ``synthetic-from-annotations`` or
+    ``synthetic``."""
+    if args.data_dir is not None:
+        return "thumos14"
+    return "synthetic-from-annotations" if args.synthetic_from is not None else "synthetic"
+
+
 def write_outputs(
     out: Path,
+    data: str,
     result: EvaluationResult,
     dataset: WSTALDataset,
     runner: DetectorRunner,
@@ -335,9 +344,7 @@ def write_outputs(
         "runtime_seconds": round(seconds, 1),
         "command": " ".join(["python", "examples/thumos_two_stage.py", *sys.argv[1:]]),
         "torch_threads": torch.get_num_threads(),
-        "data": "synthetic"
-        if not dataset.ambiguous and config.evaluation_protocol == "plain"
-        else "thumos14",
+        "data": data,
         "evaluation_protocol": config.evaluation_protocol,
         "results": {name: table.as_dict() for name, table in tables.items()},
         "proposal_quality": {name: r.as_dict() for name, r in result.proposal_quality.items()},
@@ -406,7 +413,7 @@ def run_single(args: argparse.Namespace, dataset: WSTALDataset) -> int:
     if result is None:  # a rank other than 0 of a distributed run: rank 0 evaluates and writes
         return 0
     seconds = time.perf_counter() - start
-    write_outputs(args.out, result, dataset, runner, config, seconds)
+    write_outputs(args.out, data_source(args), result, dataset, runner, config, seconds)
     print()
     print(format_results(result))
     print(f"\ntrained and evaluated in {seconds:.0f} s; outputs in {args.out}/")

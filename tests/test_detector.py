@@ -36,6 +36,7 @@ def test_tiny_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert "| two-stage (Stage-2 detections) |" in printed and "AVG 0.1:0.7" in printed
     results = read(tmp_path, "results.json")
     assert (results["stage1"], results["stage2"]) == ("mutual+", "concat")
+    assert results["data"] == "synthetic"
     for detector in ("two_stage", "stage1_only", "base"):
         averages = results["results"][detector]["averages"]
         assert set(averages) == {"0.1:0.5", "0.3:0.7", "0.1:0.7"}

@@ -6,6 +6,7 @@ annotations use ../shared/data/thumos14 and skip when that folder is absent.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -337,7 +338,7 @@ def test_the_command_line_runs_on_the_family(folder, tmp_path, capsys):
     argv = ["--synthetic-from", str(folder), "--synthetic-dim", "8", "--width", "16", "--epochs", "1"]
     assert cli.main([*argv, "--threads", "1", "--quiet", "--out", str(out)]) == 0
     assert "| two-stage (Stage-2 detections) |" in capsys.readouterr().out
-    assert (out / "results.json").is_file()
+    assert json.loads((out / "results.json").read_text())["data"] == "synthetic-from-annotations"
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["--synthetic-from", str(tmp_path / "missing"), "--out", str(out)])
     assert exit_info.value.code == 2
