@@ -52,10 +52,14 @@ def test_tiny_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert (tmp_path / "average_recall.png").stat().st_size > 0
     assert not list(tmp_path.rglob("*.tmp"))
     quality = results["proposal_quality"]
-    assert set(quality) == {"stage1", "base"}
-    for name in ("stage1", "base"):
+    assert set(quality) == {"stage1", "rpn", "base"}
+    for name in ("stage1", "rpn", "base"):
         assert all(0.0 <= r <= 1.0 for r in quality[name]["average_recall"] if r is not None)
-    assert "| Stage-1 proposals |" in printed and "| base grouped segments |" in printed
+    for name in ("Stage-1 proposals", "T-RPN proposals alone", "base grouped segments"):
+        assert f"| {name} |" in printed
+    # the equal-budget column is the smaller count of the Stage-1 proposals and the base's segments
+    budget = min(quality[name]["proposals_per_video"] for name in ("stage1", "base"))
+    assert f"R@0.5 @{budget:.1f} (equal)" in printed
 
 
 def test_resume_reaches_the_uninterrupted_result(tmp_path: Path) -> None:

@@ -173,8 +173,51 @@ def test_the_runner_trains_each_stage_once_and_uses_the_configured_top_k(tiny, m
     kinds = sorted(key.kind for key in runner.train_stage._trained)
     assert kinds == ["base", "stage1", "stage2", "stage2"]
     assert calls == [5.0, 5.0]  # training split once, test split once: the configured ratio both times
-    assert set(first.proposal_quality) == {"stage1", "base"}
+    assert set(first.proposal_quality) == {"stage1", "rpn", "base"}
     assert first.proposal_quality["stage1"].num_videos == len(tiny.test)
+    # the Stage-1 proposals are the T-RPN's merged with the base model's grouped segments
+    merged = runner.proposals("mutual+", "concat", tiny.test, "test")
+    own = runner.rpn_proposals("mutual+", "concat", tiny.test, "test")
+    grouped = runner.grouped_segments(runner.base_results("concat", tiny.test, "test"))
+    for v in tiny.test:
+        candidates = torch.cat([own[v.name].segments, grouped[v.name].segments])
+        rows = {tuple(r) for r in merged[v.name].segments.tolist()}
+        assert rows <= {tuple(r) for r in candidates.tolist()}
+        assert len(rows) >= max(1, len(own[v.name].segments) // 2)
+
+
+def test_the_merge_can_be_switched_off_and_is_part_of_the_classifier_key(tiny) -> None:
+    off = _config(detection=DetectionConfig(merge_base_segments=False))
+    runner = DetectorRunner(tiny, off, show_progress=False)
+    result = runner.evaluate("mutual+", "concat")
+    assert result is not None and set(result.proposal_quality) == {"stage1", "base"}
+    proposals = runner.proposals("mutual+", "concat", tiny.test, "test")
+    assert proposals is runner.rpn_proposals("mutual+", "concat", tiny.test, "test")
+    rpn_key = StageKey("stage1", "mutual+", (), StageKey("base", "concat", ()))
+    keys = []
+    for config in (off, _config()):
+        stage = ClassifierStage.__new__(ClassifierStage)
+        stage.fusion, stage.config, stage.dataset, stage.rpn = "concat", config, tiny, rpn_key
+        keys.append(stage.key)
+    assert keys[0] != keys[1]
+
+
+def test_merge_proposals_by_hand() -> None:
+    from wstal.detect import merge_proposals
+    from wstal.pseudo_labels import Segments
+
+    rpn = Segments(torch.tensor([[0.0, 10.0], [30.0, 34.0]]), torch.tensor([0.9, 0.2]))
+    base = Segments(torch.tensor([[1.0, 10.0], [20.0, 22.0], [30.0, 33.0]]), torch.tensor([0.5, 1.4, 0.6]))
+    merged = merge_proposals(rpn, base, 0.6)
+    # [1, 10] overlaps [0, 10] by 0.9 and scores lower: suppressed; [30, 33] overlaps [30, 34] by 0.75 and
+    # scores higher: it replaces it; [20, 22] is new; the base's contrast 1.4 is clipped to 1
+    assert merged.segments.tolist() == [[20.0, 22.0], [0.0, 10.0], [30.0, 33.0]]
+    assert merged.scores.tolist() == pytest.approx([1.0, 0.9, 0.6])
+    assert merge_proposals(rpn, base, 1.0).segments.shape == (5, 2)  # nothing overlaps by more than 1
+    empty = Segments(torch.zeros(0, 2), torch.zeros(0))
+    assert merge_proposals(empty, empty, 0.6).segments.shape == (0, 2)
+    only = merge_proposals(empty, base, 0.6)
+    assert only.segments.tolist() == [[20.0, 22.0], [30.0, 33.0], [1.0, 10.0]]
 
 
 def test_classifier_key_extends_the_rpn_key(tiny) -> None:

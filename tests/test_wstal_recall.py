@@ -197,6 +197,12 @@ def test_recall_at_equal_budget_cuts_to_the_smallest_average(two_videos):
     ]
     # one set alone has no equal-budget column
     assert "equal" not in rows["base"].table("base")
+    # budget_from: the budget of the named sets only; every set is still cut to it
+    pair = recall_at_equal_budget({"few": rows["stage1"], "base": rows["base"]}, budget_from=["base"])
+    assert pair.budget == 2.0 and pair.recall == pytest.approx({"few": 1 / 3, "base": 1.0})
+    assert format_proposal_table(rows, budget_from=["base"]).splitlines()[0].endswith("R@0.5 @2.0 (equal) |")
+    with pytest.raises(ValueError, match="budget_from must name rows among"):
+        recall_at_equal_budget(rows, budget_from=["rpn"])
 
 
 def test_as_dict_is_json_and_complete(two_videos):

@@ -157,6 +157,10 @@ class DetectionConfig:
             overlapping it by this tIoU (1 disables voting).
         base_weight: weight of the base model's evidence in the two-stage class and video scores
             (weighted geometric mean, see :func:`wstal.detect.detections_from_proposals`; 0 = Stage 2 alone).
+        merge_base_segments: the Stage-1 proposals are the T-RPN's merged with the base model's
+            class-agnostic grouped segments (the pseudo-label rule, scored by their contrast), NMS at
+            ``proposal_nms_iou`` over both (P-MIL's union with its base proposals; see
+            :func:`wstal.detect.merge_proposals`). False: the T-RPN's alone.
     """
 
     class_threshold: float = field(default=0.1, metadata=PROBABILITY)
@@ -166,7 +170,8 @@ class DetectionConfig:
     max_proposals: int = field(default=60, metadata=AT_LEAST_ONE)
     min_objectness: float = field(default=0.05, metadata=PROBABILITY)
     vote_iou: float = field(default=0.6, metadata=PROBABILITY)
-    base_weight: float = field(default=0.4, metadata=PROBABILITY)
+    base_weight: float = field(default=0.5, metadata=PROBABILITY)
+    merge_base_segments: bool = True
 
     def __post_init__(self) -> None:
         validate(self)

@@ -43,6 +43,7 @@ __all__ = [
     "class_sequence",
     "classify_proposals",
     "detections_from_proposals",
+    "merge_proposals",
     "rpn_proposals",
     "run_base",
     "select_classes",
@@ -211,6 +212,29 @@ def vote_boundaries(kept: Tensor, candidates: Tensor, scores: Tensor, iou_thresh
     weight = (inter / union.clamp_min(1e-6) >= iou_threshold).to(scores.dtype) * scores[None]
     voted = weight @ candidates / weight.sum(1, keepdim=True).clamp_min(1e-12)
     return torch.where(weight.sum(1, keepdim=True) > 0, voted, kept)
+
+
+def merge_proposals(proposals: Segments, extra: Segments, iou_threshold: float) -> Segments:
+    """The union of two scored segment sets, NMS at ``iou_threshold`` over both, best first.
+
+    The Stage-1 proposals merged with the base model's grouped segments: the T-RPN proposes whole
+    instances where its regressions agree, the base model's grouping keeps the short, isolated ones the
+    T-RPN's objectness misses; where both propose the same instance the higher score's boundaries win.
+    Scores stay in [0, 1] (objectness and contrast, the latter clipped).
+
+    Example:
+        >>> a = Segments(torch.tensor([[0.0, 10.0]]), torch.tensor([0.9]))
+        >>> b = Segments(torch.tensor([[1.0, 10.0], [20.0, 22.0]]), torch.tensor([0.5, 1.4]))
+        >>> merge_proposals(a, b, 0.6)
+        Segments(segments=tensor([[20., 22.],
+                [ 0., 10.]]), scores=tensor([1.0000, 0.9000]))
+    """
+    segments = torch.cat([proposals.segments, extra.segments.to(proposals.segments.dtype)])
+    scores = torch.cat([proposals.scores, extra.scores.to(proposals.scores.dtype)]).clamp(0, 1)
+    if segments.shape[0] == 0:
+        return Segments(segments, scores)
+    keep = nms_1d(segments, scores, iou_threshold)
+    return Segments(segments[keep], scores[keep])
 
 
 def stage1_detections(

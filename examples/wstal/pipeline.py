@@ -48,6 +48,7 @@ from .detect import (
     base_detections,
     classify_proposals,
     detections_from_proposals,
+    merge_proposals,
     rpn_proposals,
     run_base,
     stage1_detections,
@@ -91,7 +92,8 @@ def base_strategy_for(stage1: str, stage2: str) -> str:
 @dataclass
 class EvaluationResult:
     """Test-split mAP of the three detectors of one configuration, what they detected, and the quality
-    (average recall) of the Stage-1 proposals and of the base model's grouped segments."""
+    (average recall) of the Stage-1 proposals (``stage1``), of the T-RPN's own proposals before the merge
+    (``rpn``, when the base segments are merged) and of the base model's grouped segments (``base``)."""
 
     stage1: str
     stage2: str
@@ -285,7 +287,25 @@ class DetectorRunner:
         )
 
     def proposals(self, stage1: str, base: str, videos: Sequence[Video], split: str) -> dict[str, Segments]:
-        """Class-agnostic Stage-1 proposals on ``videos`` (cached per ``split``)."""
+        """Class-agnostic Stage-1 proposals on ``videos`` (cached per ``split``): the T-RPN's, merged with
+        the base model's grouped segments unless ``detection.merge_base_segments`` is off."""
+        det = self.config.detection
+        found = self.rpn_proposals(stage1, base, videos, split)
+        if not det.merge_base_segments:
+            return found
+
+        def merged() -> dict[str, Segments]:
+            grouped = self.grouped_segments(self.base_results(base, videos, split))
+            return {
+                name: merge_proposals(p, grouped[name], det.proposal_nms_iou) for name, p in found.items()
+            }
+
+        return self._cached(("merged proposals", self.rpn_stage(stage1, base).key, split), merged)
+
+    def rpn_proposals(
+        self, stage1: str, base: str, videos: Sequence[Video], split: str
+    ) -> dict[str, Segments]:
+        """The T-RPN's own proposals on ``videos`` (cached per ``split``)."""
         stage = self.rpn_stage(stage1, base)
         model = self.train_stage(stage)  # every rank trains it
         return self._cached(
@@ -370,8 +390,10 @@ class DetectorRunner:
             )
             for name, segments in (
                 ("stage1", agnostic),
+                ("rpn", proposals_from_segments(self.rpn_proposals(stage1, base, d.test, "test"), sec)),
                 ("base", proposals_from_segments(self.grouped_segments(base_out), sec)),
             )
+            if name != "rpn" or det.merge_base_segments  # the T-RPN alone only where it differs from Stage 1
         }
         return EvaluationResult(
             stage1,

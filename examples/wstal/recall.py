@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Optional
 
 import numpy as np
 
@@ -335,7 +335,9 @@ def _check_rows(rows: Mapping[str, ProposalResult]) -> list[ProposalResult]:
     return results
 
 
-def recall_at_equal_budget(rows: Mapping[str, ProposalResult], tiou: float = 0.5) -> EqualBudget:
+def recall_at_equal_budget(
+    rows: Mapping[str, ProposalResult], tiou: float = 0.5, *, budget_from: Optional[Sequence[str]] = None
+) -> EqualBudget:
     """Recall of every set at the same average number of proposals per video: the smallest set's average.
 
     The set with the fewest proposals uses all of them; the others are cut to the same average
@@ -344,6 +346,8 @@ def recall_at_equal_budget(rows: Mapping[str, ProposalResult], tiou: float = 0.5
     Args:
         rows: per name a result of :func:`evaluate_proposals` on the same videos.
         tiou: one of the results' ``recall_tiou``.
+        budget_from: the names of the sets whose smallest average is the budget (default: all of them),
+            e.g. the two sets a comparison is about when the table shows a third.
 
     Example:
         >>> from wstal.data import Video
@@ -354,8 +358,12 @@ def recall_at_equal_budget(rows: Mapping[str, ProposalResult], tiou: float = 0.5
         >>> recall_at_equal_budget({"few": few, "many": many})
         EqualBudget(budget=1.0, tiou=0.5, recall={'few': 1.0, 'many': 0.0})
     """
-    results = _check_rows(rows)
-    budget = min(result.proposals_per_video for result in results)
+    _check_rows(rows)
+    names = list(rows) if budget_from is None else list(budget_from)
+    unknown = [name for name in names if name not in rows]
+    if not names or unknown:
+        raise ValueError(f"budget_from must name rows among {list(rows)}, got {budget_from!r}")
+    budget = min(rows[name].proposals_per_video for name in names)
     return EqualBudget(
         float(budget),
         float(tiou),
@@ -363,7 +371,12 @@ def recall_at_equal_budget(rows: Mapping[str, ProposalResult], tiou: float = 0.5
     )
 
 
-def format_proposal_table(rows: Mapping[str, ProposalResult], *, equal_budget_tiou: float = 0.5) -> str:
+def format_proposal_table(
+    rows: Mapping[str, ProposalResult],
+    *,
+    equal_budget_tiou: float = 0.5,
+    budget_from: Optional[Sequence[str]] = None,
+) -> str:
     """Proposal sets side by side as a markdown table, recalls in percent.
 
     Columns: the actual average number of proposals per video (``AN/video``: a set with fewer than a budget
@@ -374,6 +387,7 @@ def format_proposal_table(rows: Mapping[str, ProposalResult], *, equal_budget_ti
     Args:
         rows: per set name its result; all on the same videos, budgets and ``recall_tiou``.
         equal_budget_tiou: tIoU of the equal-budget column.
+        budget_from: the sets whose smallest average is the equal budget (default: all).
 
     Example:
         >>> from wstal.data import Video
@@ -406,7 +420,7 @@ def format_proposal_table(rows: Mapping[str, ProposalResult], *, equal_budget_ti
         *(f"AR@{n}" for n in first.max_proposals),
         *(f"R@{t:g} @{largest}" for t in first.recall_tiou),
     ]
-    equal = recall_at_equal_budget(rows, equal_budget_tiou) if len(results) > 1 else None
+    equal = recall_at_equal_budget(rows, equal_budget_tiou, budget_from=budget_from) if len(results) > 1 else None
     if equal is not None:
         header.append(f"R@{equal.tiou:g} @{equal.budget:.1f} (equal)")
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
