@@ -195,11 +195,11 @@ def test_the_merge_can_be_switched_off_and_is_part_of_the_classifier_key(tiny) -
     assert proposals is runner.rpn_proposals("mutual+", "concat", tiny.test, "test")
     rpn_key = StageKey("stage1", "mutual+", (), StageKey("base", "concat", ()))
     keys = []
-    for config in (off, _config()):
+    for config in (off, _config(), _config(detection=DetectionConfig(merge_iou=0.3))):
         stage = ClassifierStage.__new__(ClassifierStage)
         stage.fusion, stage.config, stage.dataset, stage.rpn = "concat", config, tiny, rpn_key
         keys.append(stage.key)
-    assert keys[0] != keys[1]
+    assert len(set(keys)) == 3
 
 
 def test_merge_proposals_by_hand() -> None:

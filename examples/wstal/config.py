@@ -159,8 +159,9 @@ class DetectionConfig:
             (weighted geometric mean, see :func:`wstal.detect.detections_from_proposals`; 0 = Stage 2 alone).
         merge_base_segments: the Stage-1 proposals are the T-RPN's merged with the base model's
             class-agnostic grouped segments (the pseudo-label rule, scored by their contrast), NMS at
-            ``proposal_nms_iou`` over both (P-MIL's union with its base proposals; see
+            ``merge_iou`` over both (P-MIL classifies the proposals of its base; see
             :func:`wstal.detect.merge_proposals`). False: the T-RPN's alone.
+        merge_iou: NMS tIoU of that merge.
     """
 
     class_threshold: float = field(default=0.1, metadata=PROBABILITY)
@@ -172,6 +173,7 @@ class DetectionConfig:
     vote_iou: float = field(default=0.6, metadata=PROBABILITY)
     base_weight: float = field(default=0.5, metadata=PROBABILITY)
     merge_base_segments: bool = True
+    merge_iou: float = field(default=0.6, metadata=PROBABILITY)
 
     def __post_init__(self) -> None:
         validate(self)

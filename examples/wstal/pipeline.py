@@ -297,7 +297,7 @@ class DetectorRunner:
         def merged() -> dict[str, Segments]:
             grouped = self.grouped_segments(self.base_results(base, videos, split))
             return {
-                name: merge_proposals(p, grouped[name], det.proposal_nms_iou) for name, p in found.items()
+                name: merge_proposals(p, grouped[name], det.merge_iou) for name, p in found.items()
             }
 
         return self._cached(("merged proposals", self.rpn_stage(stage1, base).key, split), merged)
