@@ -399,15 +399,14 @@ def format_results(result: EvaluationResult) -> str:
     for name, table in rows:
         lines.append(table.table().splitlines()[2].replace("| mAP (%) |", f"| {name} |"))
     if result.proposal_quality:
-        names = PROPOSAL_SETS
-        quality = {names[k]: v for k, v in result.proposal_quality.items()}
+        quality = {PROPOSAL_SETS[k]: v for k, v in result.proposal_quality.items()}
         lines += [
             "",
             "Proposal quality (class-agnostic, %): average recall over tIoU 0.5:0.05:0.95 at N proposals "
             "per video, recall at tIoU 0.5 / 0.7, and recall at tIoU 0.5 with every set cut to the average "
             "number of the smaller of the Stage-1 proposals and the base's segments",
             "",
-            format_proposal_table(quality, budget_from=[names["stage1"], names["base"]]),
+            format_proposal_table(quality, budget_from=[PROPOSAL_SETS["stage1"], PROPOSAL_SETS["base"]]),
         ]
     return "\n".join(lines)
 

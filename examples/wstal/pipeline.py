@@ -264,11 +264,20 @@ class DetectorRunner:
             for name, r in results.items()
         }
 
+    def base_segments(self, fusion: str, videos: Sequence[Video], split: str) -> dict[str, Segments]:
+        """:meth:`grouped_segments` of the base model's results on ``videos`` (cached per ``split``): the
+        pseudo segments on the training split, merged into the Stage-1 proposals and scored as the base's
+        proposal set on both splits."""
+        return self._cached(
+            ("base segments", self.base_stage(fusion).key, split),
+            lambda: self.grouped_segments(self.base_results(fusion, videos, split)),
+        )
+
     def pseudo_segments(self, fusion: str) -> dict[str, Segments]:
         """Pseudo action segments of the training videos from the base model's attention."""
 
         def compute() -> dict[str, Segments]:
-            found = self.grouped_segments(self.base_results(fusion, self.dataset.train, "train"))
+            found = self.base_segments(fusion, self.dataset.train, "train")
             count = sum(len(s.segments) for s in found.values())
             log(f"[pseudo labels] {count} segments on {len(found)} training videos (base {fusion})")
             return found
@@ -295,7 +304,7 @@ class DetectorRunner:
             return found
 
         def merged() -> dict[str, Segments]:
-            grouped = self.grouped_segments(self.base_results(base, videos, split))
+            grouped = self.base_segments(base, videos, split)
             return {
                 name: merge_proposals(p, grouped[name], det.merge_iou) for name, p in found.items()
             }
@@ -383,23 +392,22 @@ class DetectorRunner:
             )
             for name, dets in found.items()
         }
-        agnostic = proposals_from_segments(proposals, sec)
+        sets = {"stage1": proposals}
+        if det.merge_base_segments:  # the T-RPN alone, where it differs from Stage 1
+            sets["rpn"] = self.rpn_proposals(stage1, base, d.test, "test")
+        sets["base"] = self.base_segments(base, d.test, "test")
+        agnostic = {name: proposals_from_segments(segments, sec) for name, segments in sets.items()}
         quality = {
             name: evaluate_proposals(
-                d.test, segments, ambiguous=ambiguous, snippet_units=thumos, snippet_seconds=sec
+                d.test, rows, ambiguous=ambiguous, snippet_units=thumos, snippet_seconds=sec
             )
-            for name, segments in (
-                ("stage1", agnostic),
-                ("rpn", proposals_from_segments(self.rpn_proposals(stage1, base, d.test, "test"), sec)),
-                ("base", proposals_from_segments(self.grouped_segments(base_out), sec)),
-            )
-            if name != "rpn" or det.merge_base_segments  # the T-RPN alone only where it differs from Stage 1
+            for name, rows in agnostic.items()
         }
         return EvaluationResult(
             stage1,
             stage2,
             **tables,
             detections=found["two_stage"],
-            proposals=agnostic,
+            proposals=agnostic["stage1"],
             proposal_quality=quality,
         )
