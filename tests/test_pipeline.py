@@ -14,6 +14,7 @@ import wstal.pipeline as pipeline
 from wstal.config import DetectionConfig, DetectorConfig, PseudoLabelSettings, StageSettings
 from wstal.distributed import native_bf16, resolve_amp
 from wstal.pipeline import DetectorRunner
+from wstal.proposals import segment_iou
 from wstal.stages import BaseStage, ClassifierStage, RPNStage, StageKey
 from wstal.synthetic import make_synthetic_thumos
 
@@ -175,15 +176,23 @@ def test_the_runner_trains_each_stage_once_and_uses_the_configured_top_k(tiny, m
     assert calls == [5.0, 5.0]  # training split once, test split once: the configured ratio both times
     assert set(first.proposal_quality) == {"stage1", "rpn", "base"}
     assert first.proposal_quality["stage1"].num_videos == len(tiny.test)
-    # the Stage-1 proposals are the T-RPN's merged with the base model's grouped segments
+    # the Stage-1 proposals are the base model's grouped segments, all of them (the base wins every
+    # overlap), and the confident T-RPN proposals that overlap none of them
+    det = runner.config.detection
     merged = runner.proposals("mutual+", "concat", tiny.test, "test")
     own = runner.rpn_proposals("mutual+", "concat", tiny.test, "test")
     grouped = runner.grouped_segments(runner.base_results("concat", tiny.test, "test"))
     for v in tiny.test:
-        candidates = torch.cat([own[v.name].segments, grouped[v.name].segments])
         rows = {tuple(r) for r in merged[v.name].segments.tolist()}
-        assert rows <= {tuple(r) for r in candidates.tolist()}
-        assert len(rows) >= max(1, len(own[v.name].segments) // 2)
+        base_rows = {tuple(r) for r in grouped[v.name].segments.tolist()}
+        assert base_rows <= rows
+        confident = own[v.name].segments[own[v.name].scores >= det.merge_min_objectness]
+        assert rows - base_rows <= {tuple(r) for r in confident.tolist()}
+        for start, end in rows - base_rows:
+            if base_rows:
+                g = grouped[v.name].segments
+                overlap = segment_iou(torch.tensor(start), torch.tensor(end), g[:, 0], g[:, 1])
+                assert overlap.max() <= det.merge_iou
 
 
 def test_the_merge_can_be_switched_off_and_is_part_of_the_classifier_key(tiny) -> None:
@@ -195,11 +204,18 @@ def test_the_merge_can_be_switched_off_and_is_part_of_the_classifier_key(tiny) -
     assert proposals is runner.rpn_proposals("mutual+", "concat", tiny.test, "test")
     rpn_key = StageKey("stage1", "mutual+", (), StageKey("base", "concat", ()))
     keys = []
-    for config in (off, _config(), _config(detection=DetectionConfig(merge_iou=0.3))):
+    variants = (
+        off,
+        _config(),
+        _config(detection=DetectionConfig(merge_iou=0.5)),
+        _config(detection=DetectionConfig(merge_base_wins=False)),
+        _config(detection=DetectionConfig(merge_min_objectness=0.5)),
+    )
+    for config in variants:
         stage = ClassifierStage.__new__(ClassifierStage)
         stage.fusion, stage.config, stage.dataset, stage.rpn = "concat", config, tiny, rpn_key
         keys.append(stage.key)
-    assert len(set(keys)) == 3
+    assert len(set(keys)) == len(variants)
 
 
 def test_merge_proposals_by_hand() -> None:
@@ -218,6 +234,28 @@ def test_merge_proposals_by_hand() -> None:
     assert merge_proposals(empty, empty, 0.6).segments.shape == (0, 2)
     only = merge_proposals(empty, base, 0.6)
     assert only.segments.tolist() == [[20.0, 22.0], [30.0, 33.0], [1.0, 10.0]]
+
+
+def test_merge_proposals_base_wins_by_hand() -> None:
+    from wstal.detect import merge_proposals
+    from wstal.pseudo_labels import Segments
+
+    rpn = Segments(
+        torch.tensor([[0.0, 10.0], [30.0, 34.0], [50.0, 60.0], [70.0, 80.0]]),
+        torch.tensor([0.995, 0.2, 0.999, 0.9]),
+    )
+    base = Segments(torch.tensor([[1.0, 10.0], [20.0, 22.0], [30.0, 33.0]]), torch.tensor([0.5, 1.4, 0.6]))
+    merged = merge_proposals(rpn, base, 0.3, extra_wins=True, min_score=0.99)
+    # [0, 10] overlaps the base's [1, 10] by 0.9 and scores higher, yet the base's segment is kept;
+    # [30, 34] and [70, 80] score below 0.99 and are left out; [50, 60] is new; ranked by score
+    assert merged.segments.tolist() == [[20.0, 22.0], [50.0, 60.0], [30.0, 33.0], [1.0, 10.0]]
+    assert merged.scores.tolist() == pytest.approx([1.0, 0.999, 0.6, 0.5])
+    # without the floor, [70, 80] joins; [30, 34] still loses to the base's [30, 33]
+    loose = merge_proposals(rpn, base, 0.3, extra_wins=True)
+    assert [70.0, 80.0] in loose.segments.tolist() and [30.0, 34.0] not in loose.segments.tolist()
+    # the base's own segments suppress each other too when they overlap by more than the threshold
+    crowded = Segments(torch.tensor([[0.0, 10.0], [2.0, 10.0]]), torch.tensor([0.4, 0.8]))
+    assert merge_proposals(rpn, crowded, 0.6, extra_wins=True, min_score=1.0).segments.tolist() == [[2.0, 10.0]]
 
 
 def test_classifier_key_extends_the_rpn_key(tiny) -> None:

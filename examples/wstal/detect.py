@@ -48,6 +48,7 @@ __all__ = [
     "run_base",
     "select_classes",
     "stage1_detections",
+    "stage1_proposals",
     "to_detections",
     "vote_boundaries",
 ]
@@ -214,27 +215,65 @@ def vote_boundaries(kept: Tensor, candidates: Tensor, scores: Tensor, iou_thresh
     return torch.where(weight.sum(1, keepdim=True) > 0, voted, kept)
 
 
-def merge_proposals(proposals: Segments, extra: Segments, iou_threshold: float) -> Segments:
+def merge_proposals(
+    proposals: Segments,
+    extra: Segments,
+    iou_threshold: float,
+    *,
+    extra_wins: bool = False,
+    min_score: float = 0.0,
+) -> Segments:
     """The union of two scored segment sets, NMS at ``iou_threshold`` over both, best first.
 
-    The Stage-1 proposals merged with the base model's grouped segments: the T-RPN proposes whole
-    instances where its regressions agree, the base model's grouping keeps the short, isolated ones the
-    T-RPN's objectness misses; where both propose the same instance the higher score's boundaries win.
-    Scores stay in [0, 1] (objectness and contrast, the latter clipped).
+    The Stage-1 proposals merged with the base model's grouped segments (``extra``). Scores stay in
+    [0, 1] (objectness and contrast, the latter clipped) and rank the result.
+
+    Args:
+        proposals: the T-RPN's proposals.
+        extra: the base model's grouped segments.
+        iou_threshold: NMS tIoU over the union.
+        extra_wins: the NMS visits every segment of ``extra`` before any proposal, so where the two
+            overlap the base's segment is kept and the proposals add only the instances it lacks (False:
+            the NMS visits both by score, so the higher score's boundaries win).
+        min_score: proposals scoring below this are left out (``extra`` is kept whole).
 
     Example:
-        >>> a = Segments(torch.tensor([[0.0, 10.0]]), torch.tensor([0.9]))
+        >>> a = Segments(torch.tensor([[0.0, 10.0], [40.0, 50.0]]), torch.tensor([0.9, 0.3]))
         >>> b = Segments(torch.tensor([[1.0, 10.0], [20.0, 22.0]]), torch.tensor([0.5, 1.4]))
         >>> merge_proposals(a, b, 0.6)
         Segments(segments=tensor([[20., 22.],
-                [ 0., 10.]]), scores=tensor([1.0000, 0.9000]))
+                [ 0., 10.],
+                [40., 50.]]), scores=tensor([1.0000, 0.9000, 0.3000]))
+        >>> merge_proposals(a, b, 0.6, extra_wins=True, min_score=0.5)
+        Segments(segments=tensor([[20., 22.],
+                [ 1., 10.]]), scores=tensor([1.0000, 0.5000]))
     """
-    segments = torch.cat([proposals.segments, extra.segments.to(proposals.segments.dtype)])
-    scores = torch.cat([proposals.scores, extra.scores.to(proposals.scores.dtype)]).clamp(0, 1)
+    keep = proposals.scores >= min_score
+    segments = torch.cat([extra.segments.to(proposals.segments.dtype), proposals.segments[keep]])
+    scores = torch.cat([extra.scores.to(proposals.scores.dtype), proposals.scores[keep]]).clamp(0, 1)
     if segments.shape[0] == 0:
         return Segments(segments, scores)
-    keep = nms_1d(segments, scores, iou_threshold)
-    return Segments(segments[keep], scores[keep])
+    # NMS priority: the scores, or (extra_wins) every extra segment first, each set by its scores
+    priority = scores + 2 * (torch.arange(len(scores)) < extra.segments.shape[0]) if extra_wins else scores
+    kept = nms_1d(segments, priority, iou_threshold)
+    kept = kept[scores[kept].argsort(descending=True, stable=True)]
+    return Segments(segments[kept], scores[kept])
+
+
+def stage1_proposals(proposals: Segments, grouped: Segments, config: DetectionConfig) -> Segments:
+    """One video's Stage-1 proposals under ``config``'s merge settings: the T-RPN's ``proposals`` merged
+    with the base model's ``grouped`` segments (:func:`merge_proposals` with ``merge_iou``,
+    ``merge_base_wins`` and ``merge_min_objectness``), or the T-RPN's alone when ``merge_base_segments``
+    is off."""
+    if not config.merge_base_segments:
+        return proposals
+    return merge_proposals(
+        proposals,
+        grouped,
+        config.merge_iou,
+        extra_wins=config.merge_base_wins,
+        min_score=config.merge_min_objectness,
+    )
 
 
 def stage1_detections(

@@ -48,10 +48,10 @@ from .detect import (
     base_detections,
     classify_proposals,
     detections_from_proposals,
-    merge_proposals,
     rpn_proposals,
     run_base,
     stage1_detections,
+    stage1_proposals,
     to_detections,
 )
 from .distributed import DistributedContext
@@ -305,9 +305,7 @@ class DetectorRunner:
 
         def merged() -> dict[str, Segments]:
             grouped = self.base_segments(base, videos, split)
-            return {
-                name: merge_proposals(p, grouped[name], det.merge_iou) for name, p in found.items()
-            }
+            return {name: stage1_proposals(p, grouped[name], det) for name, p in found.items()}
 
         return self._cached(("merged proposals", self.rpn_stage(stage1, base).key, split), merged)
 

@@ -327,7 +327,7 @@ class ClassifierStage(Stage):
         c = self.config
         d = c.detection  # the fields that shape the training proposals
         proposals = (d.min_objectness, d.proposal_nms_iou, d.max_proposals, d.vote_iou)
-        proposals += (d.merge_base_segments, d.merge_iou)
+        proposals += (d.merge_base_segments, d.merge_iou, d.merge_base_wins, d.merge_min_objectness)
         part = (c.classifier, proposals, c.proposal_topk_ratio, c.completeness_weight, c.completeness_source)
         return StageKey(self.kind, self.fusion, (*part, _fusion_key(c, self.fusion)), self.rpn)
 
