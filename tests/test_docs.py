@@ -13,6 +13,7 @@ from __future__ import annotations
 import doctest
 import importlib
 import importlib.util
+import json
 import os
 import re
 import subprocess
@@ -106,3 +107,38 @@ def test_dmf_figure_script_runs(tmp_path):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (ROOT / "docs" / "figures" / "dmf.png").is_file(), "the committed figure is missing"
     assert "figures/dmf.png" in (ROOT / "docs" / "blocks" / "dmf.md").read_text()
+
+
+def _quality_bars_json(folder: Path, shift: float) -> None:
+    """A quality_bars.json as --quality-bars writes it, seed 0 only, from real evaluate_proposals results."""
+    import numpy as np
+
+    from wstal.data import Video
+    from wstal.evaluation import Detection
+    from wstal.recall import evaluate_proposals
+
+    video = Video("v", np.zeros((40, 1)), np.zeros((40, 1)), np.ones(1), np.array([[2.0, 8.0], [20.0, 30.0]]),
+                  np.array([0, 0]), duration=40.0)
+    sets = {
+        "stage1": [Detection(0, 0.9, 2.0, 8.0), Detection(0, 0.8, 20.0 + shift, 30.0)],
+        "rpn": [Detection(0, 0.9, 2.0, 8.0)],
+        "base": [Detection(0, 0.7, 21.0, 30.0), Detection(0, 0.6, 0.0, 5.0), Detection(0, 0.5, 9.0, 12.0)],
+    }
+    quality = {name: evaluate_proposals([video], {"v": rows}).as_dict() for name, rows in sets.items()}
+    folder.mkdir()
+    (folder / "quality_bars.json").write_text(json.dumps({"runs": {"seed0": {"proposal_quality": quality}}}))
+
+
+def test_recall_figure_script_runs(tmp_path):
+    pytest.importorskip("matplotlib")
+    script = ROOT / "docs" / "figures" / "make_recall_figure.py"
+    _quality_bars_json(tmp_path / "a", 0.0)
+    _quality_bars_json(tmp_path / "b", 4.0)
+    out = tmp_path / "recall.png"
+    run = [sys.executable, str(script), str(tmp_path / "a"), str(tmp_path / "b"), str(out)]
+    subprocess.run(run, check=True, timeout=300)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    wrong = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert wrong.returncode == 2 and "make_recall_figure.py BUILTIN_QB" in wrong.stderr
+    assert (ROOT / "docs" / "figures" / "proposal_recall.png").is_file(), "the committed figure is missing"
+    assert "figures/proposal_recall.png" in (ROOT / "docs" / "detector.md").read_text()
