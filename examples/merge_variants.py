@@ -40,7 +40,7 @@ from wstal.detect import classify_proposals, detections_from_proposals, stage1_p
 from wstal.evaluation import evaluate_detections
 from wstal.pipeline import DetectorRunner
 from wstal.pseudo_labels import Segments
-from wstal.recall import evaluate_proposals, proposals_from_segments, recall_at_equal_budget
+from wstal.recall import ProposalResult, evaluate_proposals, proposals_from_segments, recall_at_equal_budget
 
 RPN_ALONE = "T-RPN proposals alone"
 
@@ -88,19 +88,17 @@ def score_variants(
     rpn = runner.rpn_proposals(s1, base, test, "test")
     base_out = runner.base_results(base, test, "test")
     classifier = runner.train_stage(runner.classifier_stage(s1, s2, base)) if with_map else None
-    thumos = c.evaluation_protocol == "thumos"
-    ambiguous = (dataset.ambiguous or None) if thumos else None
+    protocol = runner.evaluation_options()
 
-    def quality(sets: dict[str, Segments]):
-        return evaluate_proposals(
-            test, proposals_from_segments(sets, sec), ambiguous=ambiguous, snippet_units=thumos, snippet_seconds=sec
-        )
+    def quality(sets: dict[str, Segments]) -> ProposalResult:
+        return evaluate_proposals(test, proposals_from_segments(sets, sec), **protocol)
 
     base_quality = quality(grouped)
     scores: dict[str, VariantScore] = {}
     for det in variants:
         sets = {name: stage1_proposals(p, grouped[name], det) for name, p in rpn.items()}
-        equal = recall_at_equal_budget({"variant": quality(sets), "base": base_quality}, tiou=0.5)
+        variant = quality(sets)
+        equal = recall_at_equal_budget({"variant": variant, "base": base_quality}, tiou=0.5)
         map_avg = None
         if classifier is not None:
             probs = classify_proposals(
@@ -110,12 +108,9 @@ def score_variants(
                 v.name: to_detections(detections_from_proposals(sets[v.name], *probs[v.name], det, base_out[v.name]), sec)
                 for v in test
             }
-            table = evaluate_detections(
-                test, found, dataset.num_classes, ambiguous=ambiguous, snippet_units=thumos, snippet_seconds=sec
-            )
-            map_avg = cli.avg(table)
+            map_avg = cli.avg(evaluate_detections(test, found, dataset.num_classes, **protocol))
         scores[variant_name(det)] = VariantScore(
-            float(sum(len(s.segments) for s in sets.values()) / len(test)),
+            variant.proposals_per_video,
             equal.budget,
             equal.recall["variant"],
             equal.recall["base"],
@@ -159,15 +154,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         dataset = cli.load_data(args)
     except (FileNotFoundError, ValueError) as error:
         parser.error(f"argument {'--synthetic-from' if args.synthetic_from else '--data-dir'}: {error}")
+    configured = cli.make_config(args).detection  # the seed does not change the detection settings
+    variants = merge_grid(configured)
     per_seed: dict[int, dict[str, VariantScore]] = {}
-    configured = ""
     for seed in args.seeds:
-        config = cli.make_config(args, seed=seed)
-        configured = variant_name(config.detection)
-        runner = cli.make_runner(args, dataset, config, Path(args.out) / f"seed{seed}")
-        log(f"=== seed {seed}: scoring {len(merge_grid(config.detection))} merges ===")
-        per_seed[seed] = score_variants(runner, dataset, merge_grid(config.detection), with_map=args.map)
-    text = format_variants(per_seed, configured)
+        runner = cli.make_runner(args, dataset, cli.make_config(args, seed=seed), Path(args.out) / f"seed{seed}")
+        log(f"=== seed {seed}: scoring {len(variants)} merges ===")
+        per_seed[seed] = score_variants(runner, dataset, variants, with_map=args.map)
+    text = format_variants(per_seed, variant_name(configured))
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "merge_variants.md").write_text(text + "\n")
     print(text)

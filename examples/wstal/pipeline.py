@@ -360,6 +360,17 @@ class DetectorRunner:
         self.dist.barrier()
         return result
 
+    def evaluation_options(self) -> dict[str, Any]:
+        """The keyword options of the configured evaluation protocol, shared by
+        :func:`~wstal.evaluation.evaluate_detections` and :func:`~wstal.recall.evaluate_proposals`: under
+        ``"thumos"`` snippet units and the dataset's ambiguous regions, else seconds and no filter."""
+        thumos = self.config.evaluation_protocol == "thumos"
+        return {
+            "ambiguous": (self.dataset.ambiguous or None) if thumos else None,
+            "snippet_units": thumos,
+            "snippet_seconds": self.dataset.snippet_seconds,
+        }
+
     def _evaluate(self, stage1: str, stage2: str, base: str, classifier: nn.Module) -> EvaluationResult:
         d, c, det = self.dataset, self.config, self.config.detection
         base_out = self.base_results(base, d.test, "test")
@@ -382,25 +393,14 @@ class DetectorRunner:
             ),
         }
         found = {name: {v.name: to_detections(f(v), sec) for v in d.test} for name, f in detectors.items()}
-        thumos = c.evaluation_protocol == "thumos"
-        ambiguous = (d.ambiguous or None) if thumos else None
-        tables = {
-            name: evaluate_detections(
-                d.test, dets, d.num_classes, ambiguous=ambiguous, snippet_units=thumos, snippet_seconds=sec
-            )
-            for name, dets in found.items()
-        }
+        protocol = self.evaluation_options()
+        tables = {name: evaluate_detections(d.test, dets, d.num_classes, **protocol) for name, dets in found.items()}
         sets = {"stage1": proposals}
         if det.merge_base_segments:  # the T-RPN alone, where it differs from Stage 1
             sets["rpn"] = self.rpn_proposals(stage1, base, d.test, "test")
         sets["base"] = self.base_segments(base, d.test, "test")
         agnostic = {name: proposals_from_segments(segments, sec) for name, segments in sets.items()}
-        quality = {
-            name: evaluate_proposals(
-                d.test, rows, ambiguous=ambiguous, snippet_units=thumos, snippet_seconds=sec
-            )
-            for name, rows in agnostic.items()
-        }
+        quality = {name: evaluate_proposals(d.test, rows, **protocol) for name, rows in agnostic.items()}
         return EvaluationResult(
             stage1,
             stage2,
