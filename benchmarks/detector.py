@@ -12,7 +12,7 @@ synthetic family lays the features around the real THUMOS14 ground truth, keepin
 with ``--family builtin`` the first family generates N + M videos of its THUMOS-like lengths.
 
 Each run trains and evaluates the detector exactly as ``examples/thumos_two_stage.py --data-dir`` does
-(the ``thumos14_config`` preset, ``mutual+`` / ``concat``), with the command line's default threads and
+(the ``thumos14`` preset, ``mutual+`` / ``concat``, the THUMOS evaluation protocol), with the command line's default threads and
 device, and times the phases in pipeline order: base model, pseudo labels (base inference on the
 training split), Stage 1, training proposals, Stage 2, and the test split (inference of the three
 detectors, evaluation, proposal recall). Peak memory is the process's peak resident set after each
@@ -44,10 +44,12 @@ for path in (str(HERE), str(ROOT), str(ROOT / "examples")):
 
 import roofline  # noqa: E402
 import torch  # noqa: E402
-from thumos_two_stage import available_cores  # noqa: E402
 
+from wstal.config import preset_config  # noqa: E402
 from wstal.distributed import resolve_amp  # noqa: E402
-from wstal.pipeline import DetectorRunner, thumos14_config  # noqa: E402
+from wstal.evaluator import evaluate  # noqa: E402
+from wstal.launch import available_cores  # noqa: E402
+from wstal.pipeline import DetectorRunner, base_strategy_for  # noqa: E402
 from wstal.synthetic import make_synthetic_thumos  # noqa: E402
 from wstal.synthetic_gt import make_synthetic_from_annotations  # noqa: E402
 
@@ -62,38 +64,39 @@ def peak_rss_gib() -> float:
 
 def make_data(family: str, num_train: int, num_test: int, max_seconds: float, seed: int):
     if family == "annotations":
-        return make_synthetic_from_annotations(
+        dataset = make_synthetic_from_annotations(
             ANNOTATIONS,
             seed=seed,
             dim=1024,
             max_videos_per_split=max(num_train, num_test),
             max_seconds=max_seconds,
         )
-    return make_synthetic_thumos(num_train=num_train, num_test=num_test, dim=1024, seed=seed)
+    else:
+        dataset = make_synthetic_thumos(num_train=num_train, num_test=num_test, dim=1024, seed=seed)
+    # evaluated as a THUMOS14 folder is (snippet units, ambiguous regions where the family has them)
+    return dataclasses.replace(
+        dataset, train=dataset.train[:num_train], test=dataset.test[:num_test], evaluation_protocol="thumos"
+    )
 
 
 def run_once(dataset: Any, amp: str, epochs_scale: float) -> dict[str, Any]:
     """Train and evaluate once, timing each phase; returns the row."""
-    full = thumos14_config()
+    full = preset_config("thumos14")
+    config = full.with_epochs_scaled(epochs_scale)
     stages = ("base", "rpn", "classifier")
-    scaled = {n: max(1, round(getattr(full, n).epochs * epochs_scale)) for n in stages}
-    config = dataclasses.replace(
-        full, **{n: dataclasses.replace(getattr(full, n), epochs=scaled[n]) for n in stages}
-    )
     s1, s2 = config.stage1, config.stage2
-    base = DetectorRunner.base_strategy(s1, s2)
+    base = base_strategy_for(s1, s2)
     with tempfile.TemporaryDirectory() as checkpoints:
         runner = DetectorRunner(
             dataset, config, checkpoint_dir=Path(checkpoints), amp=amp, show_progress=False
         )
-        train = dataset.train
         steps = {
             "base": lambda: runner.train_stage(runner.base_stage(base)),
-            "pseudo labels": lambda: runner.pseudo_segments(base),
+            "pseudo labels": lambda: runner.base_outputs(base, "train"),
             "Stage 1": lambda: runner.train_stage(runner.rpn_stage(s1, base)),
-            "train proposals": lambda: runner.proposals(s1, base, train, "train"),
+            "train proposals": lambda: runner.proposals(s1, base, "train"),
             "Stage 2": lambda: runner.train_stage(runner.classifier_stage(s1, s2, base)),
-            "test: detect + evaluate": lambda: runner.evaluate(),
+            "test: detect + evaluate": lambda: evaluate(runner, runner.train(s1, s2)),
         }
         seconds, memory, result = {}, {}, None
         for phase in PHASES:
@@ -112,7 +115,7 @@ def run_once(dataset: Any, amp: str, epochs_scale: float) -> dict[str, Any]:
             for name in ("two_stage", "stage1_only", "base")
         },
         "epoch_factor": {  # full preset epochs / epochs run, per training phase
-            phase: getattr(full, n).epochs / scaled[n]
+            phase: getattr(full, n).epochs / getattr(config, n).epochs
             for phase, n in zip(("base", "Stage 1", "Stage 2"), stages)
         },
     }
@@ -142,7 +145,7 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             if meta["family"] == "annotations"
             else "THUMOS-like lengths), "
         )
-        + f"`thumos14_config` preset, {meta['threads']} threads, device {meta['device']}.{scaled} "
+        + f"`thumos14` preset, {meta['threads']} threads, device {meta['device']}.{scaled} "
         f"Command: `{meta['command']}`.",
         "",
         head,
@@ -183,7 +186,6 @@ def main() -> None:
     num_train, num_test = (int(n) for n in args.size.split("+"))
     max_seconds = args.max_seconds if family == "annotations" else float("inf")
     dataset = make_data(family, num_train, num_test, args.max_seconds, args.seed)
-    dataset = dataclasses.replace(dataset, train=dataset.train[:num_train], test=dataset.test[:num_test])
     rows = []
     for amp in args.amp:
         resolved = resolve_amp(amp, "cpu")

@@ -3,11 +3,11 @@
     python examples/thumos_two_stage.py --quality-bars --threads 1 --out runs/qb      # trains the networks
     python examples/merge_variants.py --out runs/qb --seeds 0 1 2 --map              # scores the variants
 
-Takes the data flags of ``thumos_two_stage.py`` (``--synthetic-from DIR``, ``--data-dir DIR``, ...) and
-must be given the same ones as the run. For each seed it loads that run's base model, T-RPN and Stage 2
+Takes the shared flags of ``thumos_two_stage.py`` (``wstal.launch``: ``--synthetic-from DIR``,
+``--data-dir DIR``, ``--preset``, ...) and must be given the same ones as the run. For each seed it loads that run's base model, T-RPN and Stage 2
 from ``--out/seed<N>`` (training what is missing), then merges the T-RPN's test proposals with the base
 model's grouped segments under every combination of the merge's settings
-(:class:`~wstal.config.DetectionConfig`: who wins an overlap, ``merge_iou``, ``merge_min_objectness``),
+(:class:`~wstal.config.ProposalSettings`: who wins an overlap, ``merge_iou``, ``merge_min_objectness``),
 and the T-RPN's proposals alone. Per variant and seed it reports:
 
 - the average number of proposals per video;
@@ -30,15 +30,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple, Optional
 
-import thumos_two_stage as cli
-import torch
-
-from wstal.config import DetectionConfig
+from wstal import launch
+from wstal.config import ProposalSettings
 from wstal.console import log
 from wstal.data import WSTALDataset
-from wstal.detect import classify_proposals, detections_from_proposals, stage1_proposals, to_detections
+from wstal.detect import stage1_proposals
 from wstal.evaluation import evaluate_detections
-from wstal.pipeline import DetectorRunner
+from wstal.evaluator import protocol_options, two_stage_detections
+from wstal.pipeline import DetectorRunner, base_strategy_for
 from wstal.pseudo_labels import Segments
 from wstal.recall import ProposalResult, evaluate_proposals, proposals_from_segments, recall_at_equal_budget
 
@@ -56,7 +55,7 @@ class VariantScore(NamedTuple):
     map_avg: Optional[float]
 
 
-def variant_name(detection: DetectionConfig) -> str:
+def variant_name(detection: ProposalSettings) -> str:
     """A merge's settings in words, e.g. ``base wins, NMS 0.3, objectness >= 0.99``."""
     if not detection.merge_base_segments:
         return RPN_ALONE
@@ -64,7 +63,7 @@ def variant_name(detection: DetectionConfig) -> str:
     return f"{winner}, NMS {detection.merge_iou:g}, objectness >= {detection.merge_min_objectness:g}"
 
 
-def merge_grid(configured: DetectionConfig) -> list[DetectionConfig]:
+def merge_grid(configured: ProposalSettings) -> list[ProposalSettings]:
     """The variants: who wins x merge NMS 0.3 / 0.6 x objectness floor 0 / 0.9 / 0.97 / 0.99, the
     configured merge (if outside that grid) and the T-RPN alone."""
     grid = [
@@ -77,18 +76,17 @@ def merge_grid(configured: DetectionConfig) -> list[DetectionConfig]:
 
 
 def score_variants(
-    runner: DetectorRunner, dataset: WSTALDataset, variants: Sequence[DetectionConfig], *, with_map: bool
+    runner: DetectorRunner, dataset: WSTALDataset, variants: Sequence[ProposalSettings], *, with_map: bool
 ) -> dict[str, VariantScore]:
     """Every variant's proposals on the test split, scored against the base's grouped segments."""
     c = runner.config
     s1, s2 = c.stage1, c.stage2
-    base = runner.base_strategy(s1, s2)
+    base = base_strategy_for(s1, s2)
     test, sec = dataset.test, dataset.snippet_seconds
-    grouped = runner.base_segments(base, test, "test")
-    rpn = runner.rpn_proposals(s1, base, test, "test")
-    base_out = runner.base_results(base, test, "test")
-    classifier = runner.train_stage(runner.classifier_stage(s1, s2, base)) if with_map else None
-    protocol = runner.evaluation_options()
+    base_out = runner.base_outputs(base, "test")
+    grouped, rpn = base_out.segments, runner.proposals(s1, base, "test").rpn
+    classifier = runner.train(s1, s2).classifier if with_map else None
+    protocol = protocol_options(dataset)
 
     def quality(sets: dict[str, Segments]) -> ProposalResult:
         return evaluate_proposals(test, proposals_from_segments(sets, sec), **protocol)
@@ -101,14 +99,12 @@ def score_variants(
         equal = recall_at_equal_budget({"variant": variant, "base": base_quality}, tiou=0.5)
         map_avg = None
         if classifier is not None:
-            probs = classify_proposals(
-                classifier, test, sets, topk_ratio=c.proposal_topk_ratio, device=runner.device, show_progress=False
+            found = two_stage_detections(
+                classifier, test, sets, base_out.results, c, snippet_seconds=sec, device=runner.device
             )
-            found = {
-                v.name: to_detections(detections_from_proposals(sets[v.name], *probs[v.name], det, base_out[v.name]), sec)
-                for v in test
-            }
-            map_avg = cli.avg(evaluate_detections(test, found, dataset.num_classes, **protocol))
+            map_avg = (
+                100 * evaluate_detections(test, found, dataset.num_classes, **protocol).averages["0.1:0.7"]
+            )
         scores[variant_name(det)] = VariantScore(
             variant.proposals_per_video,
             equal.budget,
@@ -132,7 +128,10 @@ def format_variants(per_seed: dict[int, dict[str, VariantScore]], configured: st
         cells = [f"**{name}**" if name == configured else name]
         for s in seeds:
             v = per_seed[s][name]
-            cells += [f"{v.proposals_per_video:.1f}", f"{100 * v.recall:.1f} ({100 * (v.recall - v.base_recall):+.1f})"]
+            cells += [
+                f"{v.proposals_per_video:.1f}",
+                f"{100 * v.recall:.1f} ({100 * (v.recall - v.base_recall):+.1f})",
+            ]
             if v.map_avg is not None:
                 cells.append(f"{v.map_avg:.1f}")
         lines.append("| " + " | ".join(cells) + " |")
@@ -140,32 +139,31 @@ def format_variants(per_seed: dict[int, dict[str, VariantScore]], configured: st
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = cli.build_parser()
-    parser.description = "Score variants of the Stage-1 merge on the trained networks of a run (--out)."
+    parser = launch.build_parser(
+        "merge_variants.py", "Score variants of the Stage-1 merge on the trained networks of a run (--out)."
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of the run to score")
     parser.add_argument("--map", action="store_true", help="also the two-stage mAP (the run's Stage 2)")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    args.device = cli.resolve_device(args.device)
-    args.amp = cli.resolve_amp(args.amp, args.device)
-    args.dist = cli.init_distributed(args.device, timeout_minutes=args.dist_timeout)
+    args = launch.parse(parser, argv)
     args.resume = True  # the run's networks are loaded, not retrained
-    try:
-        dataset = cli.load_data(args)
-    except (FileNotFoundError, ValueError) as error:
-        parser.error(f"argument {'--synthetic-from' if args.synthetic_from else '--data-dir'}: {error}")
-    configured = cli.make_config(args).detection  # the seed does not change the detection settings
-    variants = merge_grid(configured)
-    per_seed: dict[int, dict[str, VariantScore]] = {}
-    for seed in args.seeds:
-        runner = cli.make_runner(args, dataset, cli.make_config(args, seed=seed), Path(args.out) / f"seed{seed}")
-        log(f"=== seed {seed}: scoring {len(variants)} merges ===")
-        per_seed[seed] = score_variants(runner, dataset, variants, with_map=args.map)
-    text = format_variants(per_seed, variant_name(configured))
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    (Path(args.out) / "merge_variants.md").write_text(text + "\n")
-    print(text)
-    return 0
+
+    def body() -> int:
+        dataset = launch.load_data(parser, args)
+        configured = launch.make_config(args).proposals  # the seed does not change the proposal settings
+        variants = merge_grid(configured)
+        per_seed: dict[int, dict[str, VariantScore]] = {}
+        for seed in args.seeds:
+            config = launch.make_config(args, seed=seed)
+            runner = launch.make_runner(args, dataset, config, Path(args.out) / f"seed{seed}")
+            log(f"=== seed {seed}: scoring {len(variants)} merges ===")
+            per_seed[seed] = score_variants(runner, dataset, variants, with_map=args.map)
+        text = format_variants(per_seed, variant_name(configured))
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "merge_variants.md").write_text(text + "\n")
+        print(text)
+        return 0
+
+    return launch.run(parser, args, body)
 
 
 if __name__ == "__main__":

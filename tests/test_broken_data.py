@@ -17,8 +17,8 @@ from typing import Callable
 
 import numpy as np
 import pytest
-import thumos_two_stage as cli
 import torch
+from scripts import two_stage
 from thumos_folder import object_array, thumos_format_folder
 from torch import nn
 
@@ -230,7 +230,7 @@ def test_cli_refuses_a_broken_folder(
     breaks(folder)
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as exit_info:
-        cli.main(["--data-dir", str(folder), "--threads", "1", "--quiet", "--out", str(out)])
+        two_stage(["--data-dir", str(folder), "--threads", "1", "--quiet", "--out", str(out)])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err

@@ -11,10 +11,11 @@ import json
 from pathlib import Path
 
 import pytest
-import thumos_two_stage as cli
 import torch
+from scripts import two_stage
 from thumos_folder import thumos_format_folder
 
+from wstal.config import GroupingSettings
 from wstal.model import FusionEmbed, FusionStrategy, masked_topk_mean, roi_features
 from wstal.pseudo_labels import dense_targets, segments_from_scores
 from wstal.train import CheckpointMismatchError, load_checkpoint, sample_snippets, save_checkpoint
@@ -23,7 +24,7 @@ TINY = ["--max-videos", "6", "--synthetic-dim", "16", "--width", "16", "--thread
 
 
 def run_cli(tmp: Path, *extra: str) -> int:
-    return cli.main([*TINY, "--out", str(tmp), *extra])
+    return two_stage([*TINY, "--out", str(tmp), *extra])
 
 
 def read(out: Path, name: str) -> dict:
@@ -103,7 +104,7 @@ def test_cli_rejects_bad_flags(
     flag: str, value: str, message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        cli.main([flag, value])
+        two_stage([flag, value])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert f"argument {flag}" in err and message in err
@@ -129,7 +130,7 @@ def test_cli_runs_on_a_folder_in_the_real_thumos_format(
         "--out",
         str(out),
     ]
-    assert cli.main(args) == 0
+    assert two_stage(args) == 0
     assert "| two-stage (Stage-2 detections) |" in capsys.readouterr().out
     results = read(out, "results.json")
     assert results["data"] == "thumos14" and results["evaluation_protocol"] == "thumos"
@@ -177,7 +178,7 @@ def test_pseudo_segments_and_dense_targets() -> None:
     scores = torch.zeros(30)
     scores[5:10] = 0.9
     scores[20:24] = 0.7
-    found = segments_from_scores(scores, min_score=0.3)
+    found = segments_from_scores(scores, GroupingSettings(nms_iou=0.5))
     assert sorted(found.segments.tolist()) == [[5.0, 10.0], [20.0, 24.0]]
     objectness, assigned = dense_targets(found.segments, 30)
     assert objectness.nonzero().flatten().tolist() == [*range(5, 10), *range(20, 24)]
@@ -220,12 +221,12 @@ def test_docstring_examples(name: str) -> None:
 
 def test_quality_bar_checks_follow_the_numbers() -> None:
     """The checks of --quality-bars, on hand-made results: each one flips when its comparison does."""
-    import argparse
 
     import numpy as np
 
     from wstal.evaluation import Detection, MAPResult
-    from wstal.pipeline import EvaluationResult
+    from wstal.evaluator import EvaluationResult
+    from wstal.experiments import format_quality_bars
     from wstal.recall import evaluate_proposals
     from wstal.synthetic import make_synthetic_thumos
 
@@ -241,10 +242,9 @@ def test_quality_bar_checks_follow_the_numbers() -> None:
     def result(two: float, s1: float, base: float, quality=good) -> EvaluationResult:
         return EvaluationResult("mutual+", "concat", table(base), table(s1), table(two), {}, {}, quality)
 
-    args = argparse.Namespace(stage1="mutual+", stage2="concat")
     runs = {"seed0": result(50, 30, 48), "seed1": result(52, 31, 36), "seed2": result(48, 49, 40, bad)}
     runs |= {"rgb": result(20, 10, 15), "flow": result(51, 20, 15)}
-    text, checks = cli.format_quality_bars(runs, args)
+    text, checks = format_quality_bars(runs, "mutual+", "concat")
     assert checks == {
         "two-stage >= base + 2 AVG (every seed)": True,  # 50 >= 48 + 2, 52 >= 38, 48 >= 42
         "two-stage > Stage-1 proposals x base classes (every seed)": False,  # 48 < 49 on seed 2
@@ -253,9 +253,9 @@ def test_quality_bar_checks_follow_the_numbers() -> None:
         "Stage-1 recall@0.5 >= base segments' at equal budget (every seed)": False,  # swapped on seed 2
     }
     runs["seed0"] = result(50, 30, 48.5)
-    assert not cli.format_quality_bars(runs, args)[1]["two-stage >= base + 2 AVG (every seed)"]
+    assert not format_quality_bars(runs, "mutual+", "concat")[1]["two-stage >= base + 2 AVG (every seed)"]
     runs["seed2"] = result(48, 47, 40)
-    checks = cli.format_quality_bars(runs, args)[1]
+    checks = format_quality_bars(runs, "mutual+", "concat")[1]
     assert checks["two-stage > Stage-1 proposals x base classes (every seed)"]
     assert checks["Stage-1 recall@0.5 >= base segments' at equal budget (every seed)"]
     assert "| two-stage | 50.0 | 52.0 | 48.0 | 50.0 ± 2.0 (min 48.0, max 52.0) |" in text

@@ -311,7 +311,9 @@ def _runner(ctx: DistributedContext, out: str) -> dict[str, Any]:
     ghost), 2 epochs, no dropout (dropout masks differ per rank by design); rank 0's checkpoints."""
     import dataclasses
 
-    from wstal.pipeline import DetectorConfig, DetectorRunner
+    from wstal.config import DetectorConfig
+    from wstal.evaluator import train_and_evaluate
+    from wstal.pipeline import DetectorRunner
     from wstal.synthetic import make_synthetic_thumos
 
     config = DetectorConfig().with_options(width=16, epochs=2)
@@ -320,7 +322,7 @@ def _runner(ctx: DistributedContext, out: str) -> dict[str, Any]:
     )
     data = make_synthetic_thumos(num_train=7, num_test=3, dim=16)
     runner = DetectorRunner(data, config, checkpoint_dir=Path(out), dist=ctx, show_progress=False)
-    result = runner.evaluate()
+    result = train_and_evaluate(runner)
     if not ctx.is_main:
         return {}
     assert result is not None

@@ -7,12 +7,23 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-import thumos_two_stage as cli
 import torch
 
 import wstal.pipeline as pipeline
-from wstal.config import DetectionConfig, DetectorConfig, PseudoLabelSettings, StageSettings
+from wstal import launch
+from wstal.config import (
+    CAPACITY_FIELDS,
+    PRESETS,
+    DetectorConfig,
+    GroupingSettings,
+    ProposalSettings,
+    PseudoLabelSettings,
+    ScoringSettings,
+    StageSettings,
+    preset_config,
+)
 from wstal.distributed import native_bf16, resolve_amp
+from wstal.evaluator import train_and_evaluate
 from wstal.pipeline import DetectorRunner
 from wstal.proposals import segment_iou
 from wstal.stages import BaseStage, ClassifierStage, RPNStage, StageKey
@@ -40,9 +51,9 @@ SETTINGS = {
             "DetectorConfig.dmf_attention must be one of 'gate', 'dot', got 'dots'",
         ),
         (
-            lambda: DetectorConfig(evaluation_protocol="THUMOS"),
-            ValueError,
-            "DetectorConfig.evaluation_protocol",
+            lambda: DetectorConfig(proposals=ScoringSettings()),
+            TypeError,
+            "DetectorConfig.proposals must be a finite ProposalSettings",
         ),
         (
             lambda: DetectorConfig(completeness_source="boundry"),
@@ -87,14 +98,24 @@ SETTINGS = {
             ValueError,
             "PseudoLabelSettings.source must be one of 'boundary', 'attention', got 'boundry'",
         ),
-        (lambda: PseudoLabelSettings(thresholds=()), ValueError, "PseudoLabelSettings.thresholds"),
-        (lambda: PseudoLabelSettings(thresholds=(0.5, 1.5)), ValueError, "PseudoLabelSettings.thresholds"),
+        (lambda: GroupingSettings(thresholds=()), ValueError, "GroupingSettings.thresholds"),
+        (lambda: GroupingSettings(thresholds=(0.5, 1.5)), ValueError, "GroupingSettings.thresholds"),
+        (lambda: GroupingSettings(nms_iou=1.5), ValueError, "GroupingSettings.nms_iou must be in [0, 1]"),
         (
-            lambda: DetectionConfig(class_threshold=1.5),
+            lambda: ScoringSettings(class_threshold=1.5),
             ValueError,
-            "DetectionConfig.class_threshold must be in [0, 1], got 1.5",
+            "ScoringSettings.class_threshold must be in [0, 1], got 1.5",
         ),
-        (lambda: DetectionConfig(max_proposals=0), ValueError, "DetectionConfig.max_proposals must be >= 1"),
+        (
+            lambda: ProposalSettings(max_proposals=0),
+            ValueError,
+            "ProposalSettings.max_proposals must be >= 1",
+        ),
+        (
+            lambda: preset_config("thumos"),
+            ValueError,
+            "preset must be one of 'default', 'thumos14', got 'thumos'",
+        ),
     ],
     ids=lambda x: None,
 )
@@ -168,8 +189,8 @@ def test_the_runner_trains_each_stage_once_and_uses_the_configured_top_k(tiny, m
 
     monkeypatch.setattr(pipeline, "run_base", spy)
     runner = DetectorRunner(tiny, _config(base_topk_ratio=5.0), show_progress=False)
-    first = runner.evaluate("mutual+", "concat")
-    second = runner.evaluate("mutual+", "concat+")  # shares the base model and the T-RPN
+    first = train_and_evaluate(runner, "mutual+", "concat")
+    second = train_and_evaluate(runner, "mutual+", "concat+")  # shares the base model and the T-RPN
     assert first is not None and second is not None
     kinds = sorted(key.kind for key in runner.train_stage._trained)
     assert kinds == ["base", "stage1", "stage2", "stage2"]
@@ -178,10 +199,11 @@ def test_the_runner_trains_each_stage_once_and_uses_the_configured_top_k(tiny, m
     assert first.proposal_quality["stage1"].num_videos == len(tiny.test)
     # the Stage-1 proposals are the base model's grouped segments, all of them (the base wins every
     # overlap), and the confident T-RPN proposals that overlap none of them
-    det = runner.config.detection
-    merged = runner.proposals("mutual+", "concat", tiny.test, "test")
-    own = runner.rpn_proposals("mutual+", "concat", tiny.test, "test")
-    grouped = runner.grouped_segments(runner.base_results("concat", tiny.test, "test"))
+    det = runner.config.proposals
+    found = runner.proposals("mutual+", "concat", "test")
+    merged, own = found.stage1, found.rpn
+    grouped = runner.base_outputs("concat", "test").segments
+    assert found.split == "test" and set(merged) == {v.name for v in tiny.test}
     for v in tiny.test:
         rows = {tuple(r) for r in merged[v.name].segments.tolist()}
         base_rows = {tuple(r) for r in grouped[v.name].segments.tolist()}
@@ -196,20 +218,20 @@ def test_the_runner_trains_each_stage_once_and_uses_the_configured_top_k(tiny, m
 
 
 def test_the_merge_can_be_switched_off_and_is_part_of_the_classifier_key(tiny) -> None:
-    off = _config(detection=DetectionConfig(merge_base_segments=False))
+    off = _config(proposals=ProposalSettings(merge_base_segments=False))
     runner = DetectorRunner(tiny, off, show_progress=False)
-    result = runner.evaluate("mutual+", "concat")
+    result = train_and_evaluate(runner, "mutual+", "concat")
     assert result is not None and set(result.proposal_quality) == {"stage1", "base"}
-    proposals = runner.proposals("mutual+", "concat", tiny.test, "test")
-    assert proposals is runner.rpn_proposals("mutual+", "concat", tiny.test, "test")
+    proposals = runner.proposals("mutual+", "concat", "test")
+    assert proposals.stage1 is proposals.rpn
     rpn_key = StageKey("stage1", "mutual+", (), StageKey("base", "concat", ()))
     keys = []
     variants = (
         off,
         _config(),
-        _config(detection=DetectionConfig(merge_iou=0.5)),
-        _config(detection=DetectionConfig(merge_base_wins=False)),
-        _config(detection=DetectionConfig(merge_min_objectness=0.5)),
+        _config(proposals=ProposalSettings(merge_iou=0.5)),
+        _config(proposals=ProposalSettings(merge_base_wins=False)),
+        _config(proposals=ProposalSettings(merge_min_objectness=0.5)),
     )
     for config in variants:
         stage = ClassifierStage.__new__(ClassifierStage)
@@ -255,7 +277,9 @@ def test_merge_proposals_base_wins_by_hand() -> None:
     assert [70.0, 80.0] in loose.segments.tolist() and [30.0, 34.0] not in loose.segments.tolist()
     # the base's own segments suppress each other too when they overlap by more than the threshold
     crowded = Segments(torch.tensor([[0.0, 10.0], [2.0, 10.0]]), torch.tensor([0.4, 0.8]))
-    assert merge_proposals(rpn, crowded, 0.6, extra_wins=True, min_score=1.0).segments.tolist() == [[2.0, 10.0]]
+    assert merge_proposals(rpn, crowded, 0.6, extra_wins=True, min_score=1.0).segments.tolist() == [
+        [2.0, 10.0]
+    ]
 
 
 def test_classifier_key_extends_the_rpn_key(tiny) -> None:
@@ -275,18 +299,18 @@ def test_classifier_key_extends_the_rpn_key(tiny) -> None:
 
 
 def test_machine_defaults(monkeypatch) -> None:
-    parser = cli.build_parser()
+    parser = launch.build_parser("test", "")
     args = parser.parse_args([])
-    assert args.threads == cli.available_cores() >= 1
+    assert args.threads == launch.available_cores() >= 1
     assert args.device == "auto" and args.amp == "auto"
-    assert cli.resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
-    assert cli.resolve_device("cpu") == "cpu"
+    assert launch.resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert launch.resolve_device("cpu") == "cpu"
     assert resolve_amp("auto", "cpu") == ("bf16" if native_bf16("cpu") else "off")
     assert resolve_amp("fp16", "cpu") == "fp16"
     with pytest.raises(ValueError, match="amp must be one of"):
         resolve_amp("bf32", "cpu")
-    monkeypatch.setattr(cli.os, "sched_getaffinity", lambda pid: {0, 3, 5}, raising=False)
-    assert cli.available_cores() == 3
+    monkeypatch.setattr(launch.os, "sched_getaffinity", lambda pid: {0, 3, 5}, raising=False)
+    assert launch.available_cores() == 3
 
 
 def test_native_bf16_reads_the_cpu_flags(tmp_path: Path, monkeypatch) -> None:
@@ -322,7 +346,7 @@ def test_two_stage_scores_fuse_the_base_evidence_as_a_weighted_geometric_mean() 
     base = BaseResult(p, attention, attention, torch.tensor([0.8, 0.2]))
     proposals = Segments(torch.tensor([[5.0, 10.0], [12.0, 16.0]]), torch.tensor([0.9, 0.5]))
     probs, video = torch.tensor([[0.6, 0.1], [0.3, 0.2]]), torch.tensor([0.5, 0.5])
-    plain = DetectionConfig(base_weight=0.0, class_threshold=0.0, soft_nms_sigma=1e-6)
+    plain = ScoringSettings(base_weight=0.0, class_threshold=0.0, soft_nms_sigma=1e-6)
 
     def scores(rows):  # (class, start) -> score; the two proposals do not overlap, soft-NMS keeps them
         return {(c, round(a)): s for c, s, a, b in rows}
@@ -336,7 +360,7 @@ def test_two_stage_scores_fuse_the_base_evidence_as_a_weighted_geometric_mean() 
     )
     v = video ** (1 - w) * base.video_scores**w
     v = v / v.sum()
-    contrast = base_contrast(base, 0, proposals.segments)
+    contrast = base_contrast(base, 0, proposals.segments, plain.grouping.outer_ratio)
     assert contrast[0] == pytest.approx(1.0) and contrast[1] == 0.0  # a clean block; background
     assert fused[(0, 5)] == pytest.approx(0.9 * 0.6 ** (1 - w) * 1.0**w * float(v[0]))
     assert fused.get((0, 12), 0.0) < 1e-3 < alone[(0, 12)]  # no base evidence on background: pushed down
@@ -371,3 +395,131 @@ def test_length_bucketed_batches_cover_the_epoch_and_waste_less_padding() -> Non
     )  # at most one short batch per pool
     assert bucketed == epoch(0, True) and bucketed != epoch(1, True)  # deterministic, and random per epoch
     assert efficiency(bucketed) > 0.75 > 0.65 > efficiency(plain)
+
+
+# ------------------------------------------------------------------------------ one method, presets
+
+
+def _fields(config: object, prefix: str = "") -> dict[str, object]:
+    """Every leaf field of a (nested) configuration dataclass, by dotted name."""
+    leaves: dict[str, object] = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            leaves |= _fields(value, f"{prefix}{f.name}.")
+        else:
+            leaves[prefix + f.name] = value
+    return leaves
+
+
+def test_presets_agree_on_every_method_field() -> None:
+    configs = {name: _fields(preset_config(name)) for name in PRESETS}
+    reference = configs["default"]
+    capacity = {name for name in reference if name.split(".")[0] in CAPACITY_FIELDS}
+    assert capacity >= {"embed_dim", "base.epochs", "rpn.max_len", "classifier.dropout"}
+    for name, fields in configs.items():
+        assert fields.keys() == reference.keys()
+        differ = {k for k in fields if fields[k] != reference[k]}
+        assert differ <= capacity, f"preset {name!r} changes method fields {sorted(differ - capacity)}"
+    assert preset_config("default") == DetectorConfig()
+    assert _fields(preset_config("thumos14"))["embed_dim"] == 1024  # the presets do differ in capacity
+
+
+def test_a_preset_that_sets_a_method_field_is_refused(monkeypatch) -> None:
+    monkeypatch.setitem(PRESETS, "odd", {"scoring": ScoringSettings(base_weight=0.7)})
+    with pytest.raises(ValueError, match=r"preset 'odd' sets \['scoring'\]: a preset sets only"):
+        preset_config("odd")
+
+
+def test_the_preset_flag_is_independent_of_the_data(tmp_path: Path) -> None:
+    parser = launch.build_parser("test", "")
+    builtin = parser.parse_args([])
+    assert launch.preset_name(builtin) == "default"
+    assert launch.make_config(builtin) == DetectorConfig()
+    folder = parser.parse_args(["--data-dir", str(tmp_path)])
+    assert launch.preset_name(folder) == "thumos14"
+    assert launch.make_config(folder) == preset_config("thumos14")
+    crossed = parser.parse_args(["--preset", "thumos14", "--epochs", "3"])
+    config = launch.make_config(crossed)
+    assert config.embed_dim == 1024 and config.rpn.max_len == 750 and config.base.epochs == 3
+    assert (
+        launch.preset_name(parser.parse_args(["--data-dir", str(tmp_path), "--preset", "default"]))
+        == "default"
+    )
+
+
+# ------------------------------------------------------------------------------ keys that cannot go stale
+
+
+def _another(value: object) -> object:
+    """A different valid value of a configuration leaf."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 1
+    if isinstance(value, float):
+        return value / 2 if value > 0 else 0.5
+    if isinstance(value, tuple):
+        return value[:-1]
+    if value in ("boundary", "attention"):  # PseudoLabelSettings.source
+        return {"boundary": "attention", "attention": "boundary"}[value]
+    raise AssertionError(f"no other value for {value!r}")
+
+
+def _classifier_key(tiny: object, config: DetectorConfig) -> StageKey:
+    stage = ClassifierStage.__new__(ClassifierStage)  # the key needs no proposals
+    stage.fusion, stage.config, stage.dataset = "concat", config, tiny
+    stage.rpn = StageKey("stage1", "mutual+", (), StageKey("base", "concat", ()))
+    return stage.key
+
+
+@pytest.mark.parametrize("part", ["proposals", "scoring", "pseudo"])
+def test_every_proposal_setting_is_in_the_stage2_key_and_no_scoring_setting_is(tiny, part: str) -> None:
+    config = _config()
+    settings = getattr(config, part)
+    leaves = _fields(settings)
+    assert leaves
+    for name, value in leaves.items():
+        head, _, leaf = name.rpartition(".")
+        if head:  # a nested settings object, e.g. scoring.grouping.nms_iou
+            inner = getattr(settings, head)
+            changed = dataclasses.replace(
+                settings, **{head: dataclasses.replace(inner, **{leaf: _another(value)})}
+            )
+        else:
+            changed = dataclasses.replace(settings, **{name: _another(value)})
+        other = dataclasses.replace(config, **{part: changed})
+        if part == "proposals":  # shapes Stage 2's training proposals
+            assert _classifier_key(tiny, other) != _classifier_key(tiny, config), name
+        elif part == "scoring":  # inference only: the trained Stage 2 is the same
+            assert _classifier_key(tiny, other) == _classifier_key(tiny, config), name
+        else:  # the pseudo segments: the T-RPN's key, and so every key downstream of it
+            empty = {v.name: None for v in tiny.train}
+            keys = []
+            for c in (config, other):
+                rpn = RPNStage.__new__(RPNStage)
+                rpn.fusion, rpn.config, rpn.dataset, rpn.pseudo = "mutual+", c, tiny, empty
+                rpn.base = BaseStage("concat", c, tiny).key
+                keys.append(rpn.key)
+            assert keys[0] != keys[1], name
+
+
+# ------------------------------------------------------------------------------ splits
+
+
+def test_a_split_names_its_videos(tiny) -> None:
+    runner = DetectorRunner(tiny, _config(), show_progress=False)
+    assert runner.videos("train") is tiny.train and runner.videos("test") is tiny.test
+    for call in (
+        lambda: runner.videos("validation"),
+        lambda: runner.base_outputs("concat", "Test"),
+        lambda: runner.proposals("mutual+", "concat", "val"),
+    ):
+        with pytest.raises(ValueError, match="split must be one of 'train', 'test', got"):
+            call()
+    train = runner.base_outputs("concat", "train")
+    test = runner.base_outputs("concat", "test")
+    assert (train.split, test.split) == ("train", "test") and train.key == test.key
+    assert set(train.results) == {v.name for v in tiny.train}
+    assert set(test.results) == {v.name for v in tiny.test}
+    assert runner.base_outputs("concat", "test") is test  # kept, under the stage's key and the split

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scripts import two_stage
 
 from wstal.data import SNIPPET_SECONDS, Video
 from wstal.synthetic import THUMOS14_CLASSES, make_synthetic_thumos
@@ -332,17 +333,15 @@ def test_real_annotations_ground_truth_and_held_out_selection():
 
 
 def test_the_command_line_runs_on_the_family(folder, tmp_path, capsys):
-    import thumos_two_stage as cli
-
     out = tmp_path / "out"
     argv = ["--synthetic-from", str(folder), "--synthetic-dim", "8", "--width", "16", "--epochs", "1"]
-    assert cli.main([*argv, "--threads", "1", "--quiet", "--out", str(out)]) == 0
+    assert two_stage([*argv, "--threads", "1", "--quiet", "--out", str(out)]) == 0
     assert "| two-stage (Stage-2 detections) |" in capsys.readouterr().out
     assert json.loads((out / "results.json").read_text())["data"] == "synthetic-from-annotations"
     with pytest.raises(SystemExit) as exit_info:
-        cli.main(["--synthetic-from", str(tmp_path / "missing"), "--out", str(out)])
+        two_stage(["--synthetic-from", str(tmp_path / "missing"), "--out", str(out)])
     assert exit_info.value.code == 2
     assert "argument --synthetic-from:" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        cli.main(["--synthetic-from", str(folder), "--data-dir", str(folder)])
+        two_stage(["--synthetic-from", str(folder), "--data-dir", str(folder)])
     assert "not allowed with argument" in capsys.readouterr().err

@@ -13,6 +13,9 @@ construction with the class and field named, not an hour into a run:
     ...
     ValueError: PseudoLabelSettings.source must be one of 'boundary', 'attention', got 'boundry'
 
+A run's configuration is the one method (the defaults below) with a preset's capacity and schedule
+(:func:`preset_config`); the tests check that the presets differ in nothing else.
+
 The configurations are hashable, so a stage's part of them is the key its trained result is cached
 and checkpointed under (see :mod:`.stages`).
 """
@@ -26,15 +29,19 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Optional
 
 from .model import FusionStrategy
-from .pseudo_labels import DEFAULT_THRESHOLDS
 
 __all__ = [
-    "DetectionConfig",
+    "CAPACITY_FIELDS",
+    "DEFAULT_THRESHOLDS",
+    "PRESETS",
     "DetectorConfig",
+    "GroupingSettings",
+    "ProposalSettings",
     "PseudoLabelSettings",
+    "ScoringSettings",
     "StageSettings",
     "ablation_config",
-    "thumos14_config",
+    "preset_config",
     "validate",
 ]
 
@@ -118,15 +125,22 @@ class StageSettings:
         validate(self)
 
 
-@dataclass(frozen=True)
-class PseudoLabelSettings:
-    """How the base model's attention becomes pseudo segments (see :mod:`.pseudo_labels`).
+DEFAULT_THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(2, 19))
+"""Grouping thresholds 0.10, 0.15, ..., 0.90 (scores are probabilities)."""
 
-    ``source`` is the attention head the segments come from: ``boundary`` (per snippet, unbiased edges,
-    the default) or ``attention`` (temporally smoothed, about a snippet too wide on each side).
+
+@dataclass(frozen=True)
+class GroupingSettings:
+    """How a score sequence in [0, 1] becomes scored segments (see :mod:`.pseudo_labels`): every maximal
+    run at or above each threshold is a candidate, scored by its outer-inner contrast, then NMS.
+
+    Attributes:
+        thresholds: grouping thresholds, each in (0, 1).
+        outer_ratio: outer margin of the contrast score, relative to the segment's length.
+        nms_iou: NMS tIoU among the candidates.
+        min_score: candidates whose contrast is below this are dropped.
     """
 
-    source: Literal["boundary", "attention"] = "boundary"
     thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS
     outer_ratio: float = field(default=0.25, metadata=NON_NEGATIVE)
     nms_iou: float = field(default=0.3, metadata=PROBABILITY)
@@ -136,27 +150,40 @@ class PseudoLabelSettings:
         validate(self)
         if not self.thresholds or not all(0 < t < 1 for t in self.thresholds):
             raise ValueError(
-                f"PseudoLabelSettings.thresholds must be a non-empty tuple of values in (0, 1), "
+                f"GroupingSettings.thresholds must be a non-empty tuple of values in (0, 1), "
                 f"got {self.thresholds!r}"
             )
 
 
 @dataclass(frozen=True)
-class DetectionConfig:
-    """Post-processing settings shared by the three detectors.
+class PseudoLabelSettings:
+    """How the base model's attention becomes pseudo segments on the training videos (and the base's
+    class-agnostic segments merged into the Stage-1 proposals on every video).
 
     Attributes:
-        class_threshold: a class is detected in a video when its video-level score reaches this (the
-            best class is always kept).
-        soft_nms_sigma: Gaussian soft-NMS sigma.
-        max_detections: detections kept per video after soft-NMS.
-        proposal_nms_iou: NMS tIoU among Stage-1 proposals.
-        max_proposals: Stage-1 proposals kept per video.
-        min_objectness: Stage-1 proposals below this objectness are dropped before NMS.
+        source: the attention head grouped: ``boundary`` (per snippet, unbiased edges) or ``attention``
+            (temporally smoothed, about a snippet too wide on each side).
+        grouping: the grouping rule.
+    """
+
+    source: Literal["boundary", "attention"] = "boundary"
+    grouping: GroupingSettings = GroupingSettings()
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
+@dataclass(frozen=True)
+class ProposalSettings:
+    """How the class-agnostic Stage-1 proposals are made: everything here shapes Stage 2's training
+    proposals, so the whole dataclass is part of Stage 2's key.
+
+    Attributes:
+        nms_iou: NMS tIoU among the T-RPN's proposals.
+        max_proposals: T-RPN proposals kept per video.
+        min_objectness: T-RPN proposals below this objectness are dropped before NMS.
         vote_iou: each kept proposal's boundaries are the objectness-weighted mean of the candidates
             overlapping it by this tIoU (1 disables voting).
-        base_weight: weight of the base model's evidence in the two-stage class and video scores
-            (weighted geometric mean, see :func:`wstal.detect.detections_from_proposals`; 0 = Stage 2 alone).
         merge_base_segments: the Stage-1 proposals are the T-RPN's merged with the base model's
             class-agnostic grouped segments (the pseudo-label rule, scored by their contrast), NMS at
             ``merge_iou`` over both (P-MIL classifies the proposals of its base; see
@@ -169,18 +196,40 @@ class DetectionConfig:
             base's segments are kept whole).
     """
 
-    class_threshold: float = field(default=0.1, metadata=PROBABILITY)
-    soft_nms_sigma: float = field(default=0.3, metadata=POSITIVE)
-    max_detections: int = field(default=100, metadata=AT_LEAST_ONE)
-    proposal_nms_iou: float = field(default=0.6, metadata=PROBABILITY)
+    nms_iou: float = field(default=0.6, metadata=PROBABILITY)
     max_proposals: int = field(default=60, metadata=AT_LEAST_ONE)
     min_objectness: float = field(default=0.05, metadata=PROBABILITY)
     vote_iou: float = field(default=0.6, metadata=PROBABILITY)
-    base_weight: float = field(default=0.5, metadata=PROBABILITY)
     merge_base_segments: bool = True
     merge_iou: float = field(default=0.3, metadata=PROBABILITY)
     merge_base_wins: bool = True
     merge_min_objectness: float = field(default=0.99, metadata=PROBABILITY)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
+@dataclass(frozen=True)
+class ScoringSettings:
+    """How the three detectors score and post-process their detections (inference only: no stage's
+    weights depend on these).
+
+    Attributes:
+        class_threshold: a class is detected in a video when its video-level score reaches this (the
+            best class is always kept).
+        soft_nms_sigma: Gaussian soft-NMS sigma.
+        max_detections: detections kept per video after soft-NMS.
+        base_weight: weight of the base model's evidence in the two-stage class and video scores
+            (weighted geometric mean, see :func:`wstal.detect.two_stage_detections`; 0 = Stage 2 alone).
+        grouping: how the base detector groups each class's score sequence into segments (its
+            ``outer_ratio`` is also the base's contrast on the Stage-2 proposals).
+    """
+
+    class_threshold: float = field(default=0.1, metadata=PROBABILITY)
+    soft_nms_sigma: float = field(default=0.3, metadata=POSITIVE)
+    max_detections: int = field(default=100, metadata=AT_LEAST_ONE)
+    base_weight: float = field(default=0.5, metadata=PROBABILITY)
+    grouping: GroupingSettings = GroupingSettings(nms_iou=0.7, min_score=0.0)
 
     def __post_init__(self) -> None:
         validate(self)
@@ -199,7 +248,11 @@ FUSION_STRATEGY = _bound(_is_strategy, "one of rgb, flow, concat, mutual, concat
 
 @dataclass(frozen=True)
 class DetectorConfig:
-    """Everything that defines a run; see docs/detector.md for the reasoning behind each value.
+    """Everything that defines a run's method and capacity; see docs/detector.md.
+
+    A preset (:data:`PRESETS`) sets only the capacity and schedule fields (``embed_dim`` and the three
+    :class:`StageSettings`); every other field is the method, one choice for all data. The evaluation
+    protocol belongs to the data (:attr:`wstal.data.WSTALDataset.evaluation_protocol`).
 
     Attributes:
         stage1: Stage-1 (T-RPN) fusion strategy.
@@ -208,9 +261,12 @@ class DetectorConfig:
         alpha: DMF strength.
         seed: run seed (every stage derives its own).
         embed_dim: width of the fused features every stage starts from.
-        base, rpn, classifier: per-stage settings.
-        pseudo: pseudo-label settings.
-        detection: post-processing settings.
+        base: base model's optimisation and width.
+        rpn: Stage 1's (T-RPN) optimisation and width.
+        classifier: Stage 2's (proposal classifier) optimisation and width.
+        pseudo: how the base's attention becomes pseudo segments.
+        proposals: how the Stage-1 proposals are made (part of Stage 2's key).
+        scoring: how detections are scored and post-processed (inference only).
         base_topk_ratio: base model top-k is ``t / base_topk_ratio`` (training and inference).
         base_bottomk_ratio: base model easy-background count is ``t / base_bottomk_ratio``.
         mutual_weight: weight of the mutual loss wherever a stage uses mutual fusion.
@@ -218,8 +274,6 @@ class DetectorConfig:
         completeness_weight: weight of the Stage-2 pseudo-completeness loss.
         completeness_source: which base attention head gives the completeness targets (``mean``: the
             average of the two).
-        evaluation_protocol: ``plain`` (seconds, no filter) or ``thumos`` (snippet units and the
-            ambiguous-region filter, the community's THUMOS14 conventions).
     """
 
     stage1: str = field(default="mutual+", metadata=FUSION_STRATEGY)
@@ -231,15 +285,15 @@ class DetectorConfig:
     base: StageSettings = StageSettings(20, 5e-4, 1e-3, 16, 320, 256, 0.5)
     rpn: StageSettings = StageSettings(20, 5e-4, 1e-3, 16, 512, 128, 0.3)
     classifier: StageSettings = StageSettings(20, 5e-4, 1e-3, 8, 100_000, 128, 0.5)
-    pseudo: PseudoLabelSettings = field(default_factory=PseudoLabelSettings)
-    detection: DetectionConfig = field(default_factory=DetectionConfig)
+    pseudo: PseudoLabelSettings = PseudoLabelSettings()
+    proposals: ProposalSettings = ProposalSettings()
+    scoring: ScoringSettings = ScoringSettings()
     base_topk_ratio: float = field(default=8.0, metadata=AT_LEAST_ONE)
     base_bottomk_ratio: float = field(default=2.0, metadata=AT_LEAST_ONE)
     mutual_weight: float = field(default=1.0, metadata=NON_NEGATIVE)
     proposal_topk_ratio: float = field(default=4.0, metadata=AT_LEAST_ONE)
     completeness_weight: float = field(default=1.0, metadata=NON_NEGATIVE)
     completeness_source: Literal["attention", "boundary", "mean"] = "attention"
-    evaluation_protocol: Literal["plain", "thumos"] = "plain"
 
     def __post_init__(self) -> None:
         validate(self)
@@ -268,7 +322,7 @@ class DetectorConfig:
             )
             if v is not None
         }
-        for name in ("base", "rpn", "classifier"):
+        for name in STAGES:
             settings = getattr(self, name)
             if epochs is not None:
                 settings = dataclasses.replace(settings, epochs=epochs)
@@ -279,47 +333,69 @@ class DetectorConfig:
             changes["embed_dim"] = width
         return dataclasses.replace(self, **changes)
 
+    def with_epochs_scaled(self, factor: float) -> DetectorConfig:
+        """A copy whose stages train ``round(epochs * factor)`` epochs each (at least 1)."""
+        stages = {name: getattr(self, name) for name in STAGES}
+        return dataclasses.replace(
+            self,
+            **{
+                name: dataclasses.replace(s, epochs=max(1, round(s.epochs * factor)))
+                for name, s in stages.items()
+            },
+        )
+
     def as_dict(self) -> dict[str, Any]:
         """JSON-serialisable form (written next to the results)."""
         return dataclasses.asdict(self)
+
+
+STAGES = ("base", "rpn", "classifier")
+"""The :class:`DetectorConfig` fields that hold a stage's :class:`StageSettings`."""
+
+CAPACITY_FIELDS = ("embed_dim", *STAGES)
+"""The only :class:`DetectorConfig` fields a preset sets: widths and the stages' schedules."""
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # the 128-wide synthetic families: what docs/detector.md's results were measured with
+    "default": {},
+    # THUMOS14 I3D width (1024 + 1024), close to the paper's lineage (CO2-Net / P-MIL): wider networks,
+    # longer training, lower learning rates, 750-snippet Stage-1 clips
+    "thumos14": {
+        "embed_dim": 1024,
+        "base": StageSettings(
+            epochs=100, lr=1e-4, weight_decay=1e-3, batch_size=10, max_len=320, hidden=1024, dropout=0.7
+        ),
+        "rpn": StageSettings(
+            epochs=50, lr=1e-4, weight_decay=1e-3, batch_size=8, max_len=750, hidden=512, dropout=0.3
+        ),
+        "classifier": StageSettings(
+            epochs=50, lr=1e-4, weight_decay=1e-3, batch_size=8, max_len=100_000, hidden=512, dropout=0.5
+        ),
+    },
+}
+"""Capacity and schedule presets by name (``--preset``); each sets only :data:`CAPACITY_FIELDS`."""
+
+
+def preset_config(name: str) -> DetectorConfig:
+    """The :class:`DetectorConfig` of preset ``name``: the one method with that preset's capacity.
+
+    Raises:
+        ValueError: an unknown preset, naming the known ones.
+    """
+    if name not in PRESETS:
+        raise ValueError(f"preset must be one of {', '.join(map(repr, PRESETS))}, got {name!r}")
+    fields = PRESETS[name]
+    unknown = set(fields) - set(CAPACITY_FIELDS)
+    if unknown:  # a preset that changes the method is a bug, not a configuration
+        raise ValueError(f"preset {name!r} sets {sorted(unknown)}: a preset sets only {CAPACITY_FIELDS}")
+    return DetectorConfig(**fields)
 
 
 def ablation_config(config: DetectorConfig) -> DetectorConfig:
     """The reduced schedule of ``--ablation``: half the epochs of each stage (at least 1), so the 18 cells
     (2 single-modality + 16 fusion) fit a CPU budget; the base model and each T-RPN are shared between
     cells, so only the Stage-2 classifier is trained per cell."""
-    stages = {name: getattr(config, name) for name in ("base", "rpn", "classifier")}
+    halved = {name: getattr(config, name) for name in STAGES}
     return dataclasses.replace(
-        config, **{name: dataclasses.replace(s, epochs=max(1, s.epochs // 2)) for name, s in stages.items()}
-    )
-
-
-def thumos14_config() -> DetectorConfig:
-    """Settings for the real THUMOS14 I3D features (1024 + 1024 channels), close to the paper's lineage
-    (CO2-Net / P-MIL): wider networks, longer training, lower learning rates, 750-snippet training clips
-    for Stage 1 and the THUMOS evaluation protocol. Not tuned here: the features are not available on
-    the development machines (see docs/reproduce_thumos14.md). The exceptions, the two-stage base weight
-    0.7 and the Stage-1 merge (both sets, NMS 0.6, the higher score wins, where the synthetic default
-    keeps every base segment), were chosen on 60 + 60 videos of synthetic 1024-wide data (docs/detector.md,
-    stages that earn their place, rounds 3 and 4)."""
-    return DetectorConfig(
-        embed_dim=1024,
-        base=StageSettings(
-            epochs=100, lr=1e-4, weight_decay=1e-3, batch_size=10, max_len=320, hidden=1024, dropout=0.7
-        ),
-        rpn=StageSettings(
-            epochs=50, lr=1e-4, weight_decay=1e-3, batch_size=8, max_len=750, hidden=512, dropout=0.3
-        ),
-        classifier=StageSettings(
-            epochs=50, lr=1e-4, weight_decay=1e-3, batch_size=8, max_len=100_000, hidden=512, dropout=0.5
-        ),
-        detection=DetectionConfig(
-            max_proposals=100,
-            max_detections=200,
-            base_weight=0.7,
-            merge_iou=0.6,
-            merge_base_wins=False,
-            merge_min_objectness=0.0,
-        ),
-        evaluation_protocol="thumos",
+        config, **{name: dataclasses.replace(s, epochs=max(1, s.epochs // 2)) for name, s in halved.items()}
     )

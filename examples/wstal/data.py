@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "EVALUATION_PROTOCOLS",
     "SNIPPET_SECONDS",
     "Video",
     "WSTALDataset",
@@ -26,6 +27,10 @@ __all__ = [
 
 SNIPPET_SECONDS = 16 / 25
 """Length of one I3D snippet in seconds: 16 frames at 25 fps."""
+
+
+EVALUATION_PROTOCOLS = ("plain", "thumos")
+"""The evaluation protocols a dataset can name (:attr:`WSTALDataset.evaluation_protocol`)."""
 
 
 def _check_snippet_seconds(snippet_seconds: float) -> None:
@@ -202,6 +207,9 @@ class WSTALDataset:
         ambiguous: per test video the ``(M, 2)`` regions in seconds that THUMOS marks ambiguous
             (empty for synthetic data); see ``evaluate_detections(ambiguous=...)``.
         snippet_seconds: length of one snippet in seconds.
+        evaluation_protocol: how the data are evaluated, a property of the data source: ``plain``
+            (seconds, no filter) or ``thumos`` (snippet units and the ambiguous-region filter, the
+            community's THUMOS14 conventions; the THUMOS14 loader sets it).
 
     Every video's label must have ``len(classes)`` entries and all videos the same feature widths.
     """
@@ -211,9 +219,15 @@ class WSTALDataset:
     test: list[Video]
     ambiguous: dict[str, np.ndarray]
     snippet_seconds: float = SNIPPET_SECONDS
+    evaluation_protocol: str = "plain"
 
     def __post_init__(self) -> None:
         _check_snippet_seconds(self.snippet_seconds)
+        if self.evaluation_protocol not in EVALUATION_PROTOCOLS:
+            raise ValueError(
+                f"evaluation_protocol must be one of {', '.join(map(repr, EVALUATION_PROTOCOLS))}, "
+                f"got {self.evaluation_protocol!r}"
+            )
         if not self.classes:
             raise ValueError("classes must not be empty")
         videos = [*self.train, *self.test]

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .batching import collate
-from .config import DetectionConfig
+from .config import ProposalSettings, ScoringSettings
 from .console import progress
 from .data import Video
 from .evaluation import Detection
@@ -111,7 +111,7 @@ def select_classes(video_scores: Tensor, threshold: float) -> list[int]:
 
 
 def _soft_nms_per_class(
-    per_class: dict[int, tuple[Tensor, Tensor]], config: DetectionConfig
+    per_class: dict[int, tuple[Tensor, Tensor]], config: ScoringSettings
 ) -> list[tuple[int, float, float, float]]:
     rows: list[tuple[int, float, float, float]] = []
     for c, (segments, scores) in per_class.items():
@@ -131,31 +131,34 @@ def class_sequence(result: BaseResult, c: int) -> Tensor:
     return result.attention * result.p[:, c] / result.p[:, c].max().clamp_min(1e-6)
 
 
-def base_detections(result: BaseResult, config: DetectionConfig) -> list[tuple[int, float, float, float]]:
+def base_detections(result: BaseResult, config: ScoringSettings) -> list[tuple[int, float, float, float]]:
     """Detections of the base model alone, ``(class, score, start, end)`` in snippets."""
     per_class = {}
     for c in select_classes(result.video_scores, config.class_threshold):
-        found = segments_from_scores(class_sequence(result, c), nms_iou=0.7)
+        found = segments_from_scores(class_sequence(result, c), config.grouping)
         per_class[c] = (found.segments, found.scores.clamp_min(0) * result.video_scores[c])
     return _soft_nms_per_class(per_class, config)
 
 
-def base_contrast(result: BaseResult, c: int, segments: Tensor) -> Tensor:
+def base_contrast(result: BaseResult, c: int, segments: Tensor, outer_ratio: float) -> Tensor:
     """The base model's score for class ``c`` on given segments: the outer-inner contrast of its class
-    sequence (the score :func:`base_detections` gives its own segments), clipped at 0.
+    sequence with margin ``outer_ratio`` (the score :func:`base_detections` gives its own segments),
+    clipped at 0.
 
     Shape:
         segments: (n, 2) in snippets. Returns (n,).
     """
     whole = whole_snippets(segments, result.p.shape[0])
-    return outer_inner_contrast(class_sequence(result, c).float(), whole, outer_ratio=0.25).clamp_min(0)
+    return outer_inner_contrast(class_sequence(result, c).float(), whole, outer_ratio=outer_ratio).clamp_min(
+        0
+    )
 
 
 @torch.no_grad()
 def rpn_proposals(
     model: TemporalRPN,
     videos: Sequence[Video],
-    config: DetectionConfig,
+    config: ProposalSettings,
     *,
     device: torch.device | str = "cpu",
     batch_size: int = 8,
@@ -179,7 +182,7 @@ def rpn_proposals(
             if not keep.any():
                 keep = scores == scores.max()
             segments, scores = segments[keep], scores[keep]
-            keep_idx = nms_1d(segments, scores, config.proposal_nms_iou)
+            keep_idx = nms_1d(segments, scores, config.nms_iou)
             keep_idx = keep_idx[scores[keep_idx].argsort(descending=True, stable=True)][
                 : config.max_proposals
             ]
@@ -260,7 +263,7 @@ def merge_proposals(
     return Segments(segments[kept], scores[kept])
 
 
-def stage1_proposals(proposals: Segments, grouped: Segments, config: DetectionConfig) -> Segments:
+def stage1_proposals(proposals: Segments, grouped: Segments, config: ProposalSettings) -> Segments:
     """One video's Stage-1 proposals under ``config``'s merge settings: the T-RPN's ``proposals`` merged
     with the base model's ``grouped`` segments (:func:`merge_proposals` with ``merge_iou``,
     ``merge_base_wins`` and ``merge_min_objectness``), or the T-RPN's alone when ``merge_base_segments``
@@ -277,7 +280,7 @@ def stage1_proposals(proposals: Segments, grouped: Segments, config: DetectionCo
 
 
 def stage1_detections(
-    proposals: Segments, result: BaseResult, config: DetectionConfig
+    proposals: Segments, result: BaseResult, config: ScoringSettings
 ) -> list[tuple[int, float, float, float]]:
     """Stage-1 proposals classified by the base model (no Stage 2): objectness x mean p(class) inside x
     video score."""
@@ -322,7 +325,7 @@ def detections_from_proposals(
     proposals: Segments,
     class_probs: Tensor,
     video_scores: Tensor,
-    config: DetectionConfig,
+    config: ScoringSettings,
     base: Optional[BaseResult] = None,
 ) -> list[tuple[int, float, float, float]]:
     """Stage-2 detections: objectness x class score x video score, soft-NMS per class.
@@ -341,7 +344,7 @@ def detections_from_proposals(
     for c in select_classes(video_scores, config.class_threshold):
         score = class_probs[:, c]
         if w > 0:
-            evidence = base_contrast(base, c, proposals.segments)
+            evidence = base_contrast(base, c, proposals.segments, config.grouping.outer_ratio)
             score = score.clamp_min(1e-8) ** (1 - w) * evidence.clamp_min(1e-8) ** w
         per_class[c] = (proposals.segments, proposals.scores * score * video_scores[c])
     return _soft_nms_per_class(per_class, config)

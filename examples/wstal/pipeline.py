@@ -1,8 +1,11 @@
-"""The two-stage detector end to end, stage by stage:
+"""The two-stage detector's training graph, stage by stage:
 
-    base model -> pseudo segments -> Stage 1 (T-RPN) -> proposals -> Stage 2 (classifier) -> detections
+    base model -> pseudo segments -> Stage 1 (T-RPN) -> proposals -> Stage 2 (classifier)
 
-:class:`DetectorRunner` trains and evaluates one or many fusion configurations on one dataset. Each stage
+:class:`DetectorRunner` trains the stages of one or many fusion configurations on one dataset and keeps
+their outputs, typed (:class:`BaseOutputs`, :class:`StageProposals`) and keyed by the key of the stage
+that made them and the split they are on. A split is named (``"train"`` or ``"test"``) and names its
+videos, so an output can never be computed on one split and cached under the other. Each stage
 (:mod:`.stages`) is trained by one generic :class:`StageTrainer`, which caches the trained network under
 the stage's key (everything upstream of it is part of the key), so the ``--ablation`` grid trains the
 base model once per base fusion, the T-RPN once per Stage-1 fusion and only the Stage-2 classifier per
@@ -11,13 +14,13 @@ cell, and ``--resume`` picks every stage up where it stopped:
     base_<base fusion>.pt -> stage1_<base fusion>_<stage-1 fusion>.pt
                           -> stage2_<base fusion>_<stage-1 fusion>_<stage-2 fusion>.pt
 
-Nothing here looks at the test split before the final evaluation: every model is the one of its last
-epoch and every threshold is fixed in :class:`~wstal.config.DetectorConfig`.
+Evaluation is apart (:mod:`.evaluator`): it takes the :class:`TrainedDetector` that :meth:`DetectorRunner.train`
+returns. Nothing here looks at the test split's labels: every model is the one of its last epoch and
+every threshold is fixed in :class:`~wstal.config.DetectorConfig`.
 
 Under ``torchrun`` (a :class:`~wstal.distributed.DistributedContext` with several ranks) every rank
 trains, on its share of each global batch; rank 0 alone computes the pseudo labels and the training
-proposals (and sends them to the others), writes the checkpoints and evaluates, while the other ranks
-wait at a barrier. See docs/training_at_scale.md.
+proposals (and sends them to the others) and writes the checkpoints. See docs/training_at_scale.md.
 
 Axis legend: t snippets, c channels, k classes, n proposals.
 """
@@ -25,57 +28,36 @@ Axis legend: t snippets, c channels, k classes, n proposals.
 from __future__ import annotations
 
 import functools
-from collections.abc import Hashable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, TypeVar
+from typing import Callable, Literal, Optional, TypeVar
 
 import torch
 from torch import nn
 
-from .config import (
-    DetectionConfig,
-    DetectorConfig,
-    PseudoLabelSettings,
-    StageSettings,
-    ablation_config,
-    thumos14_config,
-)
+from .config import DetectorConfig
 from .console import log
 from .data import Video, WSTALDataset
-from .detect import (
-    BaseResult,
-    base_detections,
-    classify_proposals,
-    detections_from_proposals,
-    rpn_proposals,
-    run_base,
-    stage1_detections,
-    stage1_proposals,
-    to_detections,
-)
+from .detect import BaseResult, rpn_proposals, run_base, stage1_proposals
 from .distributed import DistributedContext
-from .evaluation import Detection, MAPResult, evaluate_detections
 from .model import FusionStrategy
 from .pseudo_labels import Segments, segments_from_scores
-from .recall import ProposalResult, evaluate_proposals, proposals_from_segments
-from .stages import BaseStage, ClassifierStage, RPNStage, Stage, StageKey, proposal_targets
+from .stages import BaseStage, ClassifierStage, RPNStage, Stage, StageKey
 from .train import StopAfter, fingerprint, seed_everything, stage_seed, train_stage
 
 __all__ = [
-    "DetectionConfig",
-    "DetectorConfig",
+    "SPLITS",
+    "BaseOutputs",
     "DetectorRunner",
-    "EvaluationResult",
-    "PseudoLabelSettings",
-    "StageSettings",
+    "Split",
+    "StageProposals",
     "StageTrainer",
-    "ablation_config",
+    "TrainedDetector",
     "base_strategy_for",
-    "proposal_targets",
-    "thumos14_config",
 ]
 
+Split = Literal["train", "test"]
+SPLITS: tuple[Split, ...] = ("train", "test")
 T = TypeVar("T")
 
 
@@ -89,20 +71,50 @@ def base_strategy_for(stage1: str, stage2: str) -> str:
     return "concat"
 
 
-@dataclass
-class EvaluationResult:
-    """Test-split mAP of the three detectors of one configuration, what they detected, and the quality
-    (average recall) of the Stage-1 proposals (``stage1``), of the T-RPN's own proposals before the merge
-    (``rpn``, when the base segments are merged) and of the base model's grouped segments (``base``)."""
+@dataclass(frozen=True)
+class BaseOutputs:
+    """The base model's outputs on one split.
+
+    Attributes:
+        key: the base stage's key.
+        split: the split.
+        results: per video, the base model's scores (:class:`~wstal.detect.BaseResult`).
+        segments: per video, the class-agnostic segments grouped on its attention by the pseudo-label
+            rule: the pseudo segments on ``train``; merged into the Stage-1 proposals on both splits.
+    """
+
+    key: StageKey
+    split: Split
+    results: dict[str, BaseResult]
+    segments: dict[str, Segments]
+
+
+@dataclass(frozen=True)
+class StageProposals:
+    """Stage 1's class-agnostic proposals on one split.
+
+    Attributes:
+        key: the T-RPN stage's key.
+        split: the split.
+        rpn: per video, the T-RPN's own proposals.
+        stage1: per video, the Stage-1 proposals Stage 2 classifies: ``rpn`` merged with the base's
+            grouped segments (:func:`~wstal.detect.stage1_proposals`); ``rpn`` itself when the merge is off.
+    """
+
+    key: StageKey
+    split: Split
+    rpn: dict[str, Segments]
+    stage1: dict[str, Segments]
+
+
+@dataclass(frozen=True)
+class TrainedDetector:
+    """One fusion configuration with all three stages trained: what :mod:`.evaluator` evaluates."""
 
     stage1: str
     stage2: str
-    base: MAPResult
-    stage1_only: MAPResult
-    two_stage: MAPResult
-    detections: dict[str, list[Detection]]
-    proposals: dict[str, list[Detection]]
-    proposal_quality: dict[str, ProposalResult] = field(default_factory=dict)
+    base: str
+    classifier: nn.Module
 
 
 class StageTrainer:
@@ -168,11 +180,13 @@ class StageTrainer:
 
 
 class DetectorRunner:
-    """Train and evaluate fusion configurations of the two-stage detector on one dataset.
+    """Train the stages of fusion configurations of the two-stage detector on one dataset, and keep their
+    outputs per split.
 
     Args:
-        dataset: the data (only ``train`` is used for training, ``test`` only by :meth:`evaluate`).
-        config: the run configuration (its ``stage1``/``stage2`` are the defaults of :meth:`evaluate`).
+        dataset: the data (only ``train`` is used for training; the test split's features are read by the
+            outputs the evaluator asks for, never its labels).
+        config: the run configuration (its ``stage1``/``stage2`` are the defaults of :meth:`train`).
         checkpoint_dir: where stage checkpoints go (None: no checkpoints, no resume).
         resume: continue from the checkpoints in ``checkpoint_dir``.
         device: where the networks run (ignored when ``dist`` is given: its device is used).
@@ -210,202 +224,124 @@ class DetectorRunner:
             amp=amp,
             compile=compile,
         )
-        self._memo: dict[Hashable, Any] = {}
+        self._stages: dict[tuple[str, ...], Stage] = {}
+        self._base_outputs: dict[tuple[StageKey, Split], BaseOutputs] = {}
+        self._proposals: dict[tuple[StageKey, Split], StageProposals] = {}
 
-    def _cached(self, key: Hashable, compute: Callable[[], T], *, on_main: bool = False) -> T:
-        """``compute()`` once per key; with ``on_main``, computed on rank 0 and sent to every rank (so all
-        ranks train on the same pseudo labels and proposals)."""
-        if key not in self._memo:
-            if on_main:
-                self._memo[key] = self.dist.broadcast_object(compute() if self.dist.is_main else None)
-            else:
-                self._memo[key] = compute()
-        return self._memo[key]
+    def videos(self, split: Split) -> list[Video]:
+        """The videos of ``split`` (``"train"`` or ``"test"``)."""
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {', '.join(map(repr, SPLITS))}, got {split!r}")
+        return self.dataset.train if split == "train" else self.dataset.test
 
-    @staticmethod
-    def base_strategy(stage1: str, stage2: str) -> str:
-        """The base model's fusion for a pair of stage fusions (see :func:`base_strategy_for`)."""
-        return base_strategy_for(stage1, stage2)
+    def _on_main(self, split: Split, compute: Callable[[], T]) -> T:
+        """``compute()``; on the training split computed on rank 0 and sent to every rank, so all ranks
+        train on the same pseudo labels and proposals."""
+        if split == "train":
+            return self.dist.broadcast_object(compute() if self.dist.is_main else None)
+        return compute()
+
+    def _stage(self, name: tuple[str, ...], make: Callable[[], Stage]) -> Stage:
+        if name not in self._stages:
+            self._stages[name] = make()
+        return self._stages[name]
 
     # ---------------------------------------------------------------- base model and pseudo segments
 
     def base_stage(self, fusion: str) -> BaseStage:
         """The base-model stage with ``fusion``."""
-        return self._cached(("base stage", fusion), lambda: BaseStage(fusion, self.config, self.dataset))
+        return self._stage(("base", fusion), lambda: BaseStage(fusion, self.config, self.dataset))
 
-    def base_results(self, fusion: str, videos: Sequence[Video], split: str) -> dict[str, BaseResult]:
-        """Base-model scores on ``videos`` (the ``split`` names them in the cache and the progress bar)."""
+    def base_outputs(self, fusion: str, split: Split) -> BaseOutputs:
+        """The base model's scores and grouped segments on ``split`` (trained on first use)."""
+        videos = self.videos(split)
         stage = self.base_stage(fusion)
         model = self.train_stage(stage)  # every rank trains it
-        return self._cached(
-            ("base results", stage.key, split),
-            lambda: run_base(
-                model,
-                videos,
-                topk_ratio=self.config.base_topk_ratio,
-                device=self.device,
-                desc=f"{split}: base ({fusion})",
-                show_progress=self.show_progress,
-            ),
-            on_main=split == "train",
-        )
+        cache = (stage.key, split)
+        if cache not in self._base_outputs:
+            results = self._on_main(
+                split,
+                lambda: run_base(
+                    model,
+                    videos,
+                    topk_ratio=self.config.base_topk_ratio,
+                    device=self.device,
+                    desc=f"{split}: base ({fusion})",
+                    show_progress=self.show_progress,
+                ),
+            )
+            segments = self.grouped_segments(results)
+            if split == "train":
+                count = sum(len(s.segments) for s in segments.values())
+                log(f"[pseudo labels] {count} segments on {len(segments)} training videos (base {fusion})")
+            self._base_outputs[cache] = BaseOutputs(stage.key, split, results, segments)
+        return self._base_outputs[cache]
 
     def grouped_segments(self, results: dict[str, BaseResult]) -> dict[str, Segments]:
         """Class-agnostic segments grouped on the base model's attention (the pseudo-label rule)."""
         p = self.config.pseudo
-        return {
-            name: segments_from_scores(
-                getattr(r, p.source),
-                thresholds=p.thresholds,
-                outer_ratio=p.outer_ratio,
-                nms_iou=p.nms_iou,
-                min_score=p.min_score,
-            )
-            for name, r in results.items()
-        }
-
-    def base_segments(self, fusion: str, videos: Sequence[Video], split: str) -> dict[str, Segments]:
-        """:meth:`grouped_segments` of the base model's results on ``videos`` (cached per ``split``): the
-        pseudo segments on the training split, merged into the Stage-1 proposals and scored as the base's
-        proposal set on both splits."""
-        return self._cached(
-            ("base segments", self.base_stage(fusion).key, split),
-            lambda: self.grouped_segments(self.base_results(fusion, videos, split)),
-        )
-
-    def pseudo_segments(self, fusion: str) -> dict[str, Segments]:
-        """Pseudo action segments of the training videos from the base model's attention."""
-
-        def compute() -> dict[str, Segments]:
-            found = self.base_segments(fusion, self.dataset.train, "train")
-            count = sum(len(s.segments) for s in found.values())
-            log(f"[pseudo labels] {count} segments on {len(found)} training videos (base {fusion})")
-            return found
-
-        return self._cached(("pseudo", self.base_stage(fusion).key), compute)
+        return {name: segments_from_scores(getattr(r, p.source), p.grouping) for name, r in results.items()}
 
     # ---------------------------------------------------------------- Stage 1 and its proposals
 
     def rpn_stage(self, stage1: str, base: str) -> RPNStage:
         """The T-RPN stage with ``stage1`` fusion, on the pseudo segments of the ``base`` model."""
-        return self._cached(
-            ("rpn stage", stage1, base),
+        return self._stage(
+            ("stage1", stage1, base),
             lambda: RPNStage(
-                stage1, self.config, self.dataset, self.base_stage(base).key, self.pseudo_segments(base)
+                stage1,
+                self.config,
+                self.dataset,
+                self.base_stage(base).key,
+                self.base_outputs(base, "train").segments,
             ),
         )
 
-    def proposals(self, stage1: str, base: str, videos: Sequence[Video], split: str) -> dict[str, Segments]:
-        """Class-agnostic Stage-1 proposals on ``videos`` (cached per ``split``): the T-RPN's, merged with
-        the base model's grouped segments unless ``detection.merge_base_segments`` is off."""
-        det = self.config.detection
-        found = self.rpn_proposals(stage1, base, videos, split)
-        if not det.merge_base_segments:
-            return found
-
-        def merged() -> dict[str, Segments]:
-            grouped = self.base_segments(base, videos, split)
-            return {name: stage1_proposals(p, grouped[name], det) for name, p in found.items()}
-
-        return self._cached(("merged proposals", self.rpn_stage(stage1, base).key, split), merged)
-
-    def rpn_proposals(
-        self, stage1: str, base: str, videos: Sequence[Video], split: str
-    ) -> dict[str, Segments]:
-        """The T-RPN's own proposals on ``videos`` (cached per ``split``)."""
+    def proposals(self, stage1: str, base: str, split: Split) -> StageProposals:
+        """Stage 1's proposals on ``split``: the T-RPN's own and the merged set (trained on first use)."""
+        videos = self.videos(split)
         stage = self.rpn_stage(stage1, base)
         model = self.train_stage(stage)  # every rank trains it
-        return self._cached(
-            ("proposals", stage.key, split),
-            lambda: rpn_proposals(
-                model,
-                videos,
-                self.config.detection,
-                device=self.device,
-                desc=f"{split}: proposals ({stage1})",
-                show_progress=self.show_progress,
-            ),
-            on_main=split == "train",
-        )
+        cache = (stage.key, split)
+        if cache not in self._proposals:
+            settings = self.config.proposals
+            own = self._on_main(
+                split,
+                lambda: rpn_proposals(
+                    model,
+                    videos,
+                    settings,
+                    device=self.device,
+                    desc=f"{split}: proposals ({stage1})",
+                    show_progress=self.show_progress,
+                ),
+            )
+            merged = own
+            if settings.merge_base_segments:
+                grouped = self.base_outputs(base, split).segments
+                merged = {name: stage1_proposals(p, grouped[name], settings) for name, p in own.items()}
+            self._proposals[cache] = StageProposals(stage.key, split, own, merged)
+        return self._proposals[cache]
 
     # ---------------------------------------------------------------- Stage 2
 
     def classifier_stage(self, stage1: str, stage2: str, base: str) -> ClassifierStage:
         """The proposal-classifier stage with ``stage2`` fusion, on the ``stage1`` T-RPN's training proposals."""
-        train = self.dataset.train
-        return self._cached(
-            ("classifier stage", stage1, stage2, base),
+        return self._stage(
+            ("stage2", stage1, stage2, base),
             lambda: ClassifierStage(
                 stage2,
                 self.config,
                 self.dataset,
                 self.rpn_stage(stage1, base).key,
-                self.proposals(stage1, base, train, "train"),
-                self.base_results(base, train, "train"),
+                self.proposals(stage1, base, "train").stage1,
+                self.base_outputs(base, "train").results,
             ),
         )
 
-    # ---------------------------------------------------------------- evaluation
-
-    def evaluate(
-        self, stage1: Optional[str] = None, stage2: Optional[str] = None
-    ) -> Optional[EvaluationResult]:
-        """Train what is missing, then detect on the test split and score the base, Stage-1-only and
-        two-stage detectors. In a distributed run every rank trains, rank 0 evaluates and the others
-        wait for it at a barrier and return None."""
+    def train(self, stage1: Optional[str] = None, stage2: Optional[str] = None) -> TrainedDetector:
+        """Train what is missing of the configuration (default: the config's fusions), on every rank."""
         stage1, stage2 = stage1 or self.config.stage1, stage2 or self.config.stage2
-        base = self.base_strategy(stage1, stage2)
+        base = base_strategy_for(stage1, stage2)
         classifier = self.train_stage(self.classifier_stage(stage1, stage2, base))
-        result = self._evaluate(stage1, stage2, base, classifier) if self.dist.is_main else None
-        self.dist.barrier()
-        return result
-
-    def evaluation_options(self) -> dict[str, Any]:
-        """The keyword options of the configured evaluation protocol, shared by
-        :func:`~wstal.evaluation.evaluate_detections` and :func:`~wstal.recall.evaluate_proposals`: under
-        ``"thumos"`` snippet units and the dataset's ambiguous regions, else seconds and no filter."""
-        thumos = self.config.evaluation_protocol == "thumos"
-        return {
-            "ambiguous": (self.dataset.ambiguous or None) if thumos else None,
-            "snippet_units": thumos,
-            "snippet_seconds": self.dataset.snippet_seconds,
-        }
-
-    def _evaluate(self, stage1: str, stage2: str, base: str, classifier: nn.Module) -> EvaluationResult:
-        d, c, det = self.dataset, self.config, self.config.detection
-        base_out = self.base_results(base, d.test, "test")
-        proposals = self.proposals(stage1, base, d.test, "test")
-        scores = classify_proposals(
-            classifier,
-            d.test,
-            proposals,
-            topk_ratio=c.proposal_topk_ratio,
-            device=self.device,
-            desc="test: classify",
-            show_progress=self.show_progress,
-        )
-        sec = d.snippet_seconds
-        detectors = {
-            "base": lambda v: base_detections(base_out[v.name], det),
-            "stage1_only": lambda v: stage1_detections(proposals[v.name], base_out[v.name], det),
-            "two_stage": lambda v: detections_from_proposals(
-                proposals[v.name], *scores[v.name], det, base_out[v.name]
-            ),
-        }
-        found = {name: {v.name: to_detections(f(v), sec) for v in d.test} for name, f in detectors.items()}
-        protocol = self.evaluation_options()
-        tables = {name: evaluate_detections(d.test, dets, d.num_classes, **protocol) for name, dets in found.items()}
-        sets = {"stage1": proposals}
-        if det.merge_base_segments:  # the T-RPN alone, where it differs from Stage 1
-            sets["rpn"] = self.rpn_proposals(stage1, base, d.test, "test")
-        sets["base"] = self.base_segments(base, d.test, "test")
-        agnostic = {name: proposals_from_segments(segments, sec) for name, segments in sets.items()}
-        quality = {name: evaluate_proposals(d.test, rows, **protocol) for name, rows in agnostic.items()}
-        return EvaluationResult(
-            stage1,
-            stage2,
-            **tables,
-            detections=found["two_stage"],
-            proposals=agnostic["stage1"],
-            proposal_quality=quality,
-        )
+        return TrainedDetector(stage1, stage2, base, classifier)

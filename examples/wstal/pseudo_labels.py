@@ -17,18 +17,15 @@ Axis legend: t snippets, n segments.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
+from .config import GroupingSettings
 from .proposals import group_segments, nms_1d, outer_inner_contrast
 
-__all__ = ["DEFAULT_THRESHOLDS", "Segments", "dense_targets", "median_filter", "segments_from_scores"]
-
-DEFAULT_THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(2, 19))
-"""Grouping thresholds 0.10, 0.15, ..., 0.90 (scores are probabilities)."""
+__all__ = ["Segments", "dense_targets", "median_filter", "segments_from_scores"]
 
 
 class Segments(NamedTuple):
@@ -40,11 +37,8 @@ class Segments(NamedTuple):
 
 def segments_from_scores(
     scores: Tensor,
+    grouping: GroupingSettings,
     *,
-    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
-    outer_ratio: float = 0.25,
-    nms_iou: float = 0.5,
-    min_score: float = 0.0,
     min_length: int = 1,
     max_segments: int | None = None,
     median: int = 1,
@@ -53,10 +47,8 @@ def segments_from_scores(
 
     Args:
         scores: per-snippet scores in [0, 1].
-        thresholds: grouping thresholds.
-        outer_ratio: outer margin of the contrast score, relative to the segment length.
-        nms_iou: NMS tIoU threshold.
-        min_score: drop segments whose contrast score is below this.
+        grouping: the thresholds, the contrast's outer margin, the NMS tIoU and the score floor (one
+            definition, :class:`~wstal.config.GroupingSettings`).
         min_length: shortest segment in snippets.
         max_segments: keep at most this many (best first).
         median: odd width of a temporal median filter applied before grouping (1: none). A median removes
@@ -67,19 +59,19 @@ def segments_from_scores(
 
     Example:
         >>> s = torch.tensor([0.0, 0.1, 0.9, 0.95, 0.9, 0.1, 0.0, 0.0])
-        >>> segments_from_scores(s, thresholds=(0.5,)).segments.tolist()
+        >>> segments_from_scores(s, GroupingSettings(thresholds=(0.5,))).segments.tolist()
         [[2.0, 5.0]]
     """
     scores = median_filter(scores.detach().float().cpu(), median)
-    candidates = group_segments(scores, list(thresholds), min_length=min_length)
+    candidates = group_segments(scores, list(grouping.thresholds), min_length=min_length)
     if candidates.shape[0] == 0:
         return Segments(torch.zeros(0, 2), torch.zeros(0))
-    contrast = outer_inner_contrast(scores, candidates, outer_ratio=outer_ratio).float()
-    keep = contrast >= min_score
+    contrast = outer_inner_contrast(scores, candidates, outer_ratio=grouping.outer_ratio).float()
+    keep = contrast >= grouping.min_score
     candidates, contrast = candidates[keep].float(), contrast[keep]
     if candidates.shape[0] == 0:
         return Segments(torch.zeros(0, 2), torch.zeros(0))
-    keep = nms_1d(candidates, contrast, nms_iou)
+    keep = nms_1d(candidates, contrast, grouping.nms_iou)
     keep = keep[contrast[keep].argsort(descending=True, stable=True)]
     if max_segments is not None:
         keep = keep[:max_segments]

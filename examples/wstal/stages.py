@@ -263,8 +263,8 @@ def proposal_targets(
     base: BaseResult,
     label: np.ndarray,
     *,
-    source: str = "attention",
-    outer_ratio: float = 0.25,
+    source: str,
+    outer_ratio: float,
 ) -> tuple[Tensor, Tensor]:
     """Pseudo completeness and pseudo class of each training proposal, from the base model.
 
@@ -275,6 +275,7 @@ def proposal_targets(
 
     Args:
         source: the attention head, ``attention``, ``boundary`` or ``mean`` (of the two).
+        outer_ratio: the contrast's outer margin (the pseudo-label grouping's).
 
     Shape:
         proposals: n segments in snippets. Returns completeness (n,) float32 and classes (n,) int64.
@@ -313,7 +314,11 @@ class ClassifierStage(Stage):
         self._videos = [v for v in self.dataset.train if len(self.proposals[v.name].segments)]
         self._targets = {
             v.name: proposal_targets(
-                self.proposals[v.name], self.base_results[v.name], v.label, source=c.completeness_source
+                self.proposals[v.name],
+                self.base_results[v.name],
+                v.label,
+                source=c.completeness_source,
+                outer_ratio=c.pseudo.grouping.outer_ratio,
             )
             for v in self._videos
         }
@@ -325,10 +330,15 @@ class ClassifierStage(Stage):
     @functools.cached_property
     def key(self) -> StageKey:
         c = self.config
-        d = c.detection  # the fields that shape the training proposals
-        proposals = (d.min_objectness, d.proposal_nms_iou, d.max_proposals, d.vote_iou)
-        proposals += (d.merge_base_segments, d.merge_iou, d.merge_base_wins, d.merge_min_objectness)
-        part = (c.classifier, proposals, c.proposal_topk_ratio, c.completeness_weight, c.completeness_source)
+        # the proposal settings whole (every field shapes the training proposals); the scoring settings
+        # are inference only and stay out; the pseudo-label rule is in the upstream T-RPN key
+        part = (
+            c.classifier,
+            c.proposals,
+            c.proposal_topk_ratio,
+            c.completeness_weight,
+            c.completeness_source,
+        )
         return StageKey(self.kind, self.fusion, (*part, _fusion_key(c, self.fusion)), self.rpn)
 
     @property

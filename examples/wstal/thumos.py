@@ -488,4 +488,5 @@ def load_thumos14(
         test=test,
         ambiguous=ambiguous,
         snippet_seconds=SNIPPET_SECONDS,
+        evaluation_protocol="thumos",
     )

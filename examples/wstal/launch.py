@@ -1,0 +1,390 @@
+"""What every command of the detector shares: the parser's common flags, the data, the configuration
+(the one method with a preset's capacity), the runner, the machine (threads, device, AMP, distributed
+process group) and the exit codes.
+
+``examples/thumos_two_stage.py``, the experiment scripts next to it and ``benchmarks/detector.py`` are
+built from these parts, so a flag means the same in each and no script imports another::
+
+    parser = launch.build_parser("my_script.py", "what it does")
+    parser.add_argument(...)                      # the script's own flags
+    args = launch.parse(parser, argv)             # threads, device, AMP, process group
+    return launch.run(parser, args, lambda: body(args))
+
+Exit codes: 0 done, 2 bad input (argparse's), 3 interrupted (resume with ``--resume``), 4 training
+diverged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+
+from .config import PRESETS, DetectorConfig, ablation_config, preset_config
+from .console import log
+from .data import WSTALDataset
+from .distributed import AMP_MODES, init_distributed, resolve_amp, shutdown_distributed
+from .model import FusionStrategy
+from .pipeline import DetectorRunner
+from .synthetic import make_synthetic_thumos
+from .synthetic_gt import make_synthetic_from_annotations
+from .thumos import load_thumos14
+from .train import CheckpointMismatchError, StopAfter, TrainingDiverged, TrainingInterrupted
+
+__all__ = [
+    "available_cores",
+    "build_parser",
+    "data_source",
+    "load_data",
+    "make_config",
+    "make_runner",
+    "non_negative_float",
+    "parse",
+    "positive_float",
+    "positive_int",
+    "preset_name",
+    "resolve_device",
+    "run",
+    "strategy",
+]
+
+
+# -------------------------------------------------------------------------------- argparse types
+
+
+def strategy(text: str) -> str:
+    """argparse type for ``--stage1`` / ``--stage2``: a fusion strategy, validated with a clear message."""
+    try:
+        return str(FusionStrategy.parse(text))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+# -------------------------------------------------------------------------------- the machine
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def resolve_device(text: str) -> str:
+    """``auto`` becomes ``cuda`` when a GPU is visible, else ``cpu``; anything else is kept."""
+    if text == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return text
+
+
+# -------------------------------------------------------------------------------- the parser
+
+
+def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """A parser with the flags every detector command shares: data, preset, fusion, run, scale."""
+    parser = argparse.ArgumentParser(
+        prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    data = parser.add_argument_group("data")
+    source = data.add_mutually_exclusive_group()
+    source.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="THUMOS14 folder with Thumos14reduced-I3D-JOINTFeatures.npy and "
+        "Thumos14reduced-Annotations/ (default: synthetic data)",
+    )
+    source.add_argument(
+        "--synthetic-from",
+        type=Path,
+        default=None,
+        metavar="ANNOTATIONS_DIR",
+        help="the second synthetic family: features synthesised around the ground truth of a THUMOS-layout "
+        "annotation folder (docs/synthetic_from_annotations.md)",
+    )
+    data.add_argument(
+        "--difficulty",
+        type=non_negative_float,
+        default=1.0,
+        help="noise and distractor scale of --synthetic-from data (0 clean, 1 calibrated, 2 hard)",
+    )
+    data.add_argument(
+        "--max-seconds",
+        type=positive_float,
+        default=None,
+        help="--synthetic-from: keep only videos at most this long",
+    )
+    data.add_argument(
+        "--repair-nonfinite",
+        action="store_true",
+        help="--data-dir: replace NaN/inf feature values with 0 (a warning names the videos) instead of "
+        "refusing the folder",
+    )
+    data.add_argument(
+        "--max-videos",
+        type=positive_int,
+        default=None,
+        help="use only the first N videos of each split (real data) / generate N per split (synthetic)",
+    )
+    data.add_argument(
+        "--synthetic-dim",
+        type=positive_int,
+        default=128,
+        help="feature width per modality of the synthetic data (real I3D: 1024)",
+    )
+    data.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic data")
+    model = parser.add_argument_group("fusion and capacity")
+    model.add_argument(
+        "--preset",
+        choices=tuple(PRESETS),
+        default=None,
+        help="capacity and schedule (widths, epochs, learning rates, batch sizes, clip lengths, dropout); "
+        "the method is the same under every preset. Default: thumos14 with --data-dir, else default",
+    )
+    model.add_argument(
+        "--stage1",
+        type=strategy,
+        default="mutual+",
+        help="Stage-1 (T-RPN) fusion: rgb, flow, concat, mutual; a trailing + applies DMF first",
+    )
+    model.add_argument(
+        "--stage2",
+        type=strategy,
+        default="concat",
+        help="Stage-2 (proposal classifier) fusion, same choices as --stage1",
+    )
+    model.add_argument("--dmf-attention", choices=("gate", "dot"), default="gate", help="DMF attention form")
+    model.add_argument("--alpha", type=non_negative_float, default=0.5, help="DMF strength")
+    model.add_argument(
+        "--width",
+        type=positive_int,
+        default=None,
+        help="override every network width (fused features and each stage's hidden size)",
+    )
+    run_group = parser.add_argument_group("run")
+    run_group.add_argument(
+        "--seed", type=int, default=0, help="seed of the run (initialisation, data order, dropout)"
+    )
+    run_group.add_argument(
+        "--device",
+        default="auto",
+        help="torch device: auto (cuda when available, else cpu), cpu, cuda, cuda:1, ...",
+    )
+    run_group.add_argument(
+        "--epochs",
+        type=positive_int,
+        default=None,
+        help="epochs of each of the three stages (default: the preset's)",
+    )
+    run_group.add_argument(
+        "--threads",
+        type=positive_int,
+        default=available_cores(),
+        help="torch CPU threads (default: the cores this process may use). CPU results are "
+        "bit-reproducible for a fixed thread count; --threads 1 reproduces across machines, and on a "
+        "machine shared with other jobs, more threads than idle cores slow PyTorch down several-fold",
+    )
+    run_group.add_argument("--out", type=Path, default=Path("runs/two_stage"), help="output folder")
+    run_group.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the checkpoints in --out (same configuration required)",
+    )
+    run_group.add_argument(
+        "--quiet", action="store_true", help="no progress bars (epoch lines are still printed)"
+    )
+    run_group.add_argument("--stop-after-epochs", type=positive_int, default=None, help=argparse.SUPPRESS)
+    scale = parser.add_argument_group(
+        "scale", "launch with torchrun for several GPUs or machines (docs/training_at_scale.md)"
+    )
+    scale.add_argument(
+        "--amp",
+        choices=("auto", *AMP_MODES),
+        default="auto",
+        help="mixed-precision training: auto (bf16 where the device multiplies bfloat16 in hardware: "
+        "CUDA GPUs with bf16, CPUs with AVX512-BF16 or AMX; else off), off (float32), bf16, or fp16 "
+        "with gradient scaling. Inference and evaluation always run in float32",
+    )
+    scale.add_argument("--compile", action="store_true", help="train the networks through torch.compile")
+    scale.add_argument(
+        "--dist-timeout",
+        type=positive_int,
+        default=60,
+        help="minutes a rank waits for the others (they wait while rank 0 evaluates)",
+    )
+    return parser
+
+
+def parse(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """Parse ``argv`` and set the machine up: torch threads, the device and AMP resolved from ``auto``,
+    and under ``torchrun`` the process group (each rank takes its GPU); ``args.dist`` is its context."""
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    args.device = resolve_device(args.device)
+    args.amp = resolve_amp(args.amp, args.device)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"argument --device: {args.device!r} requested but CUDA is not available")
+    args.dist = init_distributed(args.device, timeout_minutes=args.dist_timeout)
+    return args
+
+
+def run(parser: argparse.ArgumentParser, args: argparse.Namespace, body: Callable[[], int]) -> int:
+    """Run a command's ``body`` with the shared exit codes and leave the process group either way."""
+    try:
+        code = _exit_code(parser, args, body)
+    except BaseException:
+        shutdown_distributed(args.dist, wait=False)  # the other ranks may be anywhere: do not wait for them
+        raise
+    shutdown_distributed(args.dist)
+    return code
+
+
+def _exit_code(parser: argparse.ArgumentParser, args: argparse.Namespace, body: Callable[[], int]) -> int:
+    try:
+        return body()
+    except TrainingInterrupted as error:
+        log(f"interrupted: {error}")
+        return 3
+    except CheckpointMismatchError as error:  # raised on every rank; reported once
+        if args.dist.is_main:
+            print(f"{parser.prog}: error: argument --resume: {error}", file=sys.stderr)
+        return 2
+    except TrainingDiverged as error:  # raised on every rank (the losses are averaged); reported once
+        if args.dist.is_main:
+            print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 4
+
+
+# -------------------------------------------------------------------------------- data, config, runner
+
+
+def data_source(args: argparse.Namespace) -> str:
+    """What the run's data are, for results.json: ``thumos14``, ``synthetic-from-annotations`` or
+    ``synthetic``."""
+    if args.data_dir is not None:
+        return "thumos14"
+    return "synthetic-from-annotations" if args.synthetic_from is not None else "synthetic"
+
+
+def load_data(parser: argparse.ArgumentParser, args: argparse.Namespace) -> WSTALDataset:
+    """The data the flags choose; a folder that cannot be read is refused through ``parser.error`` (exit
+    code 2) with the flag named."""
+    try:
+        return _load(args)
+    except (FileNotFoundError, ValueError) as error:
+        parser.error(f"argument {'--synthetic-from' if args.synthetic_from else '--data-dir'}: {error}")
+
+
+def _load(args: argparse.Namespace) -> WSTALDataset:
+    if args.data_dir is not None:
+        log(f"loading THUMOS14 features from {args.data_dir}")
+        nonfinite = "zero" if args.repair_nonfinite else "error"
+        return load_thumos14(args.data_dir, max_videos=args.max_videos, nonfinite=nonfinite)
+    if args.synthetic_from is not None:
+        log(
+            f"synthesising {args.synthetic_dim} + {args.synthetic_dim} channels around the ground truth of "
+            f"{args.synthetic_from} (difficulty {args.difficulty}, data seed {args.data_seed})"
+        )
+        return make_synthetic_from_annotations(
+            args.synthetic_from,
+            seed=args.data_seed,
+            dim=args.synthetic_dim,
+            difficulty=args.difficulty,
+            max_videos_per_split=args.max_videos,
+            max_seconds=args.max_seconds,
+        )
+    n_train = args.max_videos or 200
+    n_test = args.max_videos or 212
+    log(
+        f"generating synthetic THUMOS-like data: {n_train} train / {n_test} test videos, "
+        f"{args.synthetic_dim} + {args.synthetic_dim} channels, data seed {args.data_seed}"
+    )
+    return make_synthetic_thumos(
+        num_train=n_train, num_test=n_test, dim=args.synthetic_dim, seed=args.data_seed
+    )
+
+
+def preset_name(args: argparse.Namespace) -> str:
+    """``--preset``, or by default ``thumos14`` for a ``--data-dir`` folder and ``default`` otherwise."""
+    if args.preset is not None:
+        return args.preset
+    return "thumos14" if args.data_dir is not None else "default"
+
+
+def make_config(
+    args: argparse.Namespace,
+    *,
+    ablation: bool = False,
+    seed: Optional[int] = None,
+    stage1: Optional[str] = None,
+    stage2: Optional[str] = None,
+) -> DetectorConfig:
+    """The preset's configuration with the command line's fusion, seed, epochs and width applied."""
+    config = preset_config(preset_name(args))
+    if ablation:
+        config = ablation_config(config)
+    return config.with_options(
+        stage1=stage1 or args.stage1,
+        stage2=stage2 or args.stage2,
+        dmf_attention=args.dmf_attention,
+        alpha=args.alpha,
+        seed=args.seed if seed is None else seed,
+        epochs=args.epochs,
+        width=args.width,
+    )
+
+
+def make_runner(
+    args: argparse.Namespace,
+    dataset: WSTALDataset,
+    config: DetectorConfig,
+    checkpoint_dir: Path,
+    *,
+    stop: Optional[StopAfter] = None,
+) -> DetectorRunner:
+    """A runner with the command line's device, resume, progress, distributed, AMP and compile options."""
+    return DetectorRunner(
+        dataset,
+        config,
+        checkpoint_dir=checkpoint_dir,
+        resume=args.resume,
+        device=args.device,
+        stop=stop,
+        show_progress=not args.quiet,
+        dist=args.dist,
+        amp=args.amp,
+        compile=args.compile,
+    )
