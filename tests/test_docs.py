@@ -142,3 +142,21 @@ def test_recall_figure_script_runs(tmp_path):
     assert wrong.returncode == 2 and "make_recall_figure.py BUILTIN_QB" in wrong.stderr
     assert (ROOT / "docs" / "figures" / "proposal_recall.png").is_file(), "the committed figure is missing"
     assert "figures/proposal_recall.png" in (ROOT / "docs" / "detector.md").read_text()
+
+
+def test_config_table_is_current(tmp_path):
+    """The configuration table of docs/detector.md is the one the dataclasses give; a stale one is caught."""
+    script = [sys.executable, str(ROOT / "docs" / "figures" / "make_config_table.py")]
+    check = subprocess.run([*script, "--check"], capture_output=True, text=True, timeout=300)
+    assert check.returncode == 0, f"{check.stdout}{check.stderr}: rerun docs/figures/make_config_table.py"
+
+    page = tmp_path / "page.md"
+    page.write_text("before\n<!-- config-table:start -->\n| stale |\n<!-- config-table:end -->\nafter\n")
+    run = dict(capture_output=True, text=True, timeout=300)
+    stale = subprocess.run([*script, "--check", "--page", str(page)], **run)
+    assert stale.returncode == 1 and "out of date" in stale.stdout
+    subprocess.run([*script, "--page", str(page)], check=True, timeout=300)
+    text = page.read_text()
+    assert text.startswith("before\n") and text.endswith("after\n") and "stale" not in text
+    assert "| `rpn.epochs` | `int` | `20` | `50` | passes over the training videos. |" in text
+    subprocess.run([*script, "--check", "--page", str(page)], check=True, timeout=300)
