@@ -30,7 +30,7 @@ START, END = "<!-- config-table:start -->", "<!-- config-table:end -->"
 
 def presets() -> dict[str, Any]:
     """The presets shown beside the default, by name: the one place that knows where they come from."""
-    return {"thumos14": config.thumos14_config()}
+    return {name: config.preset_config(name) for name in config.PRESETS if name != "default"}
 
 
 def descriptions(cls: type) -> dict[str, str]:

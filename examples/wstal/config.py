@@ -220,7 +220,7 @@ class ScoringSettings:
         soft_nms_sigma: Gaussian soft-NMS sigma.
         max_detections: detections kept per video after soft-NMS.
         base_weight: weight of the base model's evidence in the two-stage class and video scores
-            (weighted geometric mean, see :func:`wstal.detect.two_stage_detections`; 0 = Stage 2 alone).
+            (weighted geometric mean, see :func:`wstal.detect.detections_from_proposals`; 0 = Stage 2 alone).
         grouping: how the base detector groups each class's score sequence into segments (its
             ``outer_ratio`` is also the base's contrast on the Stage-2 proposals).
     """
