@@ -53,11 +53,17 @@ def test_tiny_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert (tmp_path / "average_recall.png").stat().st_size > 0
     assert not list(tmp_path.rglob("*.tmp"))
     quality = results["proposal_quality"]
-    assert set(quality) == {"stage1", "rpn", "base"}
-    for name in ("stage1", "rpn", "base"):
+    assert set(quality) == {"stage1", "rpn", "base", "base_detections"}
+    for name in quality:
         assert all(0.0 <= r <= 1.0 for r in quality[name]["average_recall"] if r is not None)
-    for name in ("Stage-1 proposals", "T-RPN proposals alone", "base grouped segments"):
-        assert f"| {name} |" in printed
+    for name in (
+        "Stage-1 proposals",
+        "T-RPN proposals alone",
+        "base grouped segments",
+        "base detections, class-agnostic",
+    ):
+        assert printed.count(f"| {name} |") == 2  # the proposal table and the recall-against-count table
+    assert "| proposals | R@0.5 / R@0.7 at 10 per video |" in printed and "at 200 per video |" in printed
     # the equal-budget column is the smaller count of the Stage-1 proposals and the base's segments
     budget = min(quality[name]["proposals_per_video"] for name in ("stage1", "base"))
     assert f"R@0.5 @{budget:.1f} (equal)" in printed
@@ -234,7 +240,8 @@ def test_quality_bar_checks_follow_the_numbers() -> None:
     exact = {v.name: [Detection(0, 1.0, float(a), float(b)) for a, b in v.segments] for v in videos}
     shifted = {v.name: [Detection(0, 1.0, float(b), float(2 * b - a)) for a, b in v.segments] for v in videos}
     good = {"stage1": evaluate_proposals(videos, exact), "base": evaluate_proposals(videos, shifted)}
-    bad = {"stage1": good["base"], "base": good["stage1"]}
+    good["base_detections"] = good["base"]  # the candidates recall everything, the base's detections nothing
+    bad = {"stage1": good["base"], "base": good["stage1"], "base_detections": good["stage1"]}
 
     def table(avg: float) -> MAPResult:
         return MAPResult(np.array([0.5]), np.array([[avg]]), np.array([avg]), {"0.1:0.7": avg / 100})
@@ -251,6 +258,7 @@ def test_quality_bar_checks_follow_the_numbers() -> None:
         "fusion beats RGB only (seed 0)": True,  # 50 > 20
         "fusion beats Flow only (seed 0)": False,  # 50 < 51
         "Stage-1 recall@0.5 >= base segments' at equal budget (every seed)": False,  # swapped on seed 2
+        "Stage-2 candidates recall@0.7 >= base detections' (every seed)": False,  # swapped on seed 2
     }
     runs["seed0"] = result(50, 30, 48.5)
     assert not format_quality_bars(runs, "mutual+", "concat")[1]["two-stage >= base + 2 AVG (every seed)"]
@@ -258,6 +266,9 @@ def test_quality_bar_checks_follow_the_numbers() -> None:
     checks = format_quality_bars(runs, "mutual+", "concat")[1]
     assert checks["two-stage > Stage-1 proposals x base classes (every seed)"]
     assert checks["Stage-1 recall@0.5 >= base segments' at equal budget (every seed)"]
+    assert checks["Stage-2 candidates recall@0.7 >= base detections' (every seed)"]
     assert "| two-stage | 50.0 | 52.0 | 48.0 | 50.0 ± 2.0 (min 48.0, max 52.0) |" in text
     assert "| R@0.5 at equal budget, stage1 | 100.0 | 100.0 | 0.0 |" in text
+    assert "| R@0.7, Stage-2 candidates, all | 100.0 | 100.0 | 0.0 |" in text
+    assert "| R@0.7, base detections, all | 0.0 | 0.0 | 100.0 |" in text
     assert "- [ ] fusion beats Flow only (seed 0)" in text and "- [x] fusion beats RGB only (seed 0)" in text

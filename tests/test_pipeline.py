@@ -22,10 +22,12 @@ from wstal.config import (
     StageSettings,
     preset_config,
 )
+from wstal.detect import base_detections, to_detections
 from wstal.distributed import native_bf16, resolve_amp
 from wstal.evaluator import train_and_evaluate
 from wstal.pipeline import DetectorRunner
 from wstal.proposals import segment_iou
+from wstal.recall import evaluate_proposals
 from wstal.stages import BaseStage, ClassifierStage, RPNStage, StageKey
 from wstal.synthetic import make_synthetic_thumos
 
@@ -195,8 +197,19 @@ def test_the_runner_trains_each_stage_once_and_uses_the_configured_top_k(tiny, m
     kinds = sorted(key.kind for key in runner.train_stage._trained)
     assert kinds == ["base", "stage1", "stage2", "stage2"]
     assert calls == [5.0, 5.0]  # training split once, test split once: the configured ratio both times
-    assert set(first.proposal_quality) == {"stage1", "rpn", "base"}
+    assert set(first.proposal_quality) == {"stage1", "rpn", "base", "base_detections"}
     assert first.proposal_quality["stage1"].num_videos == len(tiny.test)
+    # the base's own detections, classes ignored: the recall the candidates must reach
+    base_rows = {
+        v.name: to_detections(
+            base_detections(runner.base_outputs("concat", "test").results[v.name], runner.config.scoring),
+            tiny.snippet_seconds,
+        )
+        for v in tiny.test
+    }
+    expected = evaluate_proposals(tiny.test, base_rows)
+    assert first.proposal_quality["base_detections"].as_dict() == expected.as_dict()
+    assert "Recall (%) at tIoU 0.5 / 0.7 against the average number" in first.table()
     # the Stage-1 proposals are the base model's grouped segments, all of them (the base wins every
     # overlap), and the confident T-RPN proposals that overlap none of them
     det = runner.config.proposals
@@ -221,7 +234,7 @@ def test_the_merge_can_be_switched_off_and_is_part_of_the_classifier_key(tiny) -
     off = _config(proposals=ProposalSettings(merge_base_segments=False))
     runner = DetectorRunner(tiny, off, show_progress=False)
     result = train_and_evaluate(runner, "mutual+", "concat")
-    assert result is not None and set(result.proposal_quality) == {"stage1", "base"}
+    assert result is not None and set(result.proposal_quality) == {"stage1", "base", "base_detections"}
     proposals = runner.proposals("mutual+", "concat", "test")
     assert proposals.stage1 is proposals.rpn
     rpn_key = StageKey("stage1", "mutual+", (), StageKey("base", "concat", ()))

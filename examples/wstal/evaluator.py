@@ -30,7 +30,13 @@ from .detect import (
 from .evaluation import Detection, MAPResult, evaluate_detections
 from .pipeline import DetectorRunner, TrainedDetector
 from .pseudo_labels import Segments
-from .recall import ProposalResult, evaluate_proposals, format_proposal_table, proposals_from_segments
+from .recall import (
+    ProposalResult,
+    evaluate_proposals,
+    format_proposal_table,
+    format_recall_curve,
+    proposals_from_segments,
+)
 
 __all__ = [
     "DETECTORS",
@@ -53,6 +59,7 @@ PROPOSAL_SETS = {
     "stage1": "Stage-1 proposals",
     "rpn": "T-RPN proposals alone",
     "base": "base grouped segments",
+    "base_detections": "base detections, class-agnostic",
 }
 """The proposal sets of :attr:`EvaluationResult.proposal_quality`, with their printed names."""
 
@@ -61,7 +68,9 @@ PROPOSAL_SETS = {
 class EvaluationResult:
     """Test-split mAP of the three detectors of one configuration, what they detected, and the quality
     (average recall) of the Stage-1 proposals (``stage1``), of the T-RPN's own proposals before the merge
-    (``rpn``, when the base segments are merged) and of the base model's grouped segments (``base``)."""
+    (``rpn``, when the base segments are merged), of the base model's grouped segments (``base``) and of
+    the base model's own detections with their classes ignored (``base_detections``: what the candidates
+    handed to Stage 2 must recall at least as well, or Stage 2 cannot beat the base)."""
 
     stage1: str
     stage2: str
@@ -106,6 +115,10 @@ class EvaluationResult:
                 "number of the smaller of the Stage-1 proposals and the base's segments",
                 "",
                 format_proposal_table(quality, budget_from=[PROPOSAL_SETS["stage1"], PROPOSAL_SETS["base"]]),
+                "",
+                "Recall (%) at tIoU 0.5 / 0.7 against the average number of proposals kept per video",
+                "",
+                format_recall_curve(quality),
             ]
         return "\n".join(lines)
 
@@ -187,6 +200,7 @@ def evaluate(runner: DetectorRunner, trained: TrainedDetector) -> EvaluationResu
         sets["rpn"] = proposals.rpn
     sets["base"] = base_out.segments
     agnostic = {name: proposals_from_segments(segments, sec) for name, segments in sets.items()}
+    agnostic["base_detections"] = found["base"]  # their classes are ignored by the recall
     quality = {name: evaluate_proposals(test, rows, **protocol) for name, rows in agnostic.items()}
     return EvaluationResult(
         trained.stage1,

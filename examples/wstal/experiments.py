@@ -21,12 +21,13 @@ from .config import DetectorConfig
 from .console import log
 from .data import WSTALDataset
 from .evaluator import EvaluationResult, train_and_evaluate
-from .launch import make_config, make_runner
+from .launch import make_config, make_runner, source_stamp
 from .recall import EqualBudget, recall_at_equal_budget
 from .train import StopAfter
 
 __all__ = [
     "GRID",
+    "candidate_recall",
     "format_ablation",
     "format_quality_bars",
     "run_ablation",
@@ -146,6 +147,7 @@ def run_quality_bars(args: argparse.Namespace, dataset: WSTALDataset) -> int:
         return 0
     seconds = time.perf_counter() - start
     text, checks = format_quality_bars(runs, args.stage1, args.stage2)
+    text = f"{source_stamp()}\n\n{text}"
     write_json(
         args.out / "quality_bars.json",
         {
@@ -166,6 +168,18 @@ def stage1_recall_holds(result: EvaluationResult) -> bool:
     both cut to the same average number per video (the smaller set's)."""
     equal = stage1_against_base(result)
     return equal.recall["stage1"] >= equal.recall["base"]
+
+
+def candidate_recall(result: EvaluationResult, tiou: float = 0.7) -> dict[str, float]:
+    """Recall at ``tiou`` of all the Stage-1 candidates handed to Stage 2 (``stage1``) and of all the base
+    model's own detections, classes ignored (``base_detections``): Stage 2 only re-scores its candidates,
+    so where they recall less than the base's detections they cap it below the base."""
+    return {
+        name: result.proposal_quality[name].recall_at_budget(
+            result.proposal_quality[name].proposals_per_video, tiou
+        )
+        for name in ("stage1", "base_detections")
+    }
 
 
 def stage1_against_base(result: EvaluationResult) -> EqualBudget:
@@ -195,6 +209,12 @@ def format_quality_bars(
             stage1_recall_holds(r) for r in seeds
         ),
     }
+    with_detections = all("base_detections" in r.proposal_quality for r in seeds)
+    if with_detections:
+        recall = [candidate_recall(r) for r in seeds]
+        checks["Stage-2 candidates recall@0.7 >= base detections' (every seed)"] = all(
+            r["stage1"] >= r["base_detections"] for r in recall
+        )
     lines = [
         f"Quality bars: Stage 1 {stage1} / Stage 2 {stage2}, mAP AVG 0.1:0.7 (%) on the test split",
         "",
@@ -213,6 +233,15 @@ def format_quality_bars(
                 + f" | {spread(equal)} |"
             )
         lines += rows
+    if with_detections:
+        for name, label in (
+            ("stage1", "Stage-2 candidates, all"),
+            ("base_detections", "base detections, all"),
+        ):
+            values = [100 * r[name] for r in recall]
+            lines.append(
+                f"| R@0.7, {label} | " + " | ".join(f"{v:.1f}" for v in values) + f" | {spread(values)} |"
+            )
     lines += [
         "",
         "| single modality (seed 0) | two-stage | Stage 1 + base classes | base alone |",

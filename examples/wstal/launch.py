@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -50,6 +51,7 @@ __all__ = [
     "preset_name",
     "resolve_device",
     "run",
+    "source_stamp",
     "strategy",
 ]
 
@@ -108,6 +110,26 @@ def resolve_device(text: str) -> str:
     if text == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return text
+
+
+def source_stamp() -> str:
+    """Which code and command made a result: ``Commit <hash>[ with local changes]: python <argv>``."""
+    root = Path(__file__).resolve().parents[2]
+
+    def git(*command: str) -> str:
+        try:
+            return subprocess.run(
+                ["git", *command], cwd=root, capture_output=True, text=True, check=True, timeout=10
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    dirty = " with local changes" if git("status", "--porcelain", "--untracked-files=no") else ""
+    script = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "?"
+    return f"Commit {commit}{dirty}: `python examples/{script} {' '.join(sys.argv[1:])}`".replace(
+        " `", " `", 1
+    )
 
 
 # -------------------------------------------------------------------------------- the parser

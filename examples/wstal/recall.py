@@ -47,12 +47,14 @@ from .evaluation import (
 
 __all__ = [
     "AR_TIOU_THRESHOLDS",
+    "CURVE_COUNTS",
     "MAX_PROPOSALS",
     "RECALL_TIOU",
     "EqualBudget",
     "ProposalResult",
     "evaluate_proposals",
     "format_proposal_table",
+    "format_recall_curve",
     "proposals_from_segments",
     "recall_at_equal_budget",
 ]
@@ -61,6 +63,8 @@ AR_TIOU_THRESHOLDS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
 """tIoU 0.5:0.05:0.95, the thresholds ActivityNet's AR averages over."""
 MAX_PROPOSALS = (10, 50, 100)
 RECALL_TIOU = (0.5, 0.7)
+CURVE_COUNTS = (10, 20, 50, 100, 200)
+"""Average numbers kept per video at which :func:`format_recall_curve` reads each set's recall."""
 
 _NEVER = np.iinfo(np.int64).max  # first-hit rank of a ground truth that no proposal reaches
 
@@ -420,7 +424,9 @@ def format_proposal_table(
         *(f"AR@{n}" for n in first.max_proposals),
         *(f"R@{t:g} @{largest}" for t in first.recall_tiou),
     ]
-    equal = recall_at_equal_budget(rows, equal_budget_tiou, budget_from=budget_from) if len(results) > 1 else None
+    equal = (
+        recall_at_equal_budget(rows, equal_budget_tiou, budget_from=budget_from) if len(results) > 1 else None
+    )
     if equal is not None:
         header.append(f"R@{equal.tiou:g} @{equal.budget:.1f} (equal)")
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
@@ -434,6 +440,35 @@ def format_proposal_table(
         if equal is not None:
             cells.append(_percent(equal.recall[name]))
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def format_recall_curve(rows: Mapping[str, ProposalResult], counts: Sequence[float] = CURVE_COUNTS) -> str:
+    """Recall against the number of proposals kept per video, sets as rows: each cell is the recall at
+    every ``recall_tiou`` (percent, ``/``-separated) at that average count per video
+    (:meth:`ProposalResult.recall_at_budget`: a set with fewer proposals keeps all it has).
+
+    Example:
+        >>> from wstal.data import Video
+        >>> v = Video("v", np.zeros((2, 1)), np.zeros((2, 1)), np.ones(1), np.array([[0.0, 4.0]]),
+        ...           np.array([0]), duration=9.0)
+        >>> r = evaluate_proposals([v], {"v": [Detection(0, 0.9, 6.0, 8.0), Detection(0, 0.5, 0.0, 3.0)]})
+        >>> print(format_recall_curve({"mine": r}, counts=(1, 2)))
+        | proposals | R@0.5 / R@0.7 at 1 per video | R@0.5 / R@0.7 at 2 per video |
+        | --- | --- | --- |
+        | mine | 0.0 / 0.0 | 100.0 / 100.0 |
+    """
+    results = _check_rows(rows)
+    tious = results[0].recall_tiou
+    for name, result in rows.items():
+        if not np.array_equal(result.recall_tiou, tious):
+            raise ValueError(f"rows must share recall_tiou; {name!r} differs from the first row")
+    reading = " / ".join(f"R@{t:g}" for t in tious)
+    header = ["proposals", *(f"{reading} at {n:g} per video" for n in counts)]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    for name, result in rows.items():
+        cells = [" / ".join(_percent(result.recall_at_budget(n, t)) for t in tious) for n in counts]
+        lines.append("| " + " | ".join([name, *cells]) + " |")
     return "\n".join(lines)
 
 
