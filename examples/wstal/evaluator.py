@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -84,6 +85,14 @@ class EvaluationResult:
     def avg(self, detector: str = "two_stage") -> float:
         """mAP AVG over tIoU 0.1:0.7 of ``detector`` (a key of :data:`DETECTORS`), in percent."""
         return 100 * getattr(self, detector).averages["0.1:0.7"]
+
+    def map_at(self, tiou: float, detector: str = "two_stage") -> float:
+        """mAP of ``detector`` at one tIoU threshold of the evaluation, in percent."""
+        table = getattr(self, detector)
+        near = np.flatnonzero(np.isclose(table.tiou_thresholds, tiou))
+        if near.size == 0:
+            raise ValueError(f"tiou must be one of {table.tiou_thresholds.tolist()}, got {tiou!r}")
+        return 100 * float(table.mean_ap[near[0]])
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON form every report writes: the fusions, each detector's table and each proposal set's

@@ -38,6 +38,9 @@ from .thumos import load_thumos14
 from .train import CheckpointMismatchError, StopAfter, TrainingDiverged, TrainingInterrupted
 
 __all__ = [
+    "add_data_arguments",
+    "add_method_arguments",
+    "add_run_arguments",
     "available_cores",
     "build_parser",
     "data_source",
@@ -135,11 +138,21 @@ def source_stamp() -> str:
 # -------------------------------------------------------------------------------- the parser
 
 
-def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    """A parser with the flags every detector command shares: data, preset, fusion, run, scale."""
+def build_parser(prog: str, description: str, *, data: bool = True) -> argparse.ArgumentParser:
+    """A parser with the flags every detector command shares: data (unless ``data`` is False, for a
+    command that makes its own), preset and fusion, run, scale."""
     parser = argparse.ArgumentParser(
         prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
+    if data:
+        add_data_arguments(parser)
+    add_method_arguments(parser)
+    add_run_arguments(parser)
+    return parser
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--data-dir`` / ``--synthetic-from`` and the data options."""
     data = parser.add_argument_group("data")
     source = data.add_mutually_exclusive_group()
     source.add_argument(
@@ -188,6 +201,10 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
         help="feature width per modality of the synthetic data (real I3D: 1024)",
     )
     data.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic data")
+
+
+def add_method_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--preset`` and the fusion of each stage."""
     model = parser.add_argument_group("fusion and capacity")
     model.add_argument(
         "--preset",
@@ -216,6 +233,10 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
         default=None,
         help="override every network width (fused features and each stage's hidden size)",
     )
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """Seed, device, epochs, threads, output, resume, progress; AMP, compile and the process group."""
     run_group = parser.add_argument_group("run")
     run_group.add_argument(
         "--seed", type=int, default=0, help="seed of the run (initialisation, data order, dropout)"
@@ -267,7 +288,6 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
         default=60,
         help="minutes a rank waits for the others (they wait while rank 0 evaluates)",
     )
-    return parser
 
 
 def parse(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -363,7 +383,7 @@ def preset_name(args: argparse.Namespace) -> str:
     """``--preset``, or by default ``thumos14`` for a ``--data-dir`` folder and ``default`` otherwise."""
     if args.preset is not None:
         return args.preset
-    return "thumos14" if args.data_dir is not None else "default"
+    return "thumos14" if getattr(args, "data_dir", None) is not None else "default"
 
 
 def make_config(

@@ -1,0 +1,93 @@
+"""examples/robustness_grid.py: its cells, its bars worked out by hand, and a tiny grid end to end."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import runpy
+from pathlib import Path
+
+import pytest
+from scripts import EXAMPLES, run_script
+
+THUMOS_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "thumos14"
+grid = type(
+    "robustness_grid", (), runpy.run_path(str(EXAMPLES / "robustness_grid.py"), run_name="__script__")
+)
+
+
+def row(base: float, two: float, base7: float, two7: float, cand: float = 50.0, det: float = 40.0) -> dict:
+    return {
+        "base": base,
+        "two_stage": two,
+        "base@0.7": base7,
+        "two_stage@0.7": two7,
+        "candidates R@0.7": cand,
+        "base detections R@0.7": det,
+    }
+
+
+def test_cells_parse_and_refuse_bad_text() -> None:
+    assert grid.Cell.parse("built-in").name == "built-in"
+    assert grid.Cell.parse("context:1.5") == grid.Cell("context", 1.5)
+    assert grid.Cell.parse("ground-truth:2").name == "ground-truth:2"
+    for text, message in (
+        ("imagenet:1", "family must be one of"),
+        ("built-in:1", "the built-in family has no difficulty"),
+        ("context", "expected FAMILY:DIFFICULTY"),
+        ("context:-1", "difficulty must be a finite number >= 0"),
+    ):
+        with pytest.raises(argparse.ArgumentTypeError, match=message):
+            grid.Cell.parse(text)
+
+
+def test_the_bars_over_the_seeds_means_by_hand() -> None:
+    cells = {
+        # means: base 40, two 43; base@0.7 10, two@0.7 11: both per-cell bars hold
+        "a": [row(38, 44, 9, 12), row(42, 42, 11, 10)],
+        # means: base 50, two 49 (fails); @0.7 20 vs 20 (holds, equal); candidates 30 < 40 (fails)
+        "b": [row(50, 49, 20, 20, cand=30), row(50, 49, 20, 20, cand=30)],
+    }
+    checks = grid.bars(cells)
+    assert checks == {
+        "a: two-stage >= base AVG": True,
+        "a: two-stage >= base at tIoU 0.7": True,
+        "a: candidates R@0.7 >= base detections'": True,
+        "b: two-stage >= base AVG": False,
+        "b: two-stage >= base at tIoU 0.7": True,
+        "b: candidates R@0.7 >= base detections'": False,
+        "grid mean: two-stage >= base + 2": False,  # (43 + 49) / 2 = 46 < (40 + 50) / 2 + 2 = 47
+    }
+    cells["b"] = [row(50, 51, 20, 20), row(50, 51, 20, 20)]
+    assert grid.bars(cells)["grid mean: two-stage >= base + 2"]  # 47 >= 47
+    text, _ = grid.format_grid(cells, [0, 1])
+    assert "| a | 40.0 ± 2.8 (38.0 / 42.0) | 43.0 ± 1.4 (44.0 / 42.0) |" in text
+
+
+@pytest.mark.skipif(not THUMOS_DIR.is_dir(), reason="needs ../shared/data/thumos14")
+def test_a_tiny_grid_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--cells", "built-in", "ground-truth:1", "context:1", "--seeds", "0", "--videos", "4"]
+    argv += [
+        "--annotations",
+        str(THUMOS_DIR),
+        "--dim",
+        "8",
+        "--width",
+        "16",
+        "--epochs",
+        "1",
+        "--threads",
+        "1",
+        "--quiet",
+        "--out",
+        str(tmp_path),
+    ]
+    assert run_script("robustness_grid.py", argv) == 0
+    printed = capsys.readouterr().out
+    saved = json.loads((tmp_path / "grid.json").read_text())
+    assert list(saved["cells"]) == ["built-in", "ground-truth:1", "context:1"]
+    assert saved["preset"] == "thumos14" and saved["seeds"] == [0]
+    assert set(saved["checks"]) == set(grid.bars(saved["cells"]))
+    assert (tmp_path / "grid.md").read_text().startswith("Commit ")
+    assert "| context:1 |" in printed and "- [" in printed
+    assert (tmp_path / "context-1" / "seed0" / "base_concat.pt").exists()  # resumable per cell and seed
