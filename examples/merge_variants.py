@@ -35,7 +35,7 @@ import torch
 
 from wstal.config import DetectionConfig
 from wstal.console import log
-from wstal.data import WSTALDataset
+from wstal.data import WSTALDataset, snippet_clock
 from wstal.detect import classify_proposals, detections_from_proposals, stage1_proposals, to_detections
 from wstal.evaluation import evaluate_detections
 from wstal.pipeline import DetectorRunner
@@ -84,6 +84,7 @@ def score_variants(
     s1, s2 = c.stage1, c.stage2
     base = runner.base_strategy(s1, s2)
     test, sec = dataset.test, dataset.snippet_seconds
+    clocks = {v.name: snippet_clock(v, sec) for v in test}
     grouped = runner.base_segments(base, test, "test")
     rpn = runner.rpn_proposals(s1, base, test, "test")
     base_out = runner.base_results(base, test, "test")
@@ -91,7 +92,7 @@ def score_variants(
     protocol = runner.evaluation_options()
 
     def quality(sets: dict[str, Segments]) -> ProposalResult:
-        return evaluate_proposals(test, proposals_from_segments(sets, sec), **protocol)
+        return evaluate_proposals(test, proposals_from_segments(sets, sec, clocks=clocks), **protocol)
 
     base_quality = quality(grouped)
     scores: dict[str, VariantScore] = {}
@@ -105,7 +106,7 @@ def score_variants(
                 classifier, test, sets, topk_ratio=c.proposal_topk_ratio, device=runner.device, show_progress=False
             )
             found = {
-                v.name: to_detections(detections_from_proposals(sets[v.name], *probs[v.name], det, base_out[v.name]), sec)
+                v.name: to_detections(detections_from_proposals(sets[v.name], *probs[v.name], det, base_out[v.name]), *clocks[v.name])
                 for v in test
             }
             map_avg = cli.avg(evaluate_detections(test, found, dataset.num_classes, **protocol))

@@ -42,7 +42,7 @@ from .config import (
     thumos14_config,
 )
 from .console import log
-from .data import Video, WSTALDataset
+from .data import Video, WSTALDataset, snippet_clock
 from .detect import (
     BaseResult,
     base_detections,
@@ -384,7 +384,7 @@ class DetectorRunner:
             desc="test: classify",
             show_progress=self.show_progress,
         )
-        sec = d.snippet_seconds
+        clocks = {v.name: snippet_clock(v, d.snippet_seconds) for v in d.test}
         detectors = {
             "base": lambda v: base_detections(base_out[v.name], det),
             "stage1_only": lambda v: stage1_detections(proposals[v.name], base_out[v.name], det),
@@ -392,14 +392,18 @@ class DetectorRunner:
                 proposals[v.name], *scores[v.name], det, base_out[v.name]
             ),
         }
-        found = {name: {v.name: to_detections(f(v), sec) for v in d.test} for name, f in detectors.items()}
+        found = {
+            name: {v.name: to_detections(f(v), *clocks[v.name]) for v in d.test} for name, f in detectors.items()
+        }
         protocol = self.evaluation_options()
         tables = {name: evaluate_detections(d.test, dets, d.num_classes, **protocol) for name, dets in found.items()}
         sets = {"stage1": proposals}
         if det.merge_base_segments:  # the T-RPN alone, where it differs from Stage 1
             sets["rpn"] = self.rpn_proposals(stage1, base, d.test, "test")
         sets["base"] = self.base_segments(base, d.test, "test")
-        agnostic = {name: proposals_from_segments(segments, sec) for name, segments in sets.items()}
+        agnostic = {
+            name: proposals_from_segments(segments, d.snippet_seconds, clocks=clocks) for name, segments in sets.items()
+        }
         quality = {name: evaluate_proposals(d.test, rows, **protocol) for name, rows in agnostic.items()}
         return EvaluationResult(
             stage1,
