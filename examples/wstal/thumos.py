@@ -1,4 +1,5 @@
-"""Loader for the real THUMOS14 I3D features in the ``Thumos14reduced`` layout most WSTAL code reads.
+"""Loader (and writer) for the real THUMOS14 I3D features in the ``Thumos14reduced`` layout most WSTAL code
+reads. The per-video layout of the TAL toolboxes is :mod:`.per_video`; :mod:`.layouts` picks the loader.
 
 The layout (W-TALC, CO2-Net, P-MIL, ...)::
 
@@ -17,7 +18,9 @@ Broken folders are refused with a ``ValueError`` (or ``FileNotFoundError``) that
 or the split: non-finite features (unless ``nonfinite="zero"`` repairs them), an empty split, duplicate
 video names, reversed or negative segments, segments past the video's duration (see
 :data:`SEGMENT_TOLERANCE`; the public annotations' own errata are kept), feature arrays of the wrong
-width or length. docs/reproduce_thumos14.md lists them.
+width or length, and (unless ``unused="warn"`` leaves them out with a warning) annotated videos that no
+split would use: a subset other than ``validation`` and ``test``, or neither a label nor a segment.
+docs/reproduce_thumos14.md lists them.
 
 The object arrays are pickles. ``np.load(allow_pickle=True)`` would run whatever code a crafted file asks
 for, so :func:`safe_load_object_array` unpickles with an allow-list: numpy arrays, lists/tuples and plain
