@@ -247,6 +247,10 @@ def save_features(name: str, array: object, *, allow_pickle: bool = False) -> Ca
     return lambda root: np.save(root / "i3d_features" / f"{name}.npy", array, allow_pickle=allow_pickle)
 
 
+def truncate_file(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
 def nan_features(root: Path) -> None:
     path = root / "i3d_features" / "video_test_1.npy"
     features = np.load(path)
@@ -398,6 +402,11 @@ PER_VIDEO_CATALOGUE = [
         lambda root: (root / "i3d_features" / "video_test_0.npy").write_bytes(b"not a numpy file"),
         r"i3d_features/video_test_0\.npy: not a readable \.npy file",
         id="not-npy",
+    ),
+    pytest.param(
+        lambda root: truncate_file(root / "i3d_features" / "video_test_2.npy"),
+        r"i3d_features/video_test_2\.npy: not a readable \.npy file \(",
+        id="truncated-file",
     ),
     pytest.param(
         nan_features,
