@@ -33,7 +33,7 @@ from typing import NamedTuple, Optional
 from wstal import launch
 from wstal.config import ProposalSettings
 from wstal.console import log
-from wstal.data import WSTALDataset
+from wstal.data import WSTALDataset, snippet_clock
 from wstal.detect import stage1_proposals
 from wstal.evaluation import evaluate_detections
 from wstal.evaluator import protocol_options, two_stage_detections
@@ -83,13 +83,14 @@ def score_variants(
     s1, s2 = c.stage1, c.stage2
     base = base_strategy_for(s1, s2)
     test, sec = dataset.test, dataset.snippet_seconds
+    clocks = {v.name: snippet_clock(v, sec) for v in test}
     base_out = runner.base_outputs(base, "test")
     grouped, rpn = base_out.segments, runner.proposals(s1, base, "test").rpn
     classifier = runner.train(s1, s2).classifier if with_map else None
     protocol = protocol_options(dataset)
 
     def quality(sets: dict[str, Segments]) -> ProposalResult:
-        return evaluate_proposals(test, proposals_from_segments(sets, sec), **protocol)
+        return evaluate_proposals(test, proposals_from_segments(sets, sec, clocks=clocks), **protocol)
 
     base_quality = quality(grouped)
     scores: dict[str, VariantScore] = {}

@@ -76,6 +76,7 @@ def write_outputs(
         "command": " ".join(["python", "examples/thumos_two_stage.py", *sys.argv[1:]]),
         "torch_threads": torch.get_num_threads(),
         "data": data,
+        "videos": dataset.video_counts(),
         "evaluation_protocol": dataset.evaluation_protocol,
         "preset": preset,
         "config": config.as_dict(),

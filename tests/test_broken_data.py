@@ -1,14 +1,16 @@
 """Broken data is refused, and training cannot silently diverge.
 
-A catalogue of broken THUMOS14 folders (tests/thumos_folder.py, then one thing broken): each is refused by
-``load_thumos14`` with a message naming the video, split, file or field, and by the command line with exit
-code 2 and no traceback, before any training. Then the real annotations' own errata still load, the
+Two catalogues of broken THUMOS14 folders (tests/thumos_folder.py, then one thing broken), one per layout:
+each is refused by its loader with a message naming the video, split, file or field, and by the command
+line with exit code 2 and no traceback, before any training. An annotated video that a run cannot use is
+refused by default and named in a warning on request. Then the real annotations' own errata still load, the
 explicit repair of non-finite features, and the stop of a stage whose loss turns NaN or inf with its last
 good checkpoint kept.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Iterator
@@ -19,10 +21,12 @@ import numpy as np
 import pytest
 import torch
 from scripts import two_stage
-from thumos_folder import object_array, thumos_format_folder
+from thumos_folder import object_array, per_video_folder, thumos_format_folder
 from torch import nn
 
 from wstal.batching import Batch, collate
+from wstal.layouts import load_data_dir
+from wstal.per_video import ACTIONFORMER_JSON, CLASS_FILE
 from wstal.thumos import ANNOTATIONS_DIR, FEATURES_FILE, load_thumos14, safe_load_object_array
 from wstal.train import TrainingDiverged, train_stage
 
@@ -197,14 +201,241 @@ CATALOGUE = [
         r"annotation files disagree on the number of videos: .*'labels': 6",
         id="annotation-count-mismatch",
     ),
+    pytest.param(
+        edit_annotation("subset", replace(2, b"training")),
+        r"1 annotated video\(s\) would not be used: video_validation_2 \(subset 'training' is neither "
+        r"'validation' \(training\) nor 'test' \(test\)\); .* --unused-videos warn",
+        id="unknown-subset",
+    ),
+    pytest.param(
+        lambda root: [
+            edit_annotation(name, replace(1, []))(root) for name in ("segments", "labels", "labels_all")
+        ],
+        r"would not be used: video_validation_1 \(no label: labels_all\.npy lists no class and it has no "
+        r"segment\)",
+        id="no-label",
+    ),
     pytest.param(remove_everything, rf"{FEATURES_FILE}: feature file not found", id="empty-folder"),
     pytest.param(remove_folder, r"THUMOS14 data folder not found", id="no-folder"),
+]
+
+
+# ------------------------------------------------------------------------ the per-video layout
+# the folder: video_validation_0..3 ("Validation"), video_test_0..2 ("Test"); classes CliffDiving, Diving,
+# LongJump by i % 3; video_test_0 has an Ambiguous region
+
+
+def edit_json(edit: Callable[[dict], None]) -> Callable[[Path], None]:
+    def breaks(root: Path) -> None:
+        path = root / ACTIONFORMER_JSON
+        document = json.loads(path.read_text())
+        edit(document)
+        path.write_text(json.dumps(document))
+
+    return breaks
+
+
+def edit_entry(name: str, edit: Callable[[dict], None]) -> Callable[[Path], None]:
+    return edit_json(lambda document: edit(document["database"][name]))
+
+
+def write_json_text(text: str) -> Callable[[Path], None]:
+    return lambda root: (root / ACTIONFORMER_JSON).write_text(text)
+
+
+def save_features(name: str, array: object, *, allow_pickle: bool = False) -> Callable[[Path], None]:
+    return lambda root: np.save(root / "i3d_features" / f"{name}.npy", array, allow_pickle=allow_pickle)
+
+
+def truncate_file(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def nan_features(root: Path) -> None:
+    path = root / "i3d_features" / "video_test_1.npy"
+    features = np.load(path)
+    features[7, 100] = np.nan
+    np.save(path, features)
+
+
+def duplicate_video(root: Path) -> None:
+    path = root / ACTIONFORMER_JSON
+    text = path.read_text()
+    entry = json.dumps(json.loads(text)["database"]["video_test_2"])
+    path.write_text(text.replace('"database": {', f'"database": {{"video_test_2": {entry}, ', 1))
+
+
+def set_label_id(name: str, label_id: int) -> Callable[[Path], None]:
+    def breaks(root: Path) -> None:
+        (root / CLASS_FILE).unlink()  # without a class file, label_id orders the classes
+        edit_entry(name, lambda e: e["annotations"][0].update(label_id=label_id))(root)
+
+    return breaks
+
+
+def del_key(key: str) -> Callable[[dict], None]:
+    return lambda entry: entry.pop(key)
+
+
+def set_key(key: str, value: object) -> Callable[[dict], None]:
+    return lambda entry: entry.update({key: value})
+
+
+def set_first_segment(segment: object) -> Callable[[dict], None]:
+    return lambda entry: entry["annotations"][0].update(segment=segment)
+
+
+PER_VIDEO_CATALOGUE = [
+    pytest.param(
+        remove("i3d_features/video_test_1.npy"),
+        r"thumos14\.json: 1 annotated video\(s\) would not be used: video_test_1 \(no feature file "
+        r"i3d_features/video_test_1\.npy\)",
+        id="missing-feature-file",
+    ),
+    pytest.param(
+        edit_entry("video_validation_2", set_key("subset", "training")),
+        r"would not be used: video_validation_2 \(subset 'training' is neither 'validation' \(training\) "
+        r"nor 'test' \(test\) of the actionformer layout\)",
+        id="unknown-subset",
+    ),
+    pytest.param(
+        edit_entry("video_validation_1", set_key("annotations", [])),
+        r"would not be used: video_validation_1 \(no label: no action annotated\)",
+        id="no-label",
+    ),
+    pytest.param(
+        write_json_text("[]"),
+        r"thumos14\.json: not an ActivityNet-style annotation file: expected an ActivityNet-style object with "
+        r"a 'database' object .*, got a JSON list",
+        id="json-a-list",
+    ),
+    pytest.param(
+        write_json_text('{"version": "x", "results": {}}'),
+        r"not an ActivityNet-style annotation file \(this looks like a detection results file\)",
+        id="json-results-file",
+    ),
+    pytest.param(write_json_text('{"database": '), r"thumos14\.json: not valid JSON", id="json-truncated"),
+    pytest.param(
+        edit_entry("video_test_0", set_key("annotations", {"label": "Diving"})),
+        r"video 'video_test_0': 'annotations' must be a list, got dict",
+        id="annotations-not-a-list",
+    ),
+    pytest.param(
+        edit_entry("video_test_0", del_key("duration")),
+        r"video 'video_test_0' has no 'duration'; ActivityNet-style entries state both",
+        id="duration-missing",
+    ),
+    pytest.param(
+        edit_entry("video_test_0", del_key("fps")),
+        r"video 'video_test_0' has no 'fps' \(nor 'frame'\), while 6 other video\(s\) state theirs",
+        id="fps-missing",
+    ),
+    pytest.param(
+        edit_entry("video_test_2", set_key("fps", 0)),
+        r"video 'video_test_2': 'fps' must be a positive number, got 0",
+        id="fps-zero",
+    ),
+    pytest.param(
+        edit_entry("video_validation_3", lambda e: e["annotations"][0].update(label="Jumping")),
+        r"video 'video_validation_3': annotation 0 has the label 'Jumping', which is not in "
+        r"annotations/category_idx\.txt",
+        id="label-outside-class-list",
+    ),
+    pytest.param(
+        set_label_id("video_validation_3", 1),
+        r"video 'video_validation_3' annotation 0: the label 'CliffDiving' has label_id 1, elsewhere 0",
+        id="label-id-disagrees",
+    ),
+    pytest.param(
+        duplicate_video,
+        r"thumos14\.json: key\(s\) \['video_test_2'\] appear more than once in one object",
+        id="duplicate-video",
+    ),
+    pytest.param(
+        edit_entry("video_test_1", set_first_segment([60, 135])),
+        r"video 'video_test_1': segment 0 \[60\.0, 135\.0\] ends past the video's duration .* s \(its "
+        r"'duration'; tolerance 0\.64 s\); are the times in frames, not seconds\?",
+        id="segment-in-frames",
+    ),
+    pytest.param(
+        edit_entry("video_test_1", set_first_segment([5.0, 2.0])),
+        r"video 'video_test_1': segment 0 \[5\.0, 2\.0\] ends before it starts",
+        id="reversed-segment",
+    ),
+    pytest.param(
+        edit_entry("video_test_1", set_first_segment([1.0])),
+        r"video 'video_test_1': annotation 0 'segment' must be \[start, end\] in seconds, got \[1\.0\]",
+        id="segment-not-a-pair",
+    ),
+    pytest.param(
+        edit_json(lambda d: [e.update(subset="Test") for e in d["database"].values()]),
+        r"no training videos: no usable video is in the 'validation' subset \(subsets found: \['Test'\]\)",
+        id="no-training-videos",
+    ),
+    pytest.param(
+        edit_json(lambda d: d.update(feature_stride=0)),
+        r"thumos14\.json: 'feature_stride' must be a positive int \(frames\), got 0",
+        id="bad-stride",
+    ),
+    pytest.param(
+        save_features("video_validation_2", np.zeros((30, 2000), np.float32)),
+        r"i3d_features/video_validation_2\.npy must be a \(T, 2048\) array, got shape \(30, 2000\)",
+        id="width-mismatch",
+    ),
+    pytest.param(
+        save_features("video_validation_2", np.zeros(2048, np.float32)),
+        r"i3d_features/video_validation_2\.npy must be a \(T, 2048\) array, got shape \(2048,\)",
+        id="one-dimensional",
+    ),
+    pytest.param(
+        save_features("video_validation_0", np.zeros((0, 2048), np.float32)),
+        r"i3d_features/video_validation_0\.npy has zero snippets",
+        id="empty-video",
+    ),
+    pytest.param(
+        save_features("video_test_0", object_array([np.zeros((5, 2048))] * 2), allow_pickle=True),
+        r"i3d_features/video_test_0\.npy: holds a pickled object array; a per-video feature file must be a "
+        r"plain \(T, 2048\) numeric array",
+        id="pickled-array",
+    ),
+    pytest.param(
+        lambda root: (root / "i3d_features" / "video_test_0.npy").write_bytes(b"not a numpy file"),
+        r"i3d_features/video_test_0\.npy: not a readable \.npy file",
+        id="not-npy",
+    ),
+    pytest.param(
+        lambda root: truncate_file(root / "i3d_features" / "video_test_2.npy"),
+        r"i3d_features/video_test_2\.npy: not a readable \.npy file \(",
+        id="truncated-file",
+    ),
+    pytest.param(
+        nan_features,
+        r"i3d_features/video_test_1\.npy has 1 non-finite feature value\(s\) \(NaN or inf; the first in "
+        r"snippet 7\)",
+        id="nan-features",
+    ),
+    pytest.param(
+        lambda root: (root / "i3d_features").rename(root / "feats"),
+        r"no feature folder: expected one of i3d_features/, features/i3d_actionformer_stride4_thumos/, "
+        r"features/",
+        id="no-feature-folder",
+    ),
+    pytest.param(
+        lambda root: (root / ANNOTATIONS_DIR).mkdir(),
+        r"holds both the Thumos14reduced layout .* and the per-video layout \(annotations/thumos14\.json\)",
+        id="both-layouts",
+    ),
 ]
 
 
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
     return thumos_format_folder(tmp_path / "thumos")
+
+
+@pytest.fixture
+def pv_folder(tmp_path: Path) -> Path:
+    return per_video_folder(tmp_path / "per_video")
 
 
 def test_the_folder_loads_before_it_is_broken(folder: Path) -> None:
@@ -237,6 +468,75 @@ def test_cli_refuses_a_broken_folder(
     assert "error: argument --data-dir: " in err
     assert re.search(message, err), err
     assert not out.exists()  # refused before anything was trained or written
+
+
+def test_the_per_video_folder_loads_before_it_is_broken(pv_folder: Path) -> None:
+    data = load_data_dir(pv_folder)
+    assert (len(data.train), len(data.test), data.classes) == (4, 3, ("CliffDiving", "Diving", "LongJump"))
+
+
+@pytest.mark.parametrize(("breaks", "message"), PER_VIDEO_CATALOGUE)
+def test_loader_refuses_a_broken_per_video_folder(
+    pv_folder: Path, breaks: Callable[[Path], None], message: str
+) -> None:
+    breaks(pv_folder)
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        load_data_dir(pv_folder)
+
+
+@pytest.mark.parametrize(("breaks", "message"), PER_VIDEO_CATALOGUE)
+def test_cli_refuses_a_broken_per_video_folder(
+    pv_folder: Path,
+    tmp_path: Path,
+    breaks: Callable[[Path], None],
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    breaks(pv_folder)
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_info:
+        two_stage(["--data-dir", str(pv_folder), "--threads", "1", "--quiet", "--out", str(out)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert "error: argument --data-dir: " in err
+    assert re.search(message, err), err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("layout", ["thumos14reduced", "per-video"])
+def test_unusable_videos_are_left_out_by_name_only_when_asked(tmp_path: Path, layout: str) -> None:
+    """The issue's case: one training video's subset reads 'training'. Refused by default (above); with
+    unused='warn' it is left out with a warning that names it and counts it, and listed in not_used."""
+    if layout == "thumos14reduced":
+        root = thumos_format_folder(tmp_path / "thumos")
+        edit_annotation("subset", replace(2, b"training"))(root)
+    else:
+        root = per_video_folder(tmp_path / "thumos")
+        edit_entry("video_validation_2", set_key("subset", "training"))(root)
+        remove("i3d_features/video_test_1.npy")(root)
+    with pytest.warns(
+        UserWarning,
+        match=r"leaving out \d annotated video\(s\) that cannot be used: video_validation_2 \(subset 'training'",
+    ):
+        data = load_data_dir(root, unused="warn")
+    assert [v.name for v in data.train] == ["video_validation_0", "video_validation_1", "video_validation_3"]
+    expected = {"video_validation_2"} | ({"video_test_1"} if layout == "per-video" else set())
+    assert set(data.not_used) == expected
+    assert data.video_counts()["train"] == 3 and data.video_counts()["test"] == 3 - (layout == "per-video")
+    with pytest.raises(ValueError, match="unused must be 'error' or 'warn', got 'skip'"):
+        load_data_dir(root, unused="skip")
+
+
+def test_leaving_out_every_training_video_is_still_refused(pv_folder: Path) -> None:
+    edit_json(
+        lambda d: [e.update(subset="training") for e in d["database"].values() if e["subset"] != "Test"]
+    )(pv_folder)
+    with (
+        pytest.warns(UserWarning, match="leaving out 4"),
+        pytest.raises(ValueError, match="no training videos"),
+    ):
+        load_data_dir(pv_folder, unused="warn")
 
 
 def test_nonfinite_features_repaired_only_when_asked(folder: Path) -> None:

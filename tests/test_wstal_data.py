@@ -120,7 +120,15 @@ def test_seconds_snippets_conversion():
 
 @pytest.mark.parametrize(
     "module",
-    ["wstal.data", "wstal.thumos", "wstal.synthetic", "wstal.evaluation", "wstal.io", "wstal.proposals"],
+    [
+        "wstal.data",
+        "wstal.thumos",
+        "wstal.layouts",
+        "wstal.synthetic",
+        "wstal.evaluation",
+        "wstal.io",
+        "wstal.proposals",
+    ],
 )
 def test_docstring_examples(module):
     result = doctest.testmod(importlib.import_module(module), extraglobs={"np": np, "torch": torch})

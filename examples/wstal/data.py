@@ -10,8 +10,9 @@ Axis legend: t snippets (time), c channels, k classes, n ground-truth instances.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Union
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import NamedTuple, Optional, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -19,9 +20,11 @@ import numpy.typing as npt
 __all__ = [
     "EVALUATION_PROTOCOLS",
     "SNIPPET_SECONDS",
+    "FeatureTiming",
     "Video",
     "WSTALDataset",
     "seconds_to_snippets",
+    "snippet_clock",
     "snippets_to_seconds",
 ]
 
@@ -87,6 +90,66 @@ def snippets_to_seconds(
     return float(out) if out.ndim == 0 else out
 
 
+class FeatureTiming(NamedTuple):
+    """How a video's feature sequence was sampled: one feature every ``stride`` frames, each computed over a
+    ``window``-frame clip, at ``fps`` frames per second.
+
+    Feature ``i`` covers frames ``[i * stride, i * stride + window)``; its centre is frame
+    ``i * stride + window / 2``. The detector works in snippet positions (snippet ``i`` spans ``[i, i + 1)``,
+    its centre ``i + 0.5``), so position ``p`` is at ``start_seconds + p * snippet_seconds`` seconds, which
+    puts every snippet centre on its feature's centre. The Thumos14reduced features (16-frame clips every 16
+    frames at 25 fps) give 0.64 s per snippet from 0 s; ActionFormer's THUMOS14 I3D features (16-frame clips
+    every 4 frames at about 30 fps) give 4/30 s per snippet from 6/30 = 0.2 s.
+
+    Example:
+        >>> t = FeatureTiming(fps=30.0, stride=4, window=16)
+        >>> round(t.snippet_seconds, 4), round(t.start_seconds, 4)
+        (0.1333, 0.2)
+        >>> FeatureTiming(25.0, 16, 16).snippet_seconds == SNIPPET_SECONDS
+        True
+    """
+
+    fps: float
+    stride: int
+    window: int
+
+    @property
+    def snippet_seconds(self) -> float:
+        """Seconds between two features: ``stride / fps``."""
+        return self.stride / self.fps
+
+    @property
+    def start_seconds(self) -> float:
+        """Time of snippet position 0: ``(window - stride) / 2 / fps``, 0 for non-overlapping clips."""
+        return (self.window - self.stride) / (2 * self.fps)
+
+
+def _check_timing(timing: FeatureTiming, where: str) -> None:
+    if not isinstance(timing, FeatureTiming):
+        raise TypeError(f"{where}: timing must be a FeatureTiming or None, got {type(timing).__name__}")
+    fps, stride, window = timing
+    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not (np.isfinite(fps) and fps > 0):
+        raise ValueError(f"{where}: timing.fps must be a positive finite number, got {fps!r}")
+    for name, value in (("stride", stride), ("window", window)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{where}: timing.{name} must be a positive int (frames), got {value!r}")
+
+
+def snippet_clock(video: Video, snippet_seconds: float = SNIPPET_SECONDS) -> tuple[float, float]:
+    """``(snippet_seconds, start_seconds)`` of ``video``: from its :class:`FeatureTiming` when it has one,
+    else ``(snippet_seconds, 0.0)``. Snippet position ``p`` is at ``start_seconds + p * snippet_seconds``.
+
+    Example:
+        >>> v = Video("v", np.zeros((5, 4)), np.zeros((5, 4)), np.ones(1), [], [], duration=3.2)
+        >>> snippet_clock(v)
+        (0.64, 0.0)
+    """
+    if video.timing is None:
+        _check_snippet_seconds(snippet_seconds)
+        return float(snippet_seconds), 0.0
+    return video.timing.snippet_seconds, video.timing.start_seconds
+
+
 def _as_array(
     name: str,
     value: npt.ArrayLike,
@@ -123,6 +186,8 @@ class Video:
         segments: ground-truth ``[start, end]`` in seconds; ``N`` may be 0.
         segment_classes: class index of each ground-truth segment.
         duration: video length in seconds.
+        timing: how the features were sampled (:class:`FeatureTiming`), which fixes the time of every
+            snippet; ``None`` (synthetic data) means the dataset's ``snippet_seconds`` from 0 s.
 
     Shape:
         - rgb: ``(t, c_rgb)`` float32
@@ -145,10 +210,13 @@ class Video:
     segments: np.ndarray
     segment_classes: np.ndarray
     duration: float
+    timing: Optional[FeatureTiming] = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
             raise TypeError(f"name must be a non-empty str, got {self.name!r}")
+        if self.timing is not None:
+            _check_timing(self.timing, f"video {self.name!r}")
         rgb = _as_array("rgb", self.rgb, np.float32, 2)
         flow = _as_array("flow", self.flow, np.float32, 2)
         label = _as_array("label", self.label, np.float32, 1)
@@ -206,10 +274,13 @@ class WSTALDataset:
         test: evaluation videos (THUMOS14: the ``test`` subset, 212 videos).
         ambiguous: per test video the ``(M, 2)`` regions in seconds that THUMOS marks ambiguous
             (empty for synthetic data); see ``evaluate_detections(ambiguous=...)``.
-        snippet_seconds: length of one snippet in seconds.
+        snippet_seconds: length of one snippet in seconds, for the videos without their own
+            :class:`FeatureTiming`.
+        not_used: the annotated videos the loader left out, by name, with the reason (an unknown subset, no
+            feature file, no label); empty unless the loader was told to leave them out with a warning.
         evaluation_protocol: how the data are evaluated, a property of the data source: ``plain``
             (seconds, no filter) or ``thumos`` (snippet units and the ambiguous-region filter, the
-            community's THUMOS14 conventions; the THUMOS14 loader sets it).
+            community's THUMOS14 conventions; the THUMOS14 loaders set it).
 
     Every video's label must have ``len(classes)`` entries and all videos the same feature widths.
     """
@@ -219,6 +290,7 @@ class WSTALDataset:
     test: list[Video]
     ambiguous: dict[str, np.ndarray]
     snippet_seconds: float = SNIPPET_SECONDS
+    not_used: Mapping[str, str] = field(default_factory=dict)
     evaluation_protocol: str = "plain"
 
     def __post_init__(self) -> None:
@@ -249,6 +321,17 @@ class WSTALDataset:
     def num_classes(self) -> int:
         """Number of classes ``k``."""
         return len(self.classes)
+
+    def video_counts(self) -> dict[str, object]:
+        """How many videos each split holds, and the annotated videos left out (name: reason), for
+        results files.
+
+        Example:
+            >>> v = Video("v", np.zeros((5, 4)), np.zeros((5, 4)), np.ones(1), [], [], duration=3.2)
+            >>> WSTALDataset(("a",), [v], [], {}, not_used={"w": "no feature file"}).video_counts()
+            {'train': 1, 'test': 0, 'not_used': {'w': 'no feature file'}}
+        """
+        return {"train": len(self.train), "test": len(self.test), "not_used": dict(self.not_used)}
 
     @property
     def rgb_dim(self) -> int:

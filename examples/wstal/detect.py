@@ -350,6 +350,12 @@ def detections_from_proposals(
     return _soft_nms_per_class(per_class, config)
 
 
-def to_detections(rows: Sequence[tuple[int, float, float, float]], snippet_seconds: float) -> list[Detection]:
-    """``(class, score, start, end)`` in snippets to :class:`Detection` in seconds."""
-    return [Detection(int(c), float(s), a * snippet_seconds, b * snippet_seconds) for c, s, a, b in rows]
+def to_detections(
+    rows: Sequence[tuple[int, float, float, float]], snippet_seconds: float, start_seconds: float = 0.0
+) -> list[Detection]:
+    """``(class, score, start, end)`` in snippets to :class:`Detection` in seconds: snippet position ``p`` is
+    at ``start_seconds + p * snippet_seconds`` (a video's clock, :func:`~.data.snippet_clock`)."""
+    return [
+        Detection(int(c), float(s), start_seconds + a * snippet_seconds, start_seconds + b * snippet_seconds)
+        for c, s, a, b in rows
+    ]

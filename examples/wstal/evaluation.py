@@ -36,7 +36,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from .data import SNIPPET_SECONDS, Video
+from .data import SNIPPET_SECONDS, Video, snippet_clock
 from .proposals import segment_iou
 
 __all__ = [
@@ -299,27 +299,35 @@ def _apply_protocol(
     table: np.ndarray,
     row_video: np.ndarray,
     gt_segments: np.ndarray,
+    gt_video: np.ndarray,
     videos: Sequence[Video],
     ambiguous: Optional[Mapping[str, Any]],
     snippet_units: bool,
     snippet_seconds: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The THUMOS options on gathered rows (``table[:, 2:]`` = start, end in seconds) and ground truth:
-    snippet units (ground truth rounded to snippets, rows divided by the snippet length) and the
-    ambiguous-region filter (rows overlapping an ambiguous region of their video dropped)."""
+    snippet units (ground truth rounded to snippets, rows converted without rounding, each through its
+    video's clock, :func:`~.data.snippet_clock`) and the ambiguous-region filter (rows overlapping an
+    ambiguous region of their video dropped)."""
     if snippet_units:
         if not (
             isinstance(snippet_seconds, (int, float)) and np.isfinite(snippet_seconds) and snippet_seconds > 0
         ):
             raise ValueError(f"snippet_seconds must be positive, got {snippet_seconds!r}")
-        gt_segments = np.round(gt_segments / snippet_seconds)
-        table[:, 2:] /= snippet_seconds
+        clocks = {video.name: snippet_clock(video, snippet_seconds) for video in videos}
+        scale, start = (np.array([clocks[v.name][i] for v in videos], dtype=np.float64) for i in (0, 1))
+        gt_segments = np.round((gt_segments - start[gt_video, None]) / scale[gt_video, None])
+        table[:, 2:] = (table[:, 2:] - start[row_video, None]) / scale[row_video, None]
     if ambiguous:
         regions = {
             name: np.asarray(spans, dtype=np.float64).reshape(-1, 2) for name, spans in ambiguous.items()
         }
         if snippet_units:
-            regions = {name: np.round(spans / snippet_seconds) for name, spans in regions.items()}
+            default = (float(snippet_seconds), 0.0)
+            regions = {
+                name: np.round((spans - clocks.get(name, default)[1]) / clocks.get(name, default)[0])
+                for name, spans in regions.items()
+            }
         table, row_video = _drop_ambiguous(table, row_video, videos, regions)
     return table, row_video, gt_segments
 
@@ -346,8 +354,9 @@ def evaluate_detections(
         ambiguous: per video name ``(M, 2)`` regions in seconds; detections overlapping one (by a positive
             length) are dropped before matching (THUMOS ``Ambiguous_test.txt`` convention).
         snippet_units: evaluate in snippets like CO2-Net / P-MIL: ground truth (and ambiguous regions)
-            ``round(t / snippet_seconds)``, detections ``t / snippet_seconds``.
-        snippet_seconds: snippet length in seconds, for ``snippet_units``.
+            ``round(t / snippet_seconds)``, detections ``t / snippet_seconds``; a video with a
+            :class:`~.data.FeatureTiming` uses its own clock, ``(t - start_seconds) / snippet_seconds``.
+        snippet_seconds: snippet length in seconds, for ``snippet_units`` (videos without a timing).
 
     Returns:
         Per class AP, mAP per threshold and the averages of :data:`AVERAGE_RANGES`.
@@ -373,7 +382,7 @@ def evaluate_detections(
     table, det_video = _gather_detections(videos, detections, num_classes)
 
     table, det_video, gt_segments = _apply_protocol(
-        table, det_video, gt_segments, videos, ambiguous, snippet_units, snippet_seconds
+        table, det_video, gt_segments, gt_video, videos, ambiguous, snippet_units, snippet_seconds
     )
 
     # rank: class, then score descending; a stable sort keeps video order, then list order, for ties

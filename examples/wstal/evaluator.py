@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .config import DetectorConfig
-from .data import Video, WSTALDataset
+from .data import Video, WSTALDataset, snippet_clock
 from .detect import (
     BaseResult,
     base_detections,
@@ -156,7 +156,8 @@ def two_stage_detections(
     show_progress: bool = False,
 ) -> dict[str, list[Detection]]:
     """The two-stage detections of ``videos``: Stage 2 classifies ``proposals`` and its scores are fused
-    with the ``base`` model's evidence (:func:`~wstal.detect.detections_from_proposals`), in seconds."""
+    with the ``base`` model's evidence (:func:`~wstal.detect.detections_from_proposals`), in seconds on
+    each video's clock (:func:`~wstal.data.snippet_clock`; ``snippet_seconds`` for videos without one)."""
     scores = classify_proposals(
         classifier,
         videos,
@@ -169,7 +170,7 @@ def two_stage_detections(
     return {
         v.name: to_detections(
             detections_from_proposals(proposals[v.name], *scores[v.name], config.scoring, base[v.name]),
-            snippet_seconds,
+            *snippet_clock(v, snippet_seconds),
         )
         for v in videos
     }
@@ -183,10 +184,13 @@ def evaluate(runner: DetectorRunner, trained: TrainedDetector) -> EvaluationResu
     base_out = runner.base_outputs(trained.base, "test")
     proposals = runner.proposals(trained.stage1, trained.base, "test")
     results, scoring = base_out.results, c.scoring
+    clocks = {v.name: snippet_clock(v, sec) for v in test}
     found = {
-        "base": {v.name: to_detections(base_detections(results[v.name], scoring), sec) for v in test},
+        "base": {v.name: to_detections(base_detections(results[v.name], scoring), *clocks[v.name]) for v in test},
         "stage1_only": {
-            v.name: to_detections(stage1_detections(proposals.stage1[v.name], results[v.name], scoring), sec)
+            v.name: to_detections(
+                stage1_detections(proposals.stage1[v.name], results[v.name], scoring), *clocks[v.name]
+            )
             for v in test
         },
         "two_stage": two_stage_detections(
@@ -208,7 +212,7 @@ def evaluate(runner: DetectorRunner, trained: TrainedDetector) -> EvaluationResu
     if c.proposals.merge_base_segments:  # the T-RPN alone, where it differs from Stage 1
         sets["rpn"] = proposals.rpn
     sets["base"] = base_out.segments
-    agnostic = {name: proposals_from_segments(segments, sec) for name, segments in sets.items()}
+    agnostic = {name: proposals_from_segments(segments, sec, clocks=clocks) for name, segments in sets.items()}
     agnostic["base_detections"] = found["base"]  # their classes are ignored by the recall
     quality = {name: evaluate_proposals(test, rows, **protocol) for name, rows in agnostic.items()}
     return EvaluationResult(

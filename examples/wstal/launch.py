@@ -30,11 +30,11 @@ from .config import PRESETS, DetectorConfig, ablation_config, preset_config
 from .console import log
 from .data import WSTALDataset
 from .distributed import AMP_MODES, init_distributed, resolve_amp, shutdown_distributed
+from .layouts import load_data_dir
 from .model import FusionStrategy
 from .pipeline import DetectorRunner
 from .synthetic import make_synthetic_thumos
 from .synthetic_gt import make_synthetic_from_annotations
-from .thumos import load_thumos14
 from .train import CheckpointMismatchError, StopAfter, TrainingDiverged, TrainingInterrupted
 
 __all__ = [
@@ -159,8 +159,9 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
         "--data-dir",
         type=Path,
         default=None,
-        help="THUMOS14 folder with Thumos14reduced-I3D-JOINTFeatures.npy and "
-        "Thumos14reduced-Annotations/ (default: synthetic data)",
+        help="THUMOS14 folder: Thumos14reduced-I3D-JOINTFeatures.npy with Thumos14reduced-Annotations/, or the "
+        "per-video layout (annotations/thumos14.json with i3d_features/, or OpenTAD's "
+        "annotations/thumos_14_anno.json), detected from the folder (default: synthetic data)",
     )
     source.add_argument(
         "--synthetic-from",
@@ -187,6 +188,32 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="--data-dir: replace NaN/inf feature values with 0 (a warning names the videos) instead of "
         "refusing the folder",
+    )
+    data.add_argument(
+        "--unused-videos",
+        choices=("error", "warn"),
+        default="error",
+        help="--data-dir: an annotated video the run cannot use (a subset that is neither split, no feature "
+        "file, no label) refuses the folder (error), or is left out with a warning naming it (warn)",
+    )
+    data.add_argument(
+        "--feature-stride",
+        type=positive_int,
+        default=None,
+        help="--data-dir, per-video layout: frames between two features, where the JSON does not say (default 4)",
+    )
+    data.add_argument(
+        "--feature-window",
+        type=positive_int,
+        default=None,
+        help="--data-dir, per-video layout: frames of one feature's clip, where the JSON does not say (default 16)",
+    )
+    data.add_argument(
+        "--feature-fps",
+        type=positive_float,
+        default=None,
+        help="--data-dir, per-video layout: fps of the videos the features were computed on, for videos "
+        "whose JSON entry has no fps (default 30)",
     )
     data.add_argument(
         "--max-videos",
@@ -354,7 +381,15 @@ def _load(args: argparse.Namespace) -> WSTALDataset:
     if args.data_dir is not None:
         log(f"loading THUMOS14 features from {args.data_dir}")
         nonfinite = "zero" if args.repair_nonfinite else "error"
-        return load_thumos14(args.data_dir, max_videos=args.max_videos, nonfinite=nonfinite)
+        return load_data_dir(
+            args.data_dir,
+            max_videos=args.max_videos,
+            nonfinite=nonfinite,
+            unused=args.unused_videos,
+            feature_stride=args.feature_stride,
+            feature_window=args.feature_window,
+            feature_fps=args.feature_fps,
+        )
     if args.synthetic_from is not None:
         log(
             f"synthesising {args.synthetic_dim} + {args.synthetic_dim} channels around the ground truth of "

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import Video
+from .data import Video, snippet_clock
 from .evaluation import Detection
 from .recall import ProposalResult
 
@@ -40,7 +40,8 @@ def plot_video(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    times = (np.arange(len(attention)) + 0.5) * snippet_seconds
+    scale, start = snippet_clock(video, snippet_seconds)  # the video's own feature timing, if it has one
+    times = start + (np.arange(len(attention)) + 0.5) * scale
     fig, axes = plt.subplots(
         4, 1, figsize=(12, 6.5), sharex=True, gridspec_kw={"height_ratios": [2, 2, 2, 1]}
     )

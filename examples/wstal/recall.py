@@ -275,7 +275,7 @@ def evaluate_proposals(
     table, video_index = _gather_proposals(videos, proposals)
     gt_segments, gt_video = _ground_truth(videos)
     table, video_index, gt_segments = _apply_protocol(
-        table, video_index, gt_segments, videos, ambiguous, snippet_units, snippet_seconds
+        table, video_index, gt_segments, gt_video, videos, ambiguous, snippet_units, snippet_seconds
     )
 
     # rank within each video: score descending; the stable sort keeps list order for ties
@@ -473,7 +473,10 @@ def format_recall_curve(rows: Mapping[str, ProposalResult], counts: Sequence[flo
 
 
 def proposals_from_segments(
-    segments: Mapping[str, Any], snippet_seconds: float = SNIPPET_SECONDS
+    segments: Mapping[str, Any],
+    snippet_seconds: float = SNIPPET_SECONDS,
+    *,
+    clocks: Optional[Mapping[str, tuple[float, float]]] = None,
 ) -> dict[str, list[Detection]]:
     """Scored segments in snippets (``Segments`` of :mod:`.pseudo_labels`) as class-agnostic proposals in seconds.
 
@@ -481,21 +484,28 @@ def proposals_from_segments(
         segments: per video name an object with ``segments`` ``(n, 2)`` (snippets) and ``scores`` ``(n,)``,
             tensors or arrays.
         snippet_seconds: snippet length in seconds.
+        clocks: per video name ``(snippet_seconds, start_seconds)`` (:func:`~.data.snippet_clock`) for videos
+            whose features have their own timing; position ``p`` is at ``start_seconds + p * snippet_seconds``.
+            Videos not listed use ``snippet_seconds`` from 0 s.
 
     Example:
         >>> from types import SimpleNamespace
         >>> s = SimpleNamespace(segments=np.array([[2.0, 5.0]]), scores=np.array([0.75]))
         >>> proposals_from_segments({"v": s}, snippet_seconds=0.5)
         {'v': [Detection(label=0, score=0.75, start=1.0, end=2.5)]}
+        >>> proposals_from_segments({"v": s}, clocks={"v": (0.5, 0.25)})
+        {'v': [Detection(label=0, score=0.75, start=1.25, end=2.75)]}
     """
     if not (
         isinstance(snippet_seconds, (int, float)) and np.isfinite(snippet_seconds) and snippet_seconds > 0
     ):
         raise ValueError(f"snippet_seconds must be positive, got {snippet_seconds!r}")
-    return {
-        name: [
-            Detection(0, float(score), float(start) * snippet_seconds, float(end) * snippet_seconds)
-            for (start, end), score in zip(s.segments.tolist(), s.scores.tolist())
+    clocks = clocks or {}
+    out = {}
+    for name, s in segments.items():
+        scale, start = clocks.get(name, (snippet_seconds, 0.0))
+        out[name] = [
+            Detection(0, float(score), start + float(a) * scale, start + float(b) * scale)
+            for (a, b), score in zip(s.segments.tolist(), s.scores.tolist())
         ]
-        for name, s in segments.items()
-    }
+    return out

@@ -1,4 +1,5 @@
-"""Loader for the real THUMOS14 I3D features in the ``Thumos14reduced`` layout most WSTAL code reads.
+"""Loader (and writer) for the real THUMOS14 I3D features in the ``Thumos14reduced`` layout most WSTAL code
+reads. The per-video layout of the TAL toolboxes is :mod:`.per_video`; :mod:`.layouts` picks the loader.
 
 The layout (W-TALC, CO2-Net, P-MIL, ...)::
 
@@ -17,7 +18,9 @@ Broken folders are refused with a ``ValueError`` (or ``FileNotFoundError``) that
 or the split: non-finite features (unless ``nonfinite="zero"`` repairs them), an empty split, duplicate
 video names, reversed or negative segments, segments past the video's duration (see
 :data:`SEGMENT_TOLERANCE`; the public annotations' own errata are kept), feature arrays of the wrong
-width or length. docs/reproduce_thumos14.md lists them.
+width or length, and (unless ``unused="warn"`` leaves them out with a warning) annotated videos that no
+split would use: a subset other than ``validation`` and ``test``, or neither a label nor a segment.
+docs/reproduce_thumos14.md lists them.
 
 The object arrays are pickles. ``np.load(allow_pickle=True)`` would run whatever code a crafted file asks
 for, so :func:`safe_load_object_array` unpickles with an allow-list: numpy arrays, lists/tuples and plain
@@ -33,22 +36,32 @@ import warnings
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO, NamedTuple, Union
+from typing import Any, BinaryIO, Union
 
 import numpy as np
 
-from .data import SNIPPET_SECONDS, Video, WSTALDataset
+from .checks import (
+    SEGMENT_TOLERANCE,
+    GroundTruth,
+    check_segments,
+    check_unused_policy,
+    settle_unused,
+    video_from_features,
+)
+from .data import SNIPPET_SECONDS, FeatureTiming, Video, WSTALDataset, snippet_clock
 
 __all__ = [
     "ANNOTATIONS_DIR",
     "FEATURES_FILE",
     "SEGMENT_TOLERANCE",
     "TEST_SUBSET",
+    "THUMOS14_REDUCED_TIMING",
     "TRAIN_SUBSET",
     "GroundTruth",
     "load_thumos14",
     "read_ground_truth",
     "safe_load_object_array",
+    "write_thumos14",
 ]
 
 FEATURES_FILE = "Thumos14reduced-I3D-JOINTFeatures.npy"
@@ -59,21 +72,8 @@ _ANNOTATION_FILES = ("videoname", "subset", "classlist", "duration", "segments",
 _AMBIGUOUS_FILE = "Ambiguous_test.txt"
 _SPLIT_ROLES = {TRAIN_SUBSET: "training", TEST_SUBSET: "test"}
 
-SEGMENT_TOLERANCE = SNIPPET_SECONDS
-"""How far (seconds) a ground-truth segment may end past its video's duration: annotations are rounded to
-0.1 s, durations come from frame counts."""
-
-# The public annotations' own errors: 30 segments of these 5 videos lie wholly past the stated duration
-# (video_test_0000270 up to 537 s). Kept as in the files, so results compare with published numbers.
-_PAST_END_ERRATA = frozenset(
-    {
-        "video_validation_0000364",
-        "video_validation_0000856",
-        "video_test_0000270",
-        "video_test_0000814",
-        "video_test_0001081",
-    }
-)
+THUMOS14_REDUCED_TIMING = FeatureTiming(fps=25.0, stride=16, window=16)
+"""The Thumos14reduced features: one snippet per 16 frames at 25 fps (0.64 s), non-overlapping clips."""
 
 PathLike = Union[str, Path]
 
@@ -277,55 +277,6 @@ def _check_splits(subsets: np.ndarray, annotation_dir: Path) -> None:
             )
 
 
-def _finite_features(
-    features: np.ndarray, name: str, index: int, nonfinite: str, repaired: list[str]
-) -> np.ndarray:
-    """``features`` unchanged when all finite (one ``np.isfinite`` pass), else refused or repaired."""
-    finite = np.isfinite(features)
-    if finite.all():
-        return features
-    if nonfinite == "zero":
-        repaired.append(name)
-        return np.where(finite, features, np.float32(0))
-    bad = finite.size - int(np.count_nonzero(finite))
-    first = int(np.flatnonzero(~finite.all(axis=1))[0])
-    raise ValueError(
-        f"{FEATURES_FILE}: video {name!r} (entry {index}) has {bad} non-finite feature value(s) (NaN or inf; "
-        f"the first in snippet {first}); fix the file, or replace them with 0 explicitly "
-        f"(nonfinite='zero', on the command line --repair-nonfinite)"
-    )
-
-
-def _check_segments(segments: np.ndarray, duration: float, name: str) -> None:
-    where = f"{ANNOTATIONS_DIR}/segments.npy: video {name!r}"
-    for i, (start, end) in enumerate(segments.tolist()):
-        if not (np.isfinite(start) and np.isfinite(end)):
-            raise ValueError(f"{where}: segment {i} [{start}, {end}] is not finite")
-        if end < start:
-            raise ValueError(f"{where}: segment {i} [{start}, {end}] ends before it starts")
-        if start < 0:
-            raise ValueError(f"{where}: segment {i} [{start}, {end}] starts before 0 s")
-        if end > duration + SEGMENT_TOLERANCE and name not in _PAST_END_ERRATA:
-            raise ValueError(
-                f"{where}: segment {i} [{start}, {end}] ends past the video's duration {duration:g} s "
-                f"(duration.npy; tolerance {SEGMENT_TOLERANCE:g} s); are the times in frames, not seconds?"
-            )
-
-
-class GroundTruth(NamedTuple):
-    """One annotated video without its features: what the annotation files say about it.
-
-    ``segments`` are ``[start, end]`` in seconds with their ``segment_classes``; ``label`` is the multi-hot
-    weak label of ``labels_all.npy`` (the only supervision WSTAL trains on)."""
-
-    name: str
-    subset: str
-    duration: float
-    segments: np.ndarray
-    segment_classes: np.ndarray
-    label: np.ndarray
-
-
 def _ground_truth(index: int, files: dict[str, np.ndarray], class_index: dict[str, int]) -> GroundTruth:
     name = _text(files["videoname"][index])
     duration = float(files["duration"][index])
@@ -341,7 +292,13 @@ def _ground_truth(index: int, files: dict[str, np.ndarray], class_index: dict[st
             f"{ANNOTATIONS_DIR}/segments.npy: video {name!r} must list [start, end] pairs in seconds, "
             f"got {files['segments'][index]!r}"
         ) from error
-    _check_segments(segments, duration, name)
+    check_segments(
+        segments,
+        duration,
+        name=name,
+        where=f"{ANNOTATIONS_DIR}/segments.npy: video {name!r}",
+        duration_from="duration.npy",
+    )
     labels = [_text(label) for label in files["labels"][index]]
     video_labels = [_text(label) for label in files["labels_all"][index]]
     if len(labels) != len(segments):
@@ -385,39 +342,26 @@ def read_ground_truth(
     return classes, videos, _read_ambiguous(annotation_dir / _AMBIGUOUS_FILE)
 
 
-def _make_video(
-    index: int, features: Any, truth: GroundTruth, feature_dim: int, nonfinite: str, repaired: list[str]
-) -> Video:
-    name = truth.name
-    if not isinstance(features, np.ndarray) or features.ndim != 2 or features.shape[1] != feature_dim:
-        found = f"shape {features.shape}" if isinstance(features, np.ndarray) else type(features).__name__
-        raise ValueError(
-            f"{FEATURES_FILE}: video {name!r} (entry {index}) must be a (T, {feature_dim}) array, got {found}"
-        )
-    if features.shape[0] == 0:
-        raise ValueError(f"{FEATURES_FILE}: video {name!r} (entry {index}) has zero snippets")
-    try:  # checked for NaN/inf after the cast: float64 values may overflow float32
-        with np.errstate(over="ignore"):
-            features = np.asarray(features, dtype=np.float32)
-    except (TypeError, ValueError) as error:
-        raise ValueError(
-            f"{FEATURES_FILE}: video {name!r} (entry {index}) holds {features.dtype} values, not numbers"
-        ) from error
-    features = _finite_features(features, name, index, nonfinite, repaired)
-    half = feature_dim // 2
-    return Video(
-        name=name,
-        rgb=np.ascontiguousarray(features[:, :half]),
-        flow=np.ascontiguousarray(features[:, half:]),
-        label=truth.label,
-        segments=truth.segments,
-        segment_classes=truth.segment_classes,
-        duration=truth.duration,
-    )
+def _not_used(truths: list[GroundTruth]) -> dict[str, str]:
+    """The annotated videos no split would use, with the reason."""
+    reasons = {}
+    for truth in truths:
+        if truth.subset not in _SPLIT_ROLES:
+            reasons[truth.name] = (
+                f"subset {truth.subset!r} is neither {TRAIN_SUBSET!r} (training) nor {TEST_SUBSET!r} (test)"
+            )
+        elif not truth.has_label:
+            reasons[truth.name] = "no label: labels_all.npy lists no class and it has no segment"
+    return reasons
 
 
 def load_thumos14(
-    data_dir: PathLike, *, max_videos: int | None = None, feature_dim: int = 2048, nonfinite: str = "error"
+    data_dir: PathLike,
+    *,
+    max_videos: int | None = None,
+    feature_dim: int = 2048,
+    nonfinite: str = "error",
+    unused: str = "error",
 ) -> WSTALDataset:
     """Load THUMOS14 I3D features and annotations from the ``Thumos14reduced`` layout.
 
@@ -427,10 +371,15 @@ def load_thumos14(
         feature_dim: width of one joint feature row; the first half is RGB, the second half Flow.
         nonfinite: what a NaN or inf in a video's features does: ``"error"`` refuses the folder (naming the
             video); ``"zero"`` replaces those values with 0 and warns, naming the videos repaired.
+        unused: what an annotated video that no split can use does (a subset other than ``validation`` and
+            ``test``, or neither a label in ``labels_all.npy`` nor a segment): ``"error"`` refuses the folder,
+            naming the videos; ``"warn"`` leaves them out with a warning that names them and their count
+            (and lists them in :attr:`~.data.WSTALDataset.not_used`).
 
     Returns:
         The dataset: train = the ``validation`` subset, test = the ``test`` subset, 20 classes, and the
-        ambiguous regions of ``Ambiguous_test.txt`` (a warning and no regions when that file is absent).
+        ambiguous regions of ``Ambiguous_test.txt`` (a warning and no regions when that file is absent). Every
+        video's :attr:`~.data.Video.timing` is :data:`THUMOS14_REDUCED_TIMING`.
 
     Raises:
         FileNotFoundError: the folder, the feature file or an annotation file is missing.
@@ -438,7 +387,8 @@ def load_thumos14(
             video; a video's features are not ``(T, feature_dim)``, have zero snippets or (with
             ``nonfinite="error"``) a NaN or inf; a label is unknown; the ``validation`` or the ``test``
             subset is empty; a video name appears twice; a segment is reversed, starts before 0 or ends
-            more than :data:`SEGMENT_TOLERANCE` past the video's duration.
+            more than :data:`SEGMENT_TOLERANCE` past the video's duration; (with ``unused="error"``) an
+            annotated video cannot be used.
     """
     if max_videos is not None and (
         isinstance(max_videos, bool) or not isinstance(max_videos, int) or max_videos < 1
@@ -455,6 +405,7 @@ def load_thumos14(
         )
     if nonfinite not in ("error", "zero"):
         raise ValueError(f"nonfinite must be 'error' or 'zero', got {nonfinite!r}")
+    check_unused_policy(unused)
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise FileNotFoundError(f"{data_dir}: THUMOS14 data folder not found")
@@ -462,6 +413,7 @@ def load_thumos14(
     if not features_path.is_file():
         raise FileNotFoundError(f"{features_path}: feature file not found")
     classes, truths, ambiguous = read_ground_truth(data_dir / ANNOTATIONS_DIR)
+    not_used = settle_unused(_not_used(truths), unused, str(data_dir / ANNOTATIONS_DIR))
     features = safe_load_object_array(features_path)
     if features.ndim != 1 or len(features) != len(truths):
         raise ValueError(
@@ -472,8 +424,24 @@ def load_thumos14(
     repaired: list[str] = []
 
     def split(subset: str) -> list[Video]:
-        indices = [i for i, truth in enumerate(truths) if truth.subset == subset][:max_videos]
-        return [_make_video(i, features[i], truths[i], feature_dim, nonfinite, repaired) for i in indices]
+        indices = [i for i, t in enumerate(truths) if t.subset == subset and t.name not in not_used]
+        if not indices:
+            raise ValueError(
+                f"{data_dir / ANNOTATIONS_DIR}: no {_SPLIT_ROLES[subset]} videos left after leaving out "
+                f"{len(not_used)} that cannot be used"
+            )
+        return [
+            video_from_features(
+                features[i],
+                truths[i],
+                where=f"{FEATURES_FILE}: video {truths[i].name!r} (entry {i})",
+                feature_dim=feature_dim,
+                nonfinite=nonfinite,
+                repaired=repaired,
+                timing=THUMOS14_REDUCED_TIMING,
+            )
+            for i in indices[:max_videos]
+        ]
 
     train, test = split(TRAIN_SUBSET), split(TEST_SUBSET)
     if repaired:
@@ -489,4 +457,89 @@ def load_thumos14(
         ambiguous=ambiguous,
         snippet_seconds=SNIPPET_SECONDS,
         evaluation_protocol="thumos",
+        not_used=not_used,
     )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# writing
+
+
+def _object_array(items: list[Any]) -> np.ndarray:
+    array = np.empty(len(items), dtype=object)
+    array[:] = items  # element-wise, so equal-shaped items stay separate objects
+    return array
+
+
+def _check_empty_output(out_dir: Path) -> None:
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise FileExistsError(f"{out_dir}: the output folder exists and is not empty; choose a new folder")
+
+
+def write_thumos14(dataset: WSTALDataset, out_dir: PathLike) -> Path:
+    """Write ``dataset`` in the ``Thumos14reduced`` layout (what :func:`load_thumos14` reads back).
+
+    Training videos get the subset ``validation``, test videos ``test``; the weak label is written as
+    ``labels_all.npy``, the ambiguous regions as ``Ambiguous_test.txt`` (no file when there are none), the
+    features as one ``(T, c_rgb + c_flow)`` float32 array per video, RGB first.
+
+    Args:
+        dataset: the videos to write.
+        out_dir: a new or empty folder.
+
+    Returns:
+        ``out_dir``.
+
+    Raises:
+        FileExistsError: ``out_dir`` exists and is not empty.
+        ValueError: a video's features are not 16-frame snippets at 25 fps from 0 s (the only timing this
+            layout can state): stride-4 features, for example, would be read back 4.8 times too slow.
+
+    Example:
+        >>> import tempfile, warnings
+        >>> from wstal.synthetic import make_synthetic_thumos
+        >>> data = make_synthetic_thumos(num_train=2, num_test=2, dim=8, seed=0)
+        >>> with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        ...     warnings.simplefilter("ignore")  # synthetic data has no ambiguous regions: no Ambiguous_test.txt
+        ...     back = load_thumos14(write_thumos14(data, tmp), feature_dim=16)
+        >>> [v.name for v in back.test] == [v.name for v in data.test]
+        True
+    """
+    out_dir = Path(out_dir)
+    _check_empty_output(out_dir)
+    videos = [*dataset.train, *dataset.test]
+    for video in videos:
+        clock = snippet_clock(video, dataset.snippet_seconds)
+        if clock != (SNIPPET_SECONDS, 0.0):
+            raise ValueError(
+                f"video {video.name!r}: its features have one snippet every {clock[0]:g} s from {clock[1]:g} s "
+                f"(timing {video.timing}); the Thumos14reduced layout can only state 16-frame snippets at "
+                "25 fps (0.64 s from 0 s), so these features would be read back at the wrong times. Keep them "
+                "in the per-video layout, which states fps, stride and window"
+            )
+    annotations = out_dir / ANNOTATIONS_DIR
+    annotations.mkdir(parents=True, exist_ok=True)
+    classes = dataset.classes
+    arrays = {
+        "videoname": np.array([v.name.encode() for v in videos]),
+        "subset": np.array(
+            [TRAIN_SUBSET.encode()] * len(dataset.train) + [TEST_SUBSET.encode()] * len(dataset.test)
+        ),
+        "classlist": np.array([c.encode() for c in classes]),
+        "duration": np.array([[v.duration] for v in videos], dtype=np.float64),
+        "segments": _object_array([v.segments.tolist() for v in videos]),
+        "labels": _object_array([[classes[c] for c in v.segment_classes.tolist()] for v in videos]),
+        "labels_all": _object_array([[classes[c] for c in np.flatnonzero(v.label).tolist()] for v in videos]),
+    }
+    for name, array in arrays.items():
+        np.save(annotations / f"{name}.npy", array, allow_pickle=True)
+    if any(len(spans) for spans in dataset.ambiguous.values()):
+        lines = [
+            f"{name} {start!r} {end!r}"
+            for name, spans in dataset.ambiguous.items()
+            for start, end in np.asarray(spans, dtype=np.float64).reshape(-1, 2).tolist()
+        ]
+        (annotations / _AMBIGUOUS_FILE).write_text("\n".join(lines) + "\n")
+    features = _object_array([np.concatenate([v.rgb, v.flow], axis=1) for v in videos])
+    np.save(out_dir / FEATURES_FILE, features, allow_pickle=True)
+    return out_dir
