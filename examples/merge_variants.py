@@ -95,7 +95,9 @@ def score_variants(
     base_quality = quality(grouped)
     scores: dict[str, VariantScore] = {}
     for det in variants:
-        sets = {name: stage1_proposals(p, grouped[name], det) for name, p in rpn.items()}
+        sets = {
+            name: stage1_proposals(p, grouped[name], det, base_out.results[name]) for name, p in rpn.items()
+        }
         variant = quality(sets)
         equal = recall_at_equal_budget({"variant": variant, "base": base_quality}, tiou=0.5)
         map_avg = None

@@ -41,6 +41,7 @@ __all__ = [
     "ScoringSettings",
     "StageSettings",
     "ablation_config",
+    "override",
     "preset_config",
     "validate",
 ]
@@ -194,6 +195,14 @@ class ProposalSettings:
             the higher score wins).
         merge_min_objectness: T-RPN proposals below this objectness are left out of the merge (the
             base's segments are kept whole).
+        class_segments: also add, classes ignored, the segments the base model groups on the class
+            sequence of each class it detects in the video (P-MIL's candidates: its base's class
+            activations grouped at many thresholds), scored by their contrast; one that overlaps a kept
+            segment by more than ``class_segments_iou`` is left out.
+        class_threshold: the classes whose video score reaches this give ``class_segments`` (the best
+            class always does).
+        class_grouping: how ``class_segments`` groups each class sequence.
+        class_segments_iou: tIoU above which a class segment repeats a kept one.
     """
 
     nms_iou: float = field(default=0.6, metadata=PROBABILITY)
@@ -204,6 +213,10 @@ class ProposalSettings:
     merge_iou: float = field(default=0.3, metadata=PROBABILITY)
     merge_base_wins: bool = True
     merge_min_objectness: float = field(default=0.99, metadata=PROBABILITY)
+    class_segments: bool = False
+    class_threshold: float = field(default=0.1, metadata=PROBABILITY)
+    class_grouping: GroupingSettings = GroupingSettings(nms_iou=0.7, min_score=0.0)
+    class_segments_iou: float = field(default=0.9, metadata=PROBABILITY)
 
     def __post_init__(self) -> None:
         validate(self)
@@ -389,6 +402,52 @@ def preset_config(name: str) -> DetectorConfig:
     if unknown:  # a preset that changes the method is a bug, not a configuration
         raise ValueError(f"preset {name!r} sets {sorted(unknown)}: a preset sets only {CAPACITY_FIELDS}")
     return DetectorConfig(**fields)
+
+
+def override(config: Any, name: str, text: str) -> Any:
+    """A copy of ``config`` (a configuration dataclass) with the field at dotted ``name`` set from ``text``,
+    parsed as the field's type (``--set proposals.merge_iou=0.5``); validated like any construction.
+
+    Raises:
+        ValueError: an unknown field (the known ones named) or a value that does not parse or validate.
+
+    Example:
+        >>> override(DetectorConfig(), "scoring.grouping.nms_iou", "0.5").scoring.grouping.nms_iou
+        0.5
+    """
+    head, _, rest = name.partition(".")
+    fields = {f.name: f for f in dataclasses.fields(config)}
+    if head not in fields:
+        raise ValueError(f"{type(config).__name__} has no field {head!r}; fields: {', '.join(fields)}")
+    current = getattr(config, head)
+    if dataclasses.is_dataclass(current):
+        if not rest:
+            raise ValueError(
+                f"{name!r} is a group of settings; name one of its fields, e.g. {name}.{dataclasses.fields(current)[0].name}"
+            )
+        return dataclasses.replace(config, **{head: override(current, rest, text)})
+    if rest:
+        raise ValueError(f"{type(config).__name__}.{head} has no field {rest!r}")
+    return dataclasses.replace(
+        config, **{head: _parse_like(current, text, f"{type(config).__name__}.{head}")}
+    )
+
+
+def _parse_like(current: Any, text: str, where: str) -> Any:
+    try:
+        if isinstance(current, bool):
+            if text.lower() not in ("true", "false", "1", "0"):
+                raise ValueError
+            return text.lower() in ("true", "1")
+        if isinstance(current, int):
+            return int(text)
+        if isinstance(current, float):
+            return float(text)
+        if isinstance(current, tuple):
+            return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ValueError(f"{where} takes a {type(current).__name__}, got {text!r}") from None
+    return text
 
 
 def ablation_config(config: DetectorConfig) -> DetectorConfig:

@@ -40,6 +40,7 @@ __all__ = [
     "BaseResult",
     "base_contrast",
     "base_detections",
+    "class_segments",
     "class_sequence",
     "classify_proposals",
     "detections_from_proposals",
@@ -263,20 +264,44 @@ def merge_proposals(
     return Segments(segments[kept], scores[kept])
 
 
-def stage1_proposals(proposals: Segments, grouped: Segments, config: ProposalSettings) -> Segments:
-    """One video's Stage-1 proposals under ``config``'s merge settings: the T-RPN's ``proposals`` merged
-    with the base model's ``grouped`` segments (:func:`merge_proposals` with ``merge_iou``,
-    ``merge_base_wins`` and ``merge_min_objectness``), or the T-RPN's alone when ``merge_base_segments``
-    is off."""
-    if not config.merge_base_segments:
-        return proposals
-    return merge_proposals(
-        proposals,
-        grouped,
-        config.merge_iou,
-        extra_wins=config.merge_base_wins,
-        min_score=config.merge_min_objectness,
-    )
+def stage1_proposals(
+    proposals: Segments, grouped: Segments, config: ProposalSettings, base: Optional[BaseResult] = None
+) -> Segments:
+    """One video's Stage-1 proposals under ``config``: the T-RPN's ``proposals`` merged with the base
+    model's ``grouped`` segments (:func:`merge_proposals` with ``merge_iou``, ``merge_base_wins`` and
+    ``merge_min_objectness``), or the T-RPN's alone when ``merge_base_segments`` is off; with
+    ``class_segments``, plus the base's class segments (:func:`class_segments`, which needs ``base``)
+    that repeat none of them."""
+    found = proposals
+    if config.merge_base_segments:
+        found = merge_proposals(
+            proposals,
+            grouped,
+            config.merge_iou,
+            extra_wins=config.merge_base_wins,
+            min_score=config.merge_min_objectness,
+        )
+    if config.class_segments:
+        if base is None:
+            raise ValueError("class_segments needs the base model's result of the video (base=...)")
+        found = merge_proposals(
+            class_segments(base, config), found, config.class_segments_iou, extra_wins=True
+        )
+    return found
+
+
+def class_segments(result: BaseResult, config: ProposalSettings) -> Segments:
+    """The segments the base model groups on each class sequence (:func:`class_sequence`) of the classes
+    whose video score reaches ``config.class_threshold``, by ``config.class_grouping``; classes ignored,
+    best first (contrast scores)."""
+    found = [
+        segments_from_scores(class_sequence(result, c), config.class_grouping)
+        for c in select_classes(result.video_scores, config.class_threshold)
+    ]
+    segments = torch.cat([f.segments for f in found])
+    scores = torch.cat([f.scores for f in found])
+    order = scores.argsort(descending=True, stable=True)
+    return Segments(segments[order], scores[order])
 
 
 def stage1_detections(

@@ -26,7 +26,7 @@ from typing import Callable, Optional
 
 import torch
 
-from .config import PRESETS, DetectorConfig, ablation_config, preset_config
+from .config import PRESETS, DetectorConfig, ablation_config, override, preset_config
 from .console import log
 from .data import WSTALDataset
 from .distributed import AMP_MODES, init_distributed, resolve_amp, shutdown_distributed
@@ -255,6 +255,15 @@ def add_method_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--dmf-attention", choices=("gate", "dot"), default="gate", help="DMF attention form")
     model.add_argument("--alpha", type=non_negative_float, default=0.5, help="DMF strength")
     model.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="set any configuration field by its dotted name, e.g. --set proposals.class_segments=true "
+        "(docs/detector.md, configuration); repeatable; applied after the preset and the other flags",
+    )
+    model.add_argument(
         "--width",
         type=positive_int,
         default=None,
@@ -326,6 +335,13 @@ def parse(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = None)
     args.amp = resolve_amp(args.amp, args.device)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error(f"argument --device: {args.device!r} requested but CUDA is not available")
+    for item in args.overrides:
+        if "=" not in item:
+            parser.error(f"argument --set: expected FIELD=VALUE, got {item!r}")
+    try:
+        make_config(args)
+    except (TypeError, ValueError) as error:
+        parser.error(f"argument --set: {error}")
     args.dist = init_distributed(args.device, timeout_minutes=args.dist_timeout)
     return args
 
@@ -433,7 +449,7 @@ def make_config(
     config = preset_config(preset_name(args))
     if ablation:
         config = ablation_config(config)
-    return config.with_options(
+    config = config.with_options(
         stage1=stage1 or args.stage1,
         stage2=stage2 or args.stage2,
         dmf_attention=args.dmf_attention,
@@ -442,6 +458,10 @@ def make_config(
         epochs=args.epochs,
         width=args.width,
     )
+    for item in args.overrides:
+        name, _, value = item.partition("=")
+        config = override(config, name.strip(), value.strip())
+    return config
 
 
 def make_runner(

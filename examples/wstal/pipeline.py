@@ -317,9 +317,12 @@ class DetectorRunner:
                 ),
             )
             merged = own
-            if settings.merge_base_segments:
-                grouped = self.base_outputs(base, split).segments
-                merged = {name: stage1_proposals(p, grouped[name], settings) for name, p in own.items()}
+            if settings.merge_base_segments or settings.class_segments:
+                outputs = self.base_outputs(base, split)
+                merged = {
+                    name: stage1_proposals(p, outputs.segments[name], settings, outputs.results[name])
+                    for name, p in own.items()
+                }
             self._proposals[cache] = StageProposals(stage.key, split, own, merged)
         return self._proposals[cache]
 
