@@ -536,3 +536,64 @@ def test_a_split_names_its_videos(tiny) -> None:
     assert set(train.results) == {v.name for v in tiny.train}
     assert set(test.results) == {v.name for v in tiny.test}
     assert runner.base_outputs("concat", "test") is test  # kept, under the stage's key and the split
+
+
+# ------------------------------------------------------------------------------ --set and class segments
+
+
+def test_set_overrides_any_field_by_its_dotted_name() -> None:
+    from wstal.config import override
+
+    config = override(DetectorConfig(), "proposals.class_segments", "true")
+    assert config.proposals.class_segments is True and config.proposals.merge_iou == 0.3
+    assert override(config, "scoring.grouping.thresholds", "0.2, 0.5").scoring.grouping.thresholds == (
+        0.2,
+        0.5,
+    )
+    assert override(config, "rpn.epochs", "3").rpn.epochs == 3
+    assert override(config, "completeness_source", "mean").completeness_source == "mean"
+    for name, text, message in (
+        ("proposals.nope", "1", "ProposalSettings has no field 'nope'; fields: nms_iou"),
+        ("proposals", "1", "'proposals' is a group of settings"),
+        ("rpn.epochs", "three", "StageSettings.epochs takes a int, got 'three'"),
+        ("proposals.merge_base_wins", "yes", "ProposalSettings.merge_base_wins takes a bool"),
+        ("completeness_source", "middle", "DetectorConfig.completeness_source must be one of"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            override(config, name, text)
+    parser = launch.build_parser("test", "")
+    args = launch.parse(parser, ["--set", "proposals.merge_iou=0.5", "--set", "seed=4", "--seed", "1"])
+    assert launch.make_config(args).proposals.merge_iou == 0.5 and launch.make_config(args).seed == 4
+    for bad in ("proposals.merge_iou", "proposals.merge_iou=2"):
+        with pytest.raises(SystemExit) as exit_info:
+            launch.parse(parser, ["--set", bad])
+        assert exit_info.value.code == 2
+
+
+def test_class_segments_by_hand() -> None:
+    from wstal.detect import BaseResult, class_segments, stage1_proposals
+    from wstal.pseudo_labels import Segments
+
+    t = 20
+    attention = torch.zeros(t)
+    attention[2:6] = 1.0
+    attention[10:14] = 1.0
+    p = torch.full((t, 3), 0.05)
+    p[2:6, 0] = 0.9  # class 0 in [2, 6), class 1 in [10, 14); the video scores name only class 0
+    p[10:14, 1] = 0.9
+    base = BaseResult(p, attention, attention, torch.tensor([0.9, 0.05]))
+    settings = ProposalSettings(
+        class_segments=True, class_grouping=GroupingSettings(thresholds=(0.5,), nms_iou=0.7)
+    )
+    found = class_segments(base, settings)
+    assert found.segments.tolist() == [[2.0, 6.0]]  # class 1's video score is below class_threshold 0.1
+    both = class_segments(base, dataclasses.replace(settings, class_threshold=0.01))
+    assert sorted(both.segments.tolist()) == [[2.0, 6.0], [10.0, 14.0]]
+    # added to the merged set only where they repeat nothing kept (tIoU above class_segments_iou)
+    rpn = Segments(torch.tensor([[2.0, 6.0]]), torch.tensor([0.995]))
+    grouped = Segments(torch.zeros(0, 2), torch.zeros(0))
+    merged = stage1_proposals(rpn, grouped, dataclasses.replace(settings, class_threshold=0.01), base)
+    assert sorted(merged.segments.tolist()) == [[2.0, 6.0], [10.0, 14.0]]
+    assert stage1_proposals(rpn, grouped, ProposalSettings(), base).segments.tolist() == [[2.0, 6.0]]
+    with pytest.raises(ValueError, match="class_segments needs the base model's result"):
+        stage1_proposals(rpn, grouped, settings)
