@@ -6,11 +6,33 @@ Private: :mod:`dmf_fusion.functional` is the only caller. The interface, shared 
 of operands (channel-first copies, time-major tiles) are chosen here and nowhere above. Inputs arrive validated, cast to one dtype and zero at padded
 snippets.
 
-float32 GEMMs run as 1x1 convolutions: a 1x1 ``conv2d`` over the channel-last ``(b, c, 1, t)`` view
-of a ``(b, t, c)`` tensor *is* the GEMM ``x @ w.T``, without a copy of ``x`` and with its output
-channel-last, and it reaches oneDNN's GEMM kernels, which ``torch.matmul`` (the BLAS) does not
-(docs/benchmarks.md, "GEMMs: oneDNN, not the BLAS", has the measured rates). float64 and half
-precision keep torch's own ops.
+Design (the measurements behind each choice are in docs/benchmarks.md):
+
+* **GEMMs on oneDNN, not the BLAS.** float32 GEMMs run as 1x1 convolutions: a 1x1 ``conv2d`` over the
+  channel-last ``(b, c, 1, t)`` view of a ``(b, t, c)`` tensor *is* the GEMM ``x @ w.T``, without a copy
+  of ``x`` and with its output channel-last, and it reaches oneDNN's JIT-compiled (AVX-512) GEMM
+  kernels, which ``torch.matmul`` does not (MKL dispatches AVX2 code on AMD CPUs: half the rate);
+  autograd, autocast and ``torch.compile`` treat it as any convolution. Grouped GEMMs
+  (:func:`gemm_nt`) make the samples of a batch the groups, so one call serves the batch. Where an
+  operand would first need a transposing copy, the copy is weighed against the 2x: the attention's
+  ``dk`` (``2 t s d`` FLOPs) stays on the BLAS, which reads transposed tiles in place. On an Intel
+  CPU, where MKL runs AVX-512 too, the route costs oneDNN's per-call weight reorder (~1 %). float64
+  and half precision keep torch's own ops.
+* **The temporal attention is blocked, not** ``scaled_dot_product_attention``: on CPU, SDPA has a
+  flash kernel only for equal q/k/v widths; with ``d = 64`` and ``c = 1024`` it runs the math kernel,
+  which materialises ``(t, s)``, and the head split that makes flash applicable (the CUDA route)
+  recomputes ``q k.T`` once per head. :class:`BlockedAttention` is FlashAttention's scheme in torch
+  ops: ``2 t s (d + c)`` FLOPs forward, ``2 t s (2 c + 3 d)`` backward, nothing but the inputs saved.
+* **Tiles of at most** ``ATTENTION_TILE`` **scores** (64 MiB): the extra memory is a few tiles whatever
+  the length of the video, and a tile lies above glibc's mmap threshold, so it is returned on free
+  (tiles under it are recycled by malloc, but the heap then keeps them: more resident memory on long
+  videos for a few percent of time).
+* **The dot channel half runs per sample**, so its ``(c, c)`` temporaries stay small enough for malloc
+  to recycle; the Gram's backward is one GEMM by symmetry (:class:`Gram`) and the residual is folded
+  into the apply GEMM, so no ``(b, t, c)`` pass is spent on it.
+* **Transposing copies** that remain (the channel-first copy of ``rgb``, one for both halves of the dot
+  form through :func:`enhance_dot`; the key-major tiles of ``dv``) run in cache-sized slabs
+  (:func:`transpose_tiles`, :func:`to_last`): one strided copy walks memory with a stride of ``c``.
 
 Axis legend: b batch, t time (query snippets), s key time, c channels, d attention dim, o output
 channels, g groups.
@@ -102,9 +124,11 @@ def gemm_nt(x: Tensor, w: Tensor, bias: Optional[Tensor] = None, groups: int = 1
 def transpose_tiles(x: Tensor) -> Tensor:
     """``x.transpose(1, 2).contiguous()`` copied in tiles of rows that stay in cache (~128 KiB of
     ``x`` each): one strided copy of a (b, t, c) tensor walks memory with a stride of ``c``."""
+    if _compat.is_compiling():  # one plain copy: torch.compile before 2.3 cannot trace element_size()
+        return x.transpose(1, 2).contiguous()
     batch, rows, cols = x.shape
     tile = max(8, (128 << 10) // max(cols * x.element_size(), 1))
-    if tile >= rows or _compat.is_compiling():
+    if tile >= rows:
         return x.transpose(1, 2).contiguous()
     out = x.new_empty(batch, cols, rows)
     for start in range(0, rows, tile):

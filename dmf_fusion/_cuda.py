@@ -49,7 +49,9 @@ def attend(
     channels are split into ``h = ceil(c / d)`` heads of ``d`` channels (zero-padded to a multiple of
     ``d``) and the single query/key head is broadcast to all of them: every head sees the same
     attention weights, which is exactly ``A_t @ v``. With a mask the memory-efficient kernel runs
-    (flash takes no mask). ``residual`` needs ``v`` zero at padded snippets.
+    (flash takes no mask); both run under autocast bfloat16 / float16. The cost of the split is ``h``
+    recomputations of ``q k.T`` (``2 t s c`` FLOPs instead of ``2 t s d``); on a GPU the flash
+    kernel's memory traffic, not its FLOPs, decides. ``residual`` needs ``v`` zero at padded snippets.
 
     Shape:
         q, k: (b, t, d); v: (b, t, c); mask: (b, t); returns (b, t, c).

@@ -4,6 +4,12 @@ Private: :mod:`dmf_fusion.functional` is the only caller, through the kernel mod
 (:mod:`dmf_fusion._cpu`, :mod:`dmf_fusion._cuda`), which use these where they have nothing faster.
 Inputs arrive validated, cast to one dtype and zero at padded snippets.
 
+Design: the gate form's temporal convolutions are ``conv2d`` on the channel-last (NHWC) view, oneDNN's
+direct convolution on CPU, with no transpose (it replaced one GEMM against all kernel taps plus
+shifted adds); each gate and its residual is one ``addcmul`` with a one-pass backward (:class:`Gate`);
+split-weight GEMMs (:func:`linear_sum`) accumulate into one output, so the concatenation of concat and
+mutual fusion never exists.
+
 Axis legend: b batch, t time (query snippets), c channels (``e`` a second channel axis of the same
 size), k kernel tap, o output channels.
 """
