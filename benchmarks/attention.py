@@ -136,9 +136,8 @@ class Case:
 
 
 def _dmf(attention: str, fused: bool, s: Size, **factory) -> DualModalityFusion:
-    return DualModalityFusion(
-        s.c, s.c, attention=attention, attn_dim=ATTN_DIM, reduction=REDUCTION, kernel_size=KERNEL, fused=fused, **factory
-    )
+    options = {"reduction": REDUCTION, "kernel_size": KERNEL} if attention == "gate" else {"attn_dim": ATTN_DIM}
+    return DualModalityFusion(s.c, s.c, attention=attention, fused=fused, **options, **factory)
 
 
 def cases(s: Size, device: torch.device, dtype: torch.dtype, mask: Optional[Tensor]) -> list[Case]:

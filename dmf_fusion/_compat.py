@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["is_autocast_enabled", "softmax_backward"]
+__all__ = ["is_autocast_enabled", "is_compiling", "softmax_backward"]
 
 
 def _autocast_takes_device() -> bool:
@@ -38,8 +38,17 @@ def _has_softmax_backward() -> bool:
     return isinstance(got, Tensor) and torch.allclose(got, torch.tensor([[0.25, -0.25]]))
 
 
+def _has_compiler_is_compiling() -> bool:
+    """``torch.compiler.is_compiling()`` exists from torch 2.3; before, the same answer comes from
+    ``torch._dynamo.is_compiling()``."""
+    return callable(getattr(getattr(torch, "compiler", None), "is_compiling", None))
+
+
 AUTOCAST_TAKES_DEVICE = _autocast_takes_device()
 FUSED_SOFTMAX_BACKWARD = _has_softmax_backward()
+COMPILER_IS_COMPILING = _has_compiler_is_compiling()
+if not COMPILER_IS_COMPILING:
+    import torch._dynamo  # the fallback of is_compiling: loaded here, not while tracing
 
 
 def is_autocast_enabled(device_type: str) -> bool:
@@ -49,6 +58,14 @@ def is_autocast_enabled(device_type: str) -> bool:
     if device_type == "cpu":
         return torch.is_autocast_cpu_enabled()
     return torch.is_autocast_enabled()
+
+
+def is_compiling() -> bool:
+    """Whether ``torch.compile`` is tracing the caller (the kernels then take plain forms of copies
+    and writes that the tracer handles)."""
+    if COMPILER_IS_COMPILING:
+        return torch.compiler.is_compiling()
+    return torch._dynamo.is_compiling()
 
 
 def softmax_backward(grad: Tensor, probs: Tensor, dim: int = -1) -> Tensor:

@@ -1,15 +1,38 @@
 """CPU kernels of the fused paths: oneDNN GEMM routes and blocked (flash-style) attention.
 
 Private: :mod:`dmf_fusion.functional` is the only caller. The interface, shared with
-:mod:`dmf_fusion._cuda`: ``linear``, ``linear_sum``, ``temporal_conv``, ``gate``, ``channel_first``,
-``channel_enhance_dot`` and ``attend``. Inputs arrive validated, cast to one dtype and zero at padded
+:mod:`dmf_fusion._cuda`: ``linear``, ``linear_sum``, ``temporal_conv``, ``gate``,
+``channel_enhance_dot``, ``attend`` and ``enhance_dot`` (both halves of the dot form); the layouts
+of operands (channel-first copies, time-major tiles) are chosen here and nowhere above. Inputs arrive validated, cast to one dtype and zero at padded
 snippets.
 
-float32 GEMMs run as 1x1 convolutions: a 1x1 ``conv2d`` over the channel-last ``(b, c, 1, t)`` view
-of a ``(b, t, c)`` tensor *is* the GEMM ``x @ w.T``, without a copy of ``x`` and with its output
-channel-last, and it reaches oneDNN's GEMM kernels, which ``torch.matmul`` (the BLAS) does not
-(docs/benchmarks.md, "GEMMs: oneDNN, not the BLAS", has the measured rates). float64 and half
-precision keep torch's own ops.
+Design (the measurements behind each choice are in docs/benchmarks.md):
+
+* **GEMMs on oneDNN, not the BLAS.** float32 GEMMs run as 1x1 convolutions: a 1x1 ``conv2d`` over the
+  channel-last ``(b, c, 1, t)`` view of a ``(b, t, c)`` tensor *is* the GEMM ``x @ w.T``, without a copy
+  of ``x`` and with its output channel-last, and it reaches oneDNN's JIT-compiled (AVX-512) GEMM
+  kernels, which ``torch.matmul`` does not (MKL dispatches AVX2 code on AMD CPUs: half the rate);
+  autograd, autocast and ``torch.compile`` treat it as any convolution. Grouped GEMMs
+  (:func:`gemm_nt`) make the samples of a batch the groups, so one call serves the batch. Where an
+  operand would first need a transposing copy, the copy is weighed against the 2x: the attention's
+  ``dk`` (``2 t s d`` FLOPs) stays on the BLAS, which reads transposed tiles in place. On an Intel
+  CPU, where MKL runs AVX-512 too, the route costs oneDNN's per-call weight reorder (~1 %). float64
+  and half precision keep torch's own ops.
+* **The temporal attention is blocked, not** ``scaled_dot_product_attention``: on CPU, SDPA has a
+  flash kernel only for equal q/k/v widths; with ``d = 64`` and ``c = 1024`` it runs the math kernel,
+  which materialises ``(t, s)``, and the head split that makes flash applicable (the CUDA route)
+  recomputes ``q k.T`` once per head. :class:`BlockedAttention` is FlashAttention's scheme in torch
+  ops: ``2 t s (d + c)`` FLOPs forward, ``2 t s (2 c + 3 d)`` backward, nothing but the inputs saved.
+* **Tiles of at most** ``ATTENTION_TILE`` **scores** (64 MiB): the extra memory is a few tiles whatever
+  the length of the video, and a tile lies above glibc's mmap threshold, so it is returned on free
+  (tiles under it are recycled by malloc, but the heap then keeps them: more resident memory on long
+  videos for a few percent of time).
+* **The dot channel half runs per sample**, so its ``(c, c)`` temporaries stay small enough for malloc
+  to recycle; the Gram's backward is one GEMM by symmetry (:class:`Gram`) and the residual is folded
+  into the apply GEMM, so no ``(b, t, c)`` pass is spent on it.
+* **Transposing copies** that remain (the channel-first copy of ``rgb``, one for both halves of the dot
+  form through :func:`enhance_dot`; the key-major tiles of ``dv``) run in cache-sized slabs
+  (:func:`transpose_tiles`, :func:`to_last`): one strided copy walks memory with a stride of ``c``.
 
 Axis legend: b batch, t time (query snippets), s key time, c channels, d attention dim, o output
 channels, g groups.
@@ -24,14 +47,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import _compat, _generic
-from ._generic import gate, temporal_conv, zero_padded
+from . import _compat, _formulas, _generic
+from ._formulas import channel_softmax, input_precision, valid_counts, zero_padding
+from ._generic import gate, temporal_conv
 
 __all__ = [
     "ATTENTION_TILE",
     "attend",
     "channel_enhance_dot",
-    "channel_first",
+    "enhance_dot",
     "gate",
     "linear",
     "linear_sum",
@@ -100,9 +124,11 @@ def gemm_nt(x: Tensor, w: Tensor, bias: Optional[Tensor] = None, groups: int = 1
 def transpose_tiles(x: Tensor) -> Tensor:
     """``x.transpose(1, 2).contiguous()`` copied in tiles of rows that stay in cache (~128 KiB of
     ``x`` each): one strided copy of a (b, t, c) tensor walks memory with a stride of ``c``."""
+    if _compat.is_compiling():  # one plain copy: torch.compile before 2.3 cannot trace element_size()
+        return x.transpose(1, 2).contiguous()
     batch, rows, cols = x.shape
     tile = max(8, (128 << 10) // max(cols * x.element_size(), 1))
-    if tile >= rows or torch.compiler.is_compiling():
+    if tile >= rows:
         return x.transpose(1, 2).contiguous()
     out = x.new_empty(batch, cols, rows)
     for start in range(0, rows, tile):
@@ -114,7 +140,7 @@ def to_last(x: Tensor, dims: tuple[int, int, int]) -> Tensor:
     """``x.permute(dims).contiguous()`` for a 3-d ``x`` whose first axis becomes the last
     (``dims[2] == 0``), copied in slabs of 16 along that axis: every slab is read contiguously and
     written in cache-line runs, where one strided copy would write single elements."""
-    if torch.compiler.is_compiling() or x.shape[0] <= 16:
+    if _compat.is_compiling() or x.shape[0] <= 16:
         return x.permute(dims).contiguous()
     out = x.new_empty([x.shape[d] for d in dims])
     for start in range(0, x.shape[0], 16):
@@ -125,7 +151,7 @@ def to_last(x: Tensor, dims: tuple[int, int, int]) -> Tensor:
 def channel_first(x: Tensor) -> Optional[Tensor]:
     """The channel-first copy ``(b, c, t)`` of ``x`` that the float32 GEMMs of
     :func:`channel_enhance_dot` and :func:`attend` take as an operand, so that one copy can serve
-    both; None where no kernel here wants one. Never differentiated."""
+    both (:func:`enhance_dot`); None where no kernel here wants one. Never differentiated."""
     return transpose_tiles(x.detach()) if onednn(x) else None
 
 
@@ -155,28 +181,35 @@ class Gram(torch.autograd.Function):
 
 
 def channel_enhance_dot(
-    rgb: Tensor, flow: Tensor, counts: Tensor, *, alpha: float, temperature: float, rgb_t: Optional[Tensor] = None
+    rgb: Tensor,
+    flow: Tensor,
+    mask: Optional[Tensor],
+    *,
+    alpha: float,
+    temperature: float,
+    rgb_t: Optional[Tensor] = None,
 ) -> Tensor:
     """``flow + alpha * flow @ A_c.T``. float32: per sample, the Gram matrix (:class:`Gram`) and the
     residual apply are oneDNN GEMMs, the residual folded into the weight,
-    ``flow @ (I + alpha * A_c).T``; else :func:`dmf_fusion._generic.channel_enhance_dot`. ``rgb_t``
-    optionally brings :func:`channel_first` of ``rgb``.
+    ``flow @ (I + alpha * A_c).T``, with ``A_c`` by the shared
+    :func:`~dmf_fusion._formulas.channel_softmax`; else (and for an empty batch)
+    :func:`dmf_fusion._generic.channel_enhance_dot`. ``rgb_t`` optionally brings
+    :func:`channel_first` of ``rgb``.
 
     Shape:
-        rgb, flow: (b, t, c); counts: (b, 1) valid snippets per sample; returns (b, t, c).
+        rgb, flow: (b, t, c) of one dtype; mask: (b, t); returns (b, t, c).
     """
-    if not onednn(rgb):
-        return _generic.channel_enhance_dot(rgb, flow, counts, alpha=alpha, temperature=temperature)
-    channels = rgb.shape[-1]
-    scale = 1.0 / (counts * temperature)
+    if not onednn(rgb) or rgb.shape[0] == 0:
+        return _generic.channel_enhance_dot(rgb, flow, mask, alpha=alpha, temperature=temperature)
     if rgb_t is None:
         rgb_t = channel_first(rgb)
-    eye = torch.eye(channels, dtype=rgb.dtype, device=rgb.device)
+    eye = torch.eye(rgb.shape[-1], dtype=rgb.dtype, device=rgb.device)
+    counts = valid_counts(rgb, mask)
     out = []
     # per sample, so that the (c, c) temporaries stay small enough for malloc to recycle; unbind, not
     # indexing: the backward of b selects would zero-fill b full-size gradients
-    for x, x_t, f, s in zip(rgb.unbind(0), rgb_t.unbind(0), flow.unbind(0), scale.unbind(0)):
-        attn = torch.softmax(Gram.apply(x, x_t) * s, dim=-1)
+    for x, x_t, f, n in zip(rgb.unbind(0), rgb_t.unbind(0), flow.unbind(0), counts.unbind(0)):
+        attn = channel_softmax(Gram.apply(x, x_t), n, temperature)
         out.append(linear(f, torch.add(eye, attn, alpha=alpha)))
     return torch.stack(out)
 
@@ -195,6 +228,27 @@ def attention_rows(t: int, s: int) -> int:
     if rows >= 128:
         rows -= rows % 64
     return max(rows, 1)
+
+
+def tile_probs(q_rows: Tensor, k_w: Tensor, bias: Optional[Tensor], batch: int) -> Tensor:
+    """Softmax over keys of one tile of :class:`BlockedAttention`: (rows, b d) -> (rows, b, s); the key
+    bias rides in the GEMM."""
+    scores = gemm_nt(q_rows, k_w, bias, batch)
+    return torch.softmax(scores.view(q_rows.shape[0], batch, -1), dim=-1)
+
+
+def write_tile(dst: Tensor, o: Tensor, v_rows: Optional[Tensor], alpha: float) -> None:
+    """``dst = v_rows + alpha * o`` (``v_rows`` None: ``alpha * o``) written into ``dst`` in one pass,
+    by the ``out=`` form of the op; while tracing (``torch.compile``, which on torch 2.4 cannot trace an
+    ``out=`` op inside an autograd Function), into a temporary that is then copied."""
+    if _compat.is_compiling():
+        dst.copy_(o * alpha if v_rows is None else torch.add(v_rows, o, alpha=alpha))
+    elif v_rows is not None:
+        torch.add(v_rows, o, alpha=alpha, out=dst)
+    elif alpha != 1:
+        torch.mul(o, alpha, out=dst)
+    else:
+        dst.copy_(o)
 
 
 class BlockedAttention(torch.autograd.Function):
@@ -221,12 +275,6 @@ class BlockedAttention(torch.autograd.Function):
     """
 
     @staticmethod
-    def _probs(q_rows: Tensor, k_w: Tensor, bias: Optional[Tensor], batch: int) -> Tensor:
-        """Softmax over keys of one tile: (rows, b d) -> (rows, b, s); the key bias rides in the GEMM."""
-        scores = gemm_nt(q_rows, k_w, bias, batch)
-        return torch.softmax(scores.view(q_rows.shape[0], batch, -1), dim=-1)
-
-    @staticmethod
     def forward(  # type: ignore[override]
         ctx: Any,
         q: Tensor,
@@ -250,19 +298,14 @@ class BlockedAttention(torch.autograd.Function):
         out = v.new_empty(batch, time, channels)
         for start in range(0, time, rows):
             stop = min(start + rows, time)
-            p = BlockedAttention._probs(q_tm[start:stop], k_w, bias, batch)
+            p = tile_probs(q_tm[start:stop], k_w, bias, batch)
             if v_w is not None:
                 o = gemm_nt(p.view(stop - start, -1), v_w, None, batch).view(stop - start, batch, channels)
                 o = o.transpose(0, 1)
             else:
                 o = torch.bmm(p.transpose(0, 1), v)
             dst = out[:, start:stop]
-            if residual:
-                torch.add(v[:, start:stop], o, alpha=alpha, out=dst)
-            elif alpha != 1:
-                torch.mul(o, alpha, out=dst)
-            else:
-                dst.copy_(o)
+            write_tile(dst, o, v[:, start:stop] if residual else None, alpha)
             if query_mask is not None:
                 dst.masked_fill_(~query_mask[:, start:stop, None], 0)
         ctx.save_for_backward(q_tm, k, v, key_bias, query_mask)
@@ -292,7 +335,7 @@ class BlockedAttention(torch.autograd.Function):
         for start in range(0, time, rows):
             stop = min(start + rows, time)
             n = stop - start
-            p = BlockedAttention._probs(q_tm[start:stop], k_w, bias, batch)  # (n, b, s)
+            p = tile_probs(q_tm[start:stop], k_w, bias, batch)  # (n, b, s)
             dp = gemm_nt(g_rows[start:stop], v_w, None, batch).view(n, batch, keys)
             ds = _compat.softmax_backward(dp, p, -1)  # p * (dp - rowsum(dp * p))
             dq_tm[start:stop] = gemm_nt(ds.view(n, -1), k_t, None, batch).view(n, batch, dim)
@@ -312,7 +355,7 @@ class BlockedAttention(torch.autograd.Function):
         if use_onednn:
             dv = dv.transpose(0, 1)
         if ctx.residual:  # the residual's gradient, added in the pass that lays dv out (b, s, c)
-            dv = torch.add(zero_padded(grad, query_mask), dv)
+            dv = torch.add(zero_padding(grad, query_mask), dv)
         dq = dq_tm.transpose(0, 1).contiguous()
         return dq, dk, dv.contiguous(), None, None, None, None, None
 
@@ -343,13 +386,41 @@ def attend(
     compute = torch.float64 if dtype == torch.float64 else torch.float32
     q = q.to(compute) * (1.0 / math.sqrt(dim))
     k, v = k.to(compute).contiguous(), v.to(compute).contiguous()
+    if q.shape[0] == 0:  # an empty batch: no tiles (oneDNN takes no zero groups); the graph is kept
+        out = torch.softmax(q @ k.transpose(1, 2), dim=-1) @ v
+        return (torch.add(v, out, alpha=alpha) if residual else out * alpha).to(dtype)
     if v_t is not None and (v_t.dtype != compute or not v_t.is_contiguous()):
         v_t = None
-    key_bias = None
-    if mask is not None:
-        # a fully padded row attends everywhere (its keys are all zero): no all -inf softmax row
-        key_bias = torch.zeros(mask.shape, dtype=compute, device=q.device)
-        key_bias.masked_fill_(~(mask | ~mask.any(-1, keepdim=True)), float("-inf"))
+    bias = None if mask is None else _formulas.key_bias(mask, compute)
     with torch.autocast("cpu", enabled=False):
-        out = BlockedAttention.apply(q, k, v, key_bias, mask, alpha, residual, v_t)
+        out = BlockedAttention.apply(q, k, v, bias, mask, alpha, residual, v_t)
     return out.to(dtype)
+
+
+def enhance_dot(
+    rgb: Tensor,
+    rgb_c: Tensor,
+    flow: Tensor,
+    q: Tensor,
+    k: Tensor,
+    mask: Optional[Tensor],
+    *,
+    alpha: float,
+    temperature: float,
+) -> tuple[Tensor, Tensor]:
+    """Both halves of the dot form: ``(rgb + alpha * A_t @ rgb, flow + alpha * flow @ A_c.T)``, ``A_c``
+    from ``rgb_c`` (``rgb`` or its projection to the Flow width), ``A_t`` from ``q`` and ``k``. One
+    channel-first copy of ``rgb`` (:func:`channel_first`) serves the Gram GEMMs of the channel half
+    (when ``rgb_c`` is ``rgb``) and the ``p v`` GEMMs of the temporal half.
+
+    Shape:
+        rgb: (b, t, c); rgb_c, flow: (b, t, e); q, k: (b, t, d); mask: (b, t); returns
+        ((b, t, c), (b, t, e)).
+    """
+    rgb_t = channel_first(rgb)
+    with input_precision(rgb_c):
+        flow_plus = channel_enhance_dot(
+            rgb_c, flow.to(rgb_c.dtype), mask, alpha=alpha, temperature=temperature,
+            rgb_t=rgb_t if rgb_c is rgb else None,
+        )
+    return attend(q, k, rgb, mask, alpha=alpha, residual=True, v_t=rgb_t), flow_plus

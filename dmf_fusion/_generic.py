@@ -4,6 +4,12 @@ Private: :mod:`dmf_fusion.functional` is the only caller, through the kernel mod
 (:mod:`dmf_fusion._cpu`, :mod:`dmf_fusion._cuda`), which use these where they have nothing faster.
 Inputs arrive validated, cast to one dtype and zero at padded snippets.
 
+Design: the gate form's temporal convolutions are ``conv2d`` on the channel-last (NHWC) view, oneDNN's
+direct convolution on CPU, with no transpose (it replaced one GEMM against all kernel taps plus
+shifted adds); each gate and its residual is one ``addcmul`` with a one-pass backward (:class:`Gate`);
+split-weight GEMMs (:func:`linear_sum`) accumulate into one output, so the concatenation of concat and
+mutual fusion never exists.
+
 Axis legend: b batch, t time (query snippets), c channels (``e`` a second channel axis of the same
 size), k kernel tap, o output channels.
 """
@@ -17,20 +23,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import _compat
+from ._formulas import channel_softmax, gram_operand, valid_counts
 
-__all__ = ["channel_enhance_dot", "gate", "linear", "linear_sum", "temporal_conv", "upcast", "zero_padded"]
+__all__ = ["channel_enhance_dot", "gate", "linear", "linear_sum", "temporal_conv"]
 
 linear = F.linear
-
-
-def upcast(x: Tensor) -> Tensor:
-    """Half-precision scores go to float32 for softmax/sigmoid; float32/float64 stay as they are."""
-    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-
-
-def zero_padded(x: Tensor, mask: Optional[Tensor]) -> Tensor:
-    """``x`` with zeros at the padded snippets of a ``(b, t)`` mask (None: ``x`` itself)."""
-    return x if mask is None else torch.where(mask.unsqueeze(-1), x, x.new_zeros(()))
 
 
 def linear_sum(a: Tensor, weight_a: Tensor, b: Tensor, weight_b: Tensor, bias: Optional[Tensor]) -> Tensor:
@@ -65,23 +62,23 @@ class Gate(torch.autograd.Function):
     four full-size passes and a temporary on them)."""
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, a: Tensor, alpha: float) -> Tensor:  # type: ignore[override]
+    def forward(ctx: Any, x: Tensor, a: Tensor, alpha: float, grad_x: bool, grad_a: bool) -> Tensor:  # type: ignore[override]
         ctx.save_for_backward(x, a)
-        ctx.alpha = alpha
+        ctx.alpha, ctx.grad_x, ctx.grad_a = alpha, grad_x, grad_a
         return torch.addcmul(x, x, a, value=alpha)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Optional[Tensor], ...]:  # type: ignore[override]
         x, a = ctx.saved_tensors
-        dx = torch.addcmul(grad, grad, a, value=ctx.alpha) if ctx.needs_input_grad[0] else None
+        dx = torch.addcmul(grad, grad, a, value=ctx.alpha) if ctx.grad_x else None
         da = None
-        if ctx.needs_input_grad[1]:
+        if ctx.grad_a:
             if a.shape[-1] == 1:  # a temporal gate (b, t, 1): a batched dot product over channels
                 da = torch.einsum("btc,btc->bt", grad, x).unsqueeze(-1)
             else:  # a channel gate (b, 1, c)
                 da = (grad * x).sum(1, keepdim=True)
             da = da * ctx.alpha
-        return dx, da, None
+        return dx, da, None, None, None
 
 
 def gate(x: Tensor, a: Tensor, alpha: float) -> Tensor:
@@ -89,28 +86,18 @@ def gate(x: Tensor, a: Tensor, alpha: float) -> Tensor:
     (a custom Function would bypass autocast's casts)."""
     if _compat.is_autocast_enabled(x.device.type):
         return torch.addcmul(x, x, a, value=alpha)
-    return Gate.apply(x, a.to(x.dtype), alpha)
+    # which gradients backward needs, decided here: torch.compile before 2.4 cannot read
+    # ctx.needs_input_grad in a backward it traces
+    return Gate.apply(x, a.to(x.dtype), alpha, x.requires_grad, a.requires_grad)
 
 
-def channel_enhance_dot(
-    rgb: Tensor,
-    flow: Tensor,
-    counts: Tensor,
-    *,
-    alpha: float,
-    temperature: float,
-    rgb_t: Optional[Tensor] = None,
-) -> Tensor:
-    """``flow + alpha * flow @ A_c.T`` with the residual in ``baddbmm``'s epilogue; ``A_c`` as
-    :func:`dmf_fusion.functional.channel_attention_dot` forms it. ``counts`` is the number of valid
-    snippets per sample, ``(b, 1)``; ``rgb_t`` is unused here.
+def channel_enhance_dot(rgb: Tensor, flow: Tensor, mask: Optional[Tensor], *, alpha: float, temperature: float) -> Tensor:
+    """``flow + alpha * flow @ A_c.T`` with the residual in ``baddbmm``'s epilogue; ``A_c`` from one
+    batched Gram GEMM and the shared :func:`~dmf_fusion._formulas.channel_softmax`.
 
     Shape:
-        rgb, flow: (b, t, c); counts: (b, 1); returns (b, t, c).
+        rgb, flow: (b, t, c) of one dtype; mask: (b, t); returns (b, t, c).
     """
-    dtype = rgb.dtype
-    if rgb.dtype == torch.float16:  # the Gram of float16 features overflows 65504: form it in float32
-        rgb = rgb.float()
-    scaled = rgb * (counts.to(rgb.dtype) * temperature).rsqrt().unsqueeze(-1)
-    attn = torch.softmax(upcast(scaled.transpose(1, 2) @ scaled), dim=-1).to(dtype)
+    x = gram_operand(rgb)
+    attn = channel_softmax(x.transpose(1, 2) @ x, valid_counts(rgb, mask), temperature).to(flow.dtype)
     return torch.baddbmm(flow, flow, attn.transpose(1, 2), alpha=alpha)

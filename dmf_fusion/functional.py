@@ -17,7 +17,10 @@ Every function with a ``fused`` argument has two paths that compute the same thi
 * ``fused=True``: one call into the kernels of the input's device (:func:`_kernels`):
   :mod:`dmf_fusion._cpu` (oneDNN GEMMs, blocked attention that never builds a ``(t, s)`` matrix) or
   :mod:`dmf_fusion._cuda` (cuBLAS epilogues, flash / memory-efficient scaled-dot-product attention).
-  docs/benchmarks.md says what each kernel does and what it gains.
+  The kernels' docstrings say what each does and why; layouts are their private choice.
+
+Each formula is written once. The plain path of a block is built from the public ops of its halves;
+the mask rules and the precision of scores (:mod:`dmf_fusion._formulas`) are shared with the kernels.
 
 Conventions (see docs/conventions.md): channel-last tensors, ``mask`` is bool ``(b, t)`` with
 True = valid snippet, padded snippets never influence valid outputs and come out as zeros, a fully
@@ -39,7 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import _cpu, _cuda
+from . import _cpu, _cuda, _formulas
+from ._formulas import channel_softmax, gram_operand, input_precision, key_bias, upcast, valid_counts
 
 __all__ = [
     "attend_temporal",
@@ -66,11 +70,6 @@ def _kernels(x: Tensor) -> ModuleType:
     return _cpu if x.device.type == "cpu" else _cuda
 
 
-def _upcast(x: Tensor) -> Tensor:
-    """Half-precision scores go to float32 for softmax/sigmoid; float32/float64 stay as they are."""
-    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-
-
 def _cast(p: Optional[Tensor], dtype: torch.dtype) -> Optional[Tensor]:
     return None if p is None else p.to(dtype)
 
@@ -85,22 +84,13 @@ def zero_padding(x: Tensor, mask: Optional[Tensor]) -> Tensor:
     Shape:
         x: (b, t, c); mask: (b, t) bool or None; returns (b, t, c).
     """
-    if mask is None:
-        return x
-    return torch.where(mask.unsqueeze(-1), x, x.new_zeros(()))
+    return _formulas.zero_padding(x, mask)
 
 
-def _valid_counts(x: Tensor, mask: Optional[Tensor]) -> Tensor:
-    """Number of valid snippets per sample, as ``(b, 1)`` in ``x``'s dtype (at least 1)."""
-    if mask is None:
-        return x.new_full((x.shape[0], 1), x.shape[1])
-    return mask.sum(-1, keepdim=True).clamp(min=1).to(x.dtype)
-
-
-def _key_mask(mask: Tensor) -> Tensor:
-    """Key-padding mask in which a fully padded row attends everywhere (its keys are all zero),
-    so softmax never sees an all ``-inf`` row and no NaN appears, forward or backward."""
-    return mask | ~mask.any(-1, keepdim=True)
+def _masked_mean(x: Tensor, mask: Optional[Tensor]) -> Tensor:
+    """:func:`masked_mean` of an ``x`` that is already zero at padded snippets; half precision sums
+    in float32 (a float16 sum over a long video overflows)."""
+    return (upcast(x).sum(1) / valid_counts(x, mask)[:, None]).to(x.dtype)
 
 
 def masked_mean(x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
@@ -118,7 +108,7 @@ def masked_mean(x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
         >>> masked_mean(x, torch.tensor([[True, True, False]]))
         tensor([[2.]])
     """
-    return zero_padding(x, mask).sum(1) / _valid_counts(x, mask)
+    return _masked_mean(zero_padding(x, mask), mask)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -223,10 +213,10 @@ def _channel_attention_gate(
 ) -> Tensor:
     """:func:`channel_attention_gate` on an ``rgb`` that is already zero at padded snippets."""
     dtype = rgb.dtype
-    pooled = rgb.sum(1) / _valid_counts(rgb, mask)
+    pooled = _masked_mean(rgb, mask)
     hidden = F.relu(F.linear(pooled, weight1.to(dtype), _cast(bias1, dtype)))
     logits = F.linear(hidden, weight2.to(dtype), _cast(bias2, dtype))
-    return torch.sigmoid(_upcast(logits)).to(dtype)
+    return torch.sigmoid(upcast(logits)).to(dtype)
 
 
 def channel_attention_gate(
@@ -262,7 +252,7 @@ def _temporal_attention_gate(
         h = _temporal_conv1d(h, w, b, mask, fused)  # zero at padded snippets, as the next layer needs
         if i < len(weights) - 1:
             h = F.relu(h)
-    att = torch.sigmoid(_upcast(h.squeeze(-1))).to(flow.dtype)
+    att = torch.sigmoid(upcast(h.squeeze(-1))).to(flow.dtype)
     return att if mask is None else att * mask
 
 
@@ -342,48 +332,36 @@ def dmf_gate(
 # DMF, dot form: Gram-matrix channel attention from RGB, scaled-dot-product temporal attention from Flow
 
 
+def _channel_attention_dot(rgb: Tensor, mask: Optional[Tensor], temperature: float) -> Tensor:
+    """:func:`channel_attention_dot` of an ``rgb`` that is already zero at padded snippets."""
+    x = gram_operand(rgb)
+    gram = torch.einsum("btc,bte->bce", x, x)
+    return channel_softmax(gram, valid_counts(rgb, mask), temperature).to(rgb.dtype)
+
+
 def channel_attention_dot(rgb: Tensor, mask: Optional[Tensor] = None, *, temperature: float = 1.0) -> Tensor:
     """Channel-to-channel attention from RGB: ``A_c = softmax_e(<rgb_c, rgb_e>_t / n_valid / temperature)``.
+
+    The Gram matrix of float16 features is formed in float32 (an entry sums ``t`` products, and
+    float16 ends at 65504), and the scores are scaled and normalised in float32 for half precision.
 
     Shape:
         rgb: (b, t, c); mask: (b, t); returns (b, c, e) with rows summing to 1.
     """
-    dtype = rgb.dtype
-    rgb = zero_padding(rgb, mask)
-    n = _valid_counts(rgb, mask)
-    # scaling rgb by (n * temperature) ** -1/2 before the Gram GEMM keeps the scores at the magnitude
-    # of a mean, so long videos do not overflow; float16 (whose range ends at 65504) forms the Gram
-    # in float32, since a mean of products of features near 300 already overflows it
-    if rgb.dtype == torch.float16:
-        rgb = rgb.float()
-    scaled = rgb * (n.to(rgb.dtype) * temperature).rsqrt().unsqueeze(-1)
-    scores = scaled.transpose(1, 2) @ scaled
-    return torch.softmax(_upcast(scores), dim=-1).to(dtype)
+    return _channel_attention_dot(zero_padding(rgb, mask), mask, temperature)
 
 
 def _channel_enhance_dot(
-    rgb: Tensor,
-    flow: Tensor,
-    mask: Optional[Tensor],
-    alpha: float,
-    temperature: float,
-    fused: bool,
-    rgb_t: Optional[Tensor] = None,
+    rgb: Tensor, flow: Tensor, mask: Optional[Tensor], alpha: float, temperature: float, fused: bool
 ) -> Tensor:
-    """:func:`channel_enhance_dot` on ``rgb`` and ``flow`` that are already zero at padded snippets;
-    ``rgb_t`` optionally brings the kernels' channel-first copy of ``rgb``."""
+    """:func:`channel_enhance_dot` on ``rgb`` and ``flow`` of one dtype that are already zero at
+    padded snippets, under :func:`~dmf_fusion._formulas.input_precision`."""
     if not fused:
-        n = _valid_counts(rgb, mask).unsqueeze(-1)
-        gram = torch.einsum("btc,bte->bce", rgb, rgb) / n / temperature
-        attn = torch.softmax(_upcast(gram), dim=-1).to(rgb.dtype)
-        enhance = torch.einsum("bce,bte->btc", attn, flow)
-        return flow + alpha * enhance
+        attn = _channel_attention_dot(rgb, mask, temperature)
+        return flow + alpha * torch.einsum("bce,bte->btc", attn, flow)
     if alpha == 0:
         return flow  # exact identity, and no GEMM whose 0 * x terms could turn -0.0 or inf around
-    counts = _valid_counts(rgb, mask)
-    return _kernels(rgb).channel_enhance_dot(
-        rgb, flow, counts, alpha=alpha, temperature=temperature, rgb_t=rgb_t
-    )
+    return _kernels(rgb).channel_enhance_dot(rgb, flow, mask, alpha=alpha, temperature=temperature)
 
 
 def channel_enhance_dot(
@@ -398,21 +376,22 @@ def channel_enhance_dot(
     """The channel half of DMF, dot form: ``flow + alpha * flow @ A_c.T`` with ``A_c`` from RGB
     (:func:`channel_attention_dot`).
 
-    The fused path folds the residual into the GEMM (``flow @ (I + alpha * A_c).T``); the plain path
-    builds the Gram matrix with einsum, normalises, and adds.
+    It runs with autocast off, in the dtype of ``rgb`` (``flow`` is cast to it): the Gram matrix sums
+    ``t`` products per entry. The plain path is :func:`channel_attention_dot` and an einsum; the fused
+    path folds the residual into the GEMM (``flow @ (I + alpha * A_c).T``).
 
     Shape:
-        rgb: (b, t, c); flow: (b, t, c) (same channels; project first otherwise); returns (b, t, c),
-        zero at padded snippets.
+        rgb: (b, t, c); flow: (b, t, c) (same channels; project first otherwise); returns (b, t, c)
+        in the dtype of ``rgb``, zero at padded snippets.
     """
     if rgb.shape[-1] != flow.shape[-1]:
         raise ValueError(
             f"rgb and flow must have the same channels for the dot channel attention, got "
             f"{rgb.shape[-1]} and {flow.shape[-1]} (project rgb to the flow width first)"
         )
-    return _channel_enhance_dot(
-        zero_padding(rgb, mask), zero_padding(flow, mask), mask, alpha, temperature, fused
-    )
+    rgb, flow = zero_padding(rgb, mask), zero_padding(flow, mask)
+    with input_precision(rgb):
+        return _channel_enhance_dot(rgb, flow.to(rgb.dtype), mask, alpha, temperature, fused)
 
 
 def temporal_attention_dot(q: Tensor, k: Tensor, mask: Optional[Tensor] = None) -> Tensor:
@@ -424,9 +403,9 @@ def temporal_attention_dot(q: Tensor, k: Tensor, mask: Optional[Tensor] = None) 
     Shape:
         q, k: (b, t, d); mask: (b, t); returns (b, t, s).
     """
-    scores = torch.einsum("btd,bsd->bts", _upcast(q), _upcast(k)) / math.sqrt(q.shape[-1])
+    scores = torch.einsum("btd,bsd->bts", upcast(q), upcast(k)) / math.sqrt(q.shape[-1])
     if mask is not None:
-        scores = scores.masked_fill(~_key_mask(mask).unsqueeze(1), float("-inf"))
+        scores = scores + key_bias(mask, scores.dtype).unsqueeze(1)
     attn = torch.softmax(scores, dim=-1).to(q.dtype)
     return attn if mask is None else attn * mask.unsqueeze(-1)
 
@@ -460,22 +439,14 @@ def _project_qk(flow: Tensor, weight_q: Tensor, weight_k: Tensor, fused: bool) -
     return F.linear(flow, weight_q.to(dtype)), F.linear(flow, weight_k.to(dtype))
 
 
-def _temporal_enhance_dot(
-    rgb: Tensor,
-    q: Tensor,
-    k: Tensor,
-    mask: Optional[Tensor],
-    alpha: float,
-    fused: bool,
-    rgb_t: Optional[Tensor] = None,
-) -> Tensor:
+def _temporal_enhance_dot(rgb: Tensor, q: Tensor, k: Tensor, mask: Optional[Tensor], alpha: float, fused: bool) -> Tensor:
     """``rgb + alpha * A_t @ rgb`` for an ``rgb`` already zero at padded snippets; the fused path
     writes the residual in the attention's output pass."""
     if not fused:
         return rgb + alpha * attend_temporal(q, k, rgb, mask, fused=False)
     if alpha == 0:
         return rgb  # exact identity
-    return _kernels(q).attend(q, k, rgb, mask, alpha=alpha, residual=True, v_t=rgb_t)
+    return _kernels(q).attend(q, k, rgb, mask, alpha=alpha, residual=True)
 
 
 def temporal_enhance_dot(
@@ -491,7 +462,8 @@ def temporal_enhance_dot(
     """The temporal half of DMF, dot form: ``rgb + alpha * A_t @ rgb`` with ``A_t`` from Flow,
     ``A_t = softmax_s(q_t . k_s / sqrt(d))``, ``q = flow @ W_q.T``, ``k = flow @ W_k.T``.
 
-    The fused path never builds the ``(t, s)`` matrix (see :func:`attend_temporal`).
+    The plain path is :func:`attend_temporal` on :func:`temporal_attention_dot`; the fused path never
+    builds the ``(t, s)`` matrix (see :func:`attend_temporal`).
 
     Shape:
         rgb: (b, t, c); flow: (b, t, c_flow); weight_q, weight_k: (d, c_flow); returns (b, t, c),
@@ -522,9 +494,10 @@ def dmf_dot(
         q, k = flow @ W_q.T, flow @ W_k.T                     A_t (b, t, s)  temporal_attention_dot(q, k)
         rgb_plus  = rgb + alpha * A_t @ rgb                   (temporal_enhance_dot)
 
-    The channel half runs with autocast off, in the input dtype: the Gram matrix sums ``t`` products
-    per entry and overflows float16 on ordinary videos. On the fused path one channel-first copy of
-    ``rgb`` serves both halves' GEMMs where the device's kernels take one.
+    The plain path is those ops, one after the other. The fused path hands both halves to one call of
+    the device's kernels, which may share work between them (on CPU, one channel-first copy of
+    ``rgb`` serves the GEMMs of both). The channel half runs with autocast off, in the input dtype (see
+    :func:`channel_enhance_dot`).
 
     Args:
         rgb: RGB snippet features.
@@ -544,21 +517,23 @@ def dmf_dot(
         padded snippets, then ``A_c (b, c_flow, c_flow)`` and ``A_t (b, t, s)`` if asked.
     """
     rgb, flow = zero_padding(rgb, mask), zero_padding(flow, mask)
-    rgb_t = _kernels(rgb).channel_first(rgb) if fused else None
-    if weight_proj is None:
-        rgb_c, rgb_c_t = rgb, rgb_t
-    else:
-        rgb_c, rgb_c_t = linear(rgb, weight_proj.to(rgb.dtype), fused=fused), None
-    with torch.autocast(rgb.device.type, enabled=False):
-        flow_plus = _channel_enhance_dot(
-            rgb_c, flow.to(rgb_c.dtype), mask, alpha, temperature, fused, rgb_c_t
-        )
+    rgb_c = rgb if weight_proj is None else linear(rgb, weight_proj.to(rgb.dtype), fused=fused)
     q, k = _project_qk(flow, weight_q, weight_k, fused)
-    rgb_plus = _temporal_enhance_dot(rgb, q, k, mask, alpha, fused, rgb_t)
+    if not fused:
+        with input_precision(rgb_c):
+            flow_plus = _channel_enhance_dot(rgb_c, flow.to(rgb_c.dtype), mask, alpha, temperature, False)
+        rgb_plus = _temporal_enhance_dot(rgb, q, k, mask, alpha, False)
+    elif alpha == 0:
+        rgb_plus, flow_plus = rgb, flow  # exact identity
+    else:
+        rgb_plus, flow_plus = _kernels(rgb).enhance_dot(
+            rgb, rgb_c, flow, q, k, mask, alpha=alpha, temperature=temperature
+        )
     # under autocast the GEMM epilogues come back in the autocast dtype: keep the input dtype on both
     rgb_plus, flow_plus = rgb_plus.to(rgb.dtype), flow_plus.to(flow.dtype)
     if return_attention:
-        a_c = channel_attention_dot(rgb_c, mask, temperature=temperature)
+        with input_precision(rgb_c):
+            a_c = _channel_attention_dot(rgb_c, mask, temperature)
         return rgb_plus, flow_plus, a_c, temporal_attention_dot(q, k, mask)
     return rgb_plus, flow_plus
 

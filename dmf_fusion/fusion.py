@@ -82,21 +82,28 @@ def _check_inputs(rgb: object, flow: object, mask: object, dim_rgb: int, dim_flo
     return check_mask(mask, rgb.shape[0], rgb.shape[1])
 
 
-_GATE_OPTIONS = ("reduction", "kernel_size")
-_DOT_OPTIONS = ("attn_dim", "temperature")
+# the options that only one form has (both share dim_rgb, dim_flow, alpha, fused, device, dtype)
+_OPTIONS = {"gate": ("reduction", "kernel_size"), "dot": ("attn_dim", "temperature")}
 
 
 class _Constructor(type(nn.Module)):  # type: ignore[misc]
-    """Lets ``DualModalityFusion(..., attention=...)`` build the class of the chosen form."""
+    """Lets ``DualModalityFusion(..., attention=...)`` build the class of the chosen form, and refuses
+    an option of the form not chosen (it would be silently unused)."""
 
     def __call__(cls, *args: Any, **kwargs: Any) -> Any:
         if cls is not DualModalityFusion:
             return super().__call__(*args, **kwargs)
         attention = check_choice("attention", kwargs.pop("attention", "gate"), ("gate", "dot"))
-        form, other = (DMFGate, _DOT_OPTIONS) if attention == "gate" else (DMFDot, _GATE_OPTIONS)
-        for name in other:  # the other form's options: accepted and unused, as before the split
-            kwargs.pop(name, None)
-        return form(*args, **kwargs)
+        forms = {"gate": DMFGate, "dot": DMFDot}
+        other = "dot" if attention == "gate" else "gate"
+        for name in _OPTIONS[other]:
+            if name in kwargs:
+                raise TypeError(
+                    f"{name}={kwargs[name]!r} is an option of attention={other!r} ({forms[other].__name__}), "
+                    f"not of attention={attention!r} ({forms[attention].__name__}), which takes "
+                    f"{' and '.join(_OPTIONS[attention])}: drop {name} or choose attention={other!r}"
+                )
+        return forms[attention](*args, **kwargs)
 
 
 class DualModalityFusion(nn.Module, metaclass=_Constructor):
@@ -114,8 +121,9 @@ class DualModalityFusion(nn.Module, metaclass=_Constructor):
     * ``attention="dot"``: :class:`DMFDot`, Gram-matrix channel attention and scaled-dot-product
       temporal attention (options ``attn_dim``, ``temperature``).
 
-    The options of the form not chosen are accepted and ignored. Common to both: the arguments below
-    and the factory kwargs ``device`` and ``dtype`` (as in ``torch.nn``).
+    An option of the form not chosen raises ``TypeError`` naming it and the form (it would have no
+    effect). Common to both: the arguments below and the factory kwargs ``device`` and ``dtype`` (as in
+    ``torch.nn``).
 
     Args:
         dim_rgb: RGB channels.

@@ -198,3 +198,25 @@ def mutual_loss(a: Tensor, b: Tensor, mask: Optional[Tensor], reduction: str) ->
     if reduction == "sum":
         return per.sum()
     return per.sum() / max(int(m.sum()), 1)
+
+
+def dmf_dot_dense(
+    module, rgb: Tensor, flow: Tensor, mask: Optional[Tensor]
+) -> tuple[Tensor, Tensor]:
+    """``(rgb_plus, flow_plus)`` of :func:`dmf_dot` for long videos: the same formulas, sample by sample,
+    as dense float64 matrix products over the valid snippets (the loops above are O(t²) in Python)."""
+    rgb, flow = _f64(rgb.cpu(), flow.cpu())
+    b, t, _ = rgb.shape
+    m = _mask_or_all(mask, b, t)
+    p = {k: v.detach().cpu().double() for k, v in module.state_dict().items()}
+    alpha, tau = module.alpha, module.temperature
+    wq, wk = p["to_q.weight"], p["to_k.weight"]
+    rgb_plus, flow_plus = torch.zeros_like(rgb), torch.zeros_like(flow)
+    for i in range(b):
+        r, f = rgb[i, m[i]], flow[i, m[i]]
+        r_c = r @ p["rgb_to_flow.weight"].T if "rgb_to_flow.weight" in p else r
+        a_c = torch.softmax(r_c.T @ r_c / max(len(r), 1) / tau, dim=-1)
+        flow_plus[i, m[i]] = f + alpha * f @ a_c.T
+        a_t = torch.softmax((f @ wq.T) @ (f @ wk.T).T / math.sqrt(wq.shape[0]), dim=-1)
+        rgb_plus[i, m[i]] = r + alpha * a_t @ r
+    return rgb_plus, flow_plus

@@ -100,8 +100,32 @@ def test_modules_and_benchmarks_use_public_names_only():
 
 
 def test_kernel_modules_offer_one_interface():
-    interface = {"attend", "channel_enhance_dot", "channel_first", "gate", "linear", "linear_sum", "temporal_conv"}
+    interface = {"attend", "channel_enhance_dot", "enhance_dot", "gate", "linear", "linear_sum", "temporal_conv"}
     assert set(_cuda.__all__) == interface
     assert set(_cpu.__all__) - {"ATTENTION_TILE"} == interface
     for name in interface:
         assert callable(getattr(_cpu, name)) and callable(getattr(_cuda, name))
+
+
+@pytest.mark.parametrize("public", [True, False], ids=["torch.compiler", "torch._dynamo"])
+def test_is_compiling_both_branches(monkeypatch, public):
+    if public and not _compat._has_compiler_is_compiling():
+        pytest.skip("this torch has no torch.compiler.is_compiling")
+    monkeypatch.setattr(_compat, "COMPILER_IS_COMPILING", public)
+    assert _compat.is_compiling() is False
+
+    def step(x):
+        return x + 1 if _compat.is_compiling() else x - 1
+
+    assert torch.compile(step, backend="eager", fullgraph=True)(torch.zeros(1)).item() == 1
+    assert step(torch.zeros(1)).item() == -1
+
+
+def test_mask_rules_live_in_one_module():
+    """Zero padding and the key mask are written once, in _formulas.py; everything else calls them."""
+    for path in (ROOT / "dmf_fusion").glob("*.py"):
+        if path.name == "_formulas.py":
+            continue
+        text = path.read_text()
+        for rule in ("torch.where(mask", "mask.any(", '"-inf"'):
+            assert rule not in text, f"{path.name} spells out a mask rule ({rule}): use dmf_fusion._formulas"

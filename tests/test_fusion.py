@@ -23,6 +23,7 @@ TOL = {
 }
 DTYPES = list(TOL)
 ATTENTIONS = ["gate", "dot"]
+FORM_OPTIONS = {"gate": {"reduction": 2}, "dot": {"attn_dim": 4}}
 
 
 def make_inputs(
@@ -41,7 +42,7 @@ def make_inputs(
 def make_module(kind: str, c_rgb: int, c_flow: int, seed: int = 0, **kwargs):
     torch.manual_seed(seed)
     if kind in ATTENTIONS:
-        module = DualModalityFusion(c_rgb, c_flow, attention=kind, attn_dim=4, reduction=2, alpha=0.7, **kwargs)
+        module = DualModalityFusion(c_rgb, c_flow, attention=kind, alpha=0.7, **FORM_OPTIONS[kind], **kwargs)
     elif kind == "concat":
         module = ConcatFusion(c_rgb, c_flow, 5, **kwargs)
     else:
@@ -347,6 +348,24 @@ def test_float16_stays_finite_on_large_features(kind, device):
     for out in outputs(kind, module, rgb, flow, mask):
         assert out.dtype == torch.float16
         assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "plain"])
+def test_dot_float16_long_video_matches_float64(fused):
+    """8,192 snippets of I3D-like features (non-negative, mean 2.4, as after I3D's ReLU and pooling) in
+    float16: an entry of the channel Gram matrix sums 8,192 products near 6, far past float16's 65504.
+    Both paths stay finite and match the float64 formulas on the same float16 inputs."""
+    t, c = 8192, 32
+    module = make_module("dot", c, c, fused=fused)
+    rgb, flow = (3 * ref.rand(40 + i, 1, t, c).abs() for i in range(2))
+    mask = torch.ones(1, t, dtype=torch.bool)
+    mask[0, 8000:] = False
+    rgb, flow = rgb.half(), flow.half()
+    want = ref.dmf_dot_dense(module, rgb, flow, mask)
+    atol, rtol = TOL[torch.float16]
+    for got, w in zip(module(rgb, flow, mask), want):
+        assert got.dtype == torch.float16 and torch.isfinite(got).all()
+        torch.testing.assert_close(got.double(), w, atol=atol, rtol=rtol)
 
 
 def test_dmf_outputs_keep_the_input_dtype_under_autocast():
