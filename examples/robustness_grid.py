@@ -182,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_grid(args: argparse.Namespace) -> int:
-    start = time.perf_counter()
+    start, stamp = time.perf_counter(), launch.source_stamp()  # the code that runs
     cells: dict[str, list[dict[str, float]]] = {}
     for cell in args.cells:
         dataset = cell.dataset(args)
@@ -206,7 +206,7 @@ def run_grid(args: argparse.Namespace) -> int:
         return 0
     seconds = time.perf_counter() - start
     text, checks = format_grid(cells, args.seeds)
-    text = f"{launch.source_stamp()}\n\n{text}\n\nGrid run in {seconds / 60:.1f} min."
+    text = f"{stamp}\n\n{text}\n\nGrid run in {seconds / 60:.1f} min."
     payload: dict[str, Any] = {
         "runtime_seconds": round(seconds, 1),
         "seeds": list(args.seeds),

@@ -128,7 +128,10 @@ def format_ablation(
 
 def run_quality_bars(args: argparse.Namespace, dataset: WSTALDataset) -> int:
     """Seeds 0, 1, 2 of the chosen configuration, RGB-only and Flow-only (seed 0), and the checks."""
-    start = time.perf_counter()
+    start, stamp = (
+        time.perf_counter(),
+        source_stamp(),
+    )  # the code that runs, not what is checked out at the end
     runs: dict[str, EvaluationResult] = {}
     for seed in (0, 1, 2):
         log(f"=== {args.stage1} / {args.stage2}, seed {seed} ===")
@@ -147,7 +150,7 @@ def run_quality_bars(args: argparse.Namespace, dataset: WSTALDataset) -> int:
         return 0
     seconds = time.perf_counter() - start
     text, checks = format_quality_bars(runs, args.stage1, args.stage2)
-    text = f"{source_stamp()}\n\n{text}"
+    text = f"{stamp}\n\n{text}"
     write_json(
         args.out / "quality_bars.json",
         {
