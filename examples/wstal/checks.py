@@ -23,6 +23,7 @@ __all__ = [
     "SEGMENT_TOLERANCE",
     "UNUSED_POLICIES",
     "GroundTruth",
+    "check_loader_options",
     "check_segments",
     "check_unused_policy",
     "settle_unused",
@@ -167,6 +168,27 @@ def video_from_features(
         duration=truth.duration,
         timing=timing,
     )
+
+
+def check_loader_options(max_videos: Optional[int], feature_dim: int, nonfinite: str, unused: str) -> None:
+    """The options every THUMOS14 loader takes, checked once: ``max_videos`` a positive int or None,
+    ``feature_dim`` a positive even int, ``nonfinite`` ``"error"`` or ``"zero"``, ``unused`` a policy."""
+    if max_videos is not None and (
+        isinstance(max_videos, bool) or not isinstance(max_videos, int) or max_videos < 1
+    ):
+        raise ValueError(f"max_videos must be a positive int or None, got {max_videos!r}")
+    if (
+        isinstance(feature_dim, bool)
+        or not isinstance(feature_dim, int)
+        or feature_dim < 2
+        or feature_dim % 2
+    ):
+        raise ValueError(
+            f"feature_dim must be a positive even int (RGB half + Flow half), got {feature_dim!r}"
+        )
+    if nonfinite not in ("error", "zero"):
+        raise ValueError(f"nonfinite must be 'error' or 'zero', got {nonfinite!r}")
+    check_unused_policy(unused)
 
 
 def check_unused_policy(unused: str) -> None:

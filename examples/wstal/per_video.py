@@ -50,8 +50,8 @@ import numpy as np
 
 from .checks import (
     GroundTruth,
+    check_loader_options,
     check_segments,
-    check_unused_policy,
     settle_unused,
     video_from_features,
 )
@@ -393,22 +393,7 @@ def load_per_video(
             ``nonfinite="error"``) not finite; a split is empty; (with ``unused="error"``) an annotated video
             cannot be used.
     """
-    if max_videos is not None and (
-        isinstance(max_videos, bool) or not isinstance(max_videos, int) or max_videos < 1
-    ):
-        raise ValueError(f"max_videos must be a positive int or None, got {max_videos!r}")
-    if (
-        isinstance(feature_dim, bool)
-        or not isinstance(feature_dim, int)
-        or feature_dim < 2
-        or feature_dim % 2
-    ):
-        raise ValueError(
-            f"feature_dim must be a positive even int (RGB half + Flow half), got {feature_dim!r}"
-        )
-    if nonfinite not in ("error", "zero"):
-        raise ValueError(f"nonfinite must be 'error' or 'zero', got {nonfinite!r}")
-    check_unused_policy(unused)
+    check_loader_options(max_videos, feature_dim, nonfinite, unused)
     for name, value in (("feature_stride", feature_stride), ("feature_window", feature_window)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ValueError(f"{name} must be a positive int (frames) or None, got {value!r}")

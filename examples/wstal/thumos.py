@@ -43,8 +43,8 @@ import numpy as np
 from .checks import (
     SEGMENT_TOLERANCE,
     GroundTruth,
+    check_loader_options,
     check_segments,
-    check_unused_policy,
     settle_unused,
     video_from_features,
 )
@@ -390,22 +390,7 @@ def load_thumos14(
             more than :data:`SEGMENT_TOLERANCE` past the video's duration; (with ``unused="error"``) an
             annotated video cannot be used.
     """
-    if max_videos is not None and (
-        isinstance(max_videos, bool) or not isinstance(max_videos, int) or max_videos < 1
-    ):
-        raise ValueError(f"max_videos must be a positive int or None, got {max_videos!r}")
-    if (
-        isinstance(feature_dim, bool)
-        or not isinstance(feature_dim, int)
-        or feature_dim < 2
-        or feature_dim % 2
-    ):
-        raise ValueError(
-            f"feature_dim must be a positive even int (RGB half + Flow half), got {feature_dim!r}"
-        )
-    if nonfinite not in ("error", "zero"):
-        raise ValueError(f"nonfinite must be 'error' or 'zero', got {nonfinite!r}")
-    check_unused_policy(unused)
+    check_loader_options(max_videos, feature_dim, nonfinite, unused)
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise FileNotFoundError(f"{data_dir}: THUMOS14 data folder not found")
