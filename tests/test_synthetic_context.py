@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from thumos_folder import thumos_format_folder
+
 from wstal.data import SNIPPET_SECONDS, WSTALDataset
 from wstal.synthetic_context import confusion, make_synthetic_context
 from wstal.synthetic_gt import make_synthetic_from_annotations
