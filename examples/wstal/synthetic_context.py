@@ -5,31 +5,31 @@ instance counts, lengths, gaps and overlaps, the weak labels and the Ambiguous r
 only the features; the feature model is built around the best-known failure of WSTAL on real video
 instead of around how the class shows inside an instance:
 
-- **Context is the strongest class cue in RGB.** Each class has a *context* look (the pool, the runway,
-  the billiard table: a venue look shared by the classes of one venue plus a class-specific part). It
-  is strongest in *context windows* just before and after every instance (the athlete at the start line,
-  the landing pit, the replay's surroundings), present through the whole *shot* that holds an instance,
-  occluded by the actor during the action itself, and present in *action-free shots* of the video (the
-  venue between attempts) and, in some videos, as the context of another class of the same venue. The
-  class *action* look inside an instance weakens with ``difficulty`` until the context is the stronger
-  class evidence (difficulty above about 0.7): a classifier that pools on context fires outside actions
-  (Liu et al., CVPR 2019; ACSNet, AAAI 2021).
+- **Context competes with the action in RGB.** Each class has a *context* look (the pool, the runway,
+  the billiard table: a venue look shared by the classes of one venue plus a class-specific part). It is
+  present through the whole *shot* that holds an instance, occluded by the actor during the action
+  itself, and with ``difficulty`` also strongest in *context windows* just before and after every
+  instance (the athlete at the start line, the landing pit, the replay's surroundings), in *action-free
+  shots* of the video (the venue between attempts) and, in some videos, as the context of another class
+  of the same venue. The class *action* look inside an instance weakens with ``difficulty`` while the
+  context next to it strengthens; above difficulty 1.55 the context is the stronger class evidence. A
+  classifier that pools on context fires outside actions (Liu et al., CVPR 2019; ACSNet, AAAI 2021).
 - **Flow is dominated by class-agnostic motion.** Every shot may have camera motion (one of four camera
-  codes: pans, zoom, shake), inside and outside actions alike; action-free shots may have background
-  movement (crowd, water); inside an instance a generic actor motion and a class motion whose code is
-  largely shared by the classes of a *motion family* (run-and-jump, throw, swing, fall-and-lift, a
-  partition unlike the venues'), so Flow's energy does not separate action from background and its
-  direction names the family more than the class. At higher difficulty the actor also moves in the
-  context windows (walking back, getting ready).
+  codes: pans, zoom, shake), inside and outside actions alike, and background movement (crowd, water)
+  where no one acts; inside an instance a generic actor motion and a class motion whose code is partly
+  that of a *motion family* (run-and-jump, throw, swing, fall-and-lift: a partition unlike the venues'),
+  weaker where a moving camera follows the actor. So Flow's energy barely separates action from
+  background and its direction names the family more than the class. With ``difficulty`` the actor also
+  moves in the context windows (walking back, getting ready).
 - **Video structure and noise.** A video is a sequence of shots (log-normal lengths, median 20
   snippets); scene and camera are per shot. Evidence is laid on sparse non-negative channel codes (a
-  few channels per concept, like rectified I3D units) rather than dense directions, and the noise is
-  temporally correlated (a white part plus an exponentially smoothed part, correlation time 6 snippets)
-  rather than independent per snippet.
+  few channels per concept, like rectified I3D units) rather than dense directions, and the unit noise
+  has a temporally correlated part (16 % of its variance, exponentially smoothed over 6 snippets).
 - **Difficulty** (``>= 0``) scales the confusion only, never the noise: the chance of context in
-  action-free shots and of another class's context, the length of the context windows, the weakness of
-  the action look, the share of the motion family in the class motion, the actor motion in the context
-  windows and the rates of camera and background motion. See :func:`confusion`.
+  action-free shots and of another class's context, the length and strength of the context windows,
+  the weakness of the action look, the family's share of the class motion, the actor motion in the
+  context windows and the rates of camera and background motion. 0 has no context windows and no
+  action-free context. See :func:`confusion`.
 
 Ground truth, selection and the ambiguous regions are the annotation folder's, read and selected
 exactly as :func:`wstal.synthetic_gt.make_synthetic_from_annotations` does; ambiguous regions carry
@@ -85,19 +85,20 @@ _MOTION_FAMILIES = (
 )
 
 # Strengths, in units of the per-channel noise standard deviation (the projection on a unit code).
-_CONTEXT_WINDOW = 2.0  # RGB: context just before and after an instance (tapered away from it)
-_CONTEXT_SHOT = 1.2  # RGB: context over a whole shot (occluded where an actor acts)
+_CONTEXT_WINDOW = 2.0  # RGB: context next to an instance at difficulty 0, x (1 + 0.25 difficulty)
+_CONTEXT_SHOT = 1.2  # RGB: context over a whole shot (occluded where an actor acts) at difficulty 1
 _CONTEXT_INSIDE = 0.8  # RGB: context during the action
 _VENUE_SHARE = 0.6  # the venue's share (cosine) of each class's context code
-_ACTION_LOOK = 3.0  # RGB: class action look inside instances at difficulty 0, / (1 + 0.75 difficulty)
+_ACTION_LOOK = 8.0  # RGB: class action look inside instances at difficulty 0, / (1 + difficulty)
 _ACTOR_LOOK = 1.5  # RGB: class-agnostic "person in action" look inside instances
 _VIDEO_LOOK = 1.0  # RGB: video-specific look (broadcast style), whole video
 _NEUTRAL_LOOK = 1.0  # RGB: video-specific look of shots without context (crowd, studio, close-ups)
-_ACTOR_MOTION = 1.8  # Flow: class-agnostic actor motion inside instances
-_CLASS_MOTION = 1.2  # Flow: class motion inside instances (partly the motion family's code)
-_CAMERA = (1.5, 3.0)  # Flow: camera-motion amplitude of a moving shot (uniform)
+_ACTOR_MOTION = 2.2  # Flow: class-agnostic actor motion inside instances
+_CLASS_MOTION = 1.4  # Flow: class motion inside instances (partly the motion family's code)
+_CAMERA = (1.5, 3.5)  # Flow: camera-motion amplitude of a moving shot (uniform)
+_TRACKING = 0.7  # Flow: actor motion left in a shot with camera motion (the camera follows the actor)
 _BACKGROUND_MOTION = 2.2  # Flow: background movement of a shot, where no one acts (x 0.7-1.3)
-_NOISE_WHITE, _NOISE_SMOOTH = 0.6, 0.8  # noise: white and smoothed parts (variances add to 1)
+_NOISE_WHITE, _NOISE_SMOOTH = 0.92, 0.4  # noise: white and smoothed parts (variances add to 1)
 _NOISE_TIME = 6.0  # correlation time of the smoothed part, snippets
 _SHOT_MEDIAN, _SHOT_RANGE = 20.0, (4, 120)  # shot lengths, snippets (log-normal, sigma 0.6)
 _CAMERA_CODES = 4
@@ -113,8 +114,10 @@ class Confusion:
         free_scene: chance that an action-free shot shows the context of one of the video's classes.
         cross_scene: chance that an action-free shot shows the context of a class the video lacks
             (of the same venue as one of its classes where there is one).
-        window: context-window length on each side, per snippet of the instance (plus 2 snippets).
+        window: context-window length on each side, per snippet of the instance plus 4 (0: none).
         action_look: strength of the class action look inside instances (RGB).
+        context: strength of the context in the windows next to an instance (RGB).
+        scene: strength of the context over a whole shot (RGB).
         window_motion: actor motion in the context windows, as a fraction of the action's.
         family_share: share (squared cosine) of the motion family's code in each class motion code.
         camera: chance that a shot has camera motion.
@@ -125,6 +128,8 @@ class Confusion:
     cross_scene: float
     window: float
     action_look: float
+    context: float
+    scene: float
     window_motion: float
     family_share: float
     camera: float
@@ -132,23 +137,25 @@ class Confusion:
 
 
 def confusion(difficulty: float) -> Confusion:
-    """The confusion parameters at ``difficulty`` (0 = least confusion; 1 = default; 2 = hard).
+    """The confusion parameters at ``difficulty`` (0 = least confusion, 1 = default, 2 = hard).
 
     Example:
         >>> c = confusion(1.0)
-        >>> round(c.free_scene, 2), round(c.action_look, 2), c.action_look < 2.0  # context window: 2.0
-        (0.4, 1.71, True)
+        >>> round(c.free_scene, 2), round(c.action_look, 2), round(c.context, 2)
+        (0.4, 4.0, 2.5)
     """
     d = float(difficulty)
     return Confusion(
-        free_scene=min(0.85, 0.15 + 0.25 * d),
-        cross_scene=min(0.3, 0.05 + 0.1 * d),
-        window=0.5 + 0.5 * d,
-        action_look=_ACTION_LOOK / (1 + 0.75 * d),
+        free_scene=min(0.85, 0.4 * d),
+        cross_scene=min(0.3, 0.1 * d),
+        window=0.5 * d,
+        action_look=_ACTION_LOOK / (1 + d),
+        context=_CONTEXT_WINDOW * (1 + 0.25 * d),
+        scene=_CONTEXT_SHOT * min(2.0, 0.5 + 0.5 * d),
         window_motion=min(0.6, 0.2 * d),
-        family_share=min(0.9, 0.4 + 0.2 * d),
-        camera=min(0.9, 0.4 + 0.25 * d),
-        background=min(0.9, 0.3 + 0.3 * d),
+        family_share=min(0.9, 0.3 + 0.25 * d),
+        camera=min(0.9, 0.45 + 0.2 * d),
+        background=min(0.9, 0.4 + 0.25 * d),
     )
 
 
@@ -253,8 +260,9 @@ def _features(
     # the share of snippet [i, i + 1) that an instance covers: sharp, sub-snippet instances are weak
     box = np.clip(np.minimum(np.arange(1, t + 1), end) - np.maximum(np.arange(t), start), 0.0, 1.0)  # (n, t)
     acting = box.max(axis=0, initial=0.0)  # (t,) how much of each snippet is action
-    size = 2 + conf.window * np.maximum(end - start, 0.0)
+    size = conf.window * (4 + np.maximum(end - start, 0.0))
     before, after = size * rng.uniform(0.5, 1.5, (n, 1)), size * rng.uniform(0.5, 1.5, (n, 1))
+    before, after = np.maximum(before, 1e-6), np.maximum(after, 1e-6)  # 0: no window
     # context windows, strongest next to the instance (1) and 0.4 at their far end
     pre = ((centre >= start - before) & (centre < start)) * (0.4 + 0.6 * (centre - start + before) / before)
     post = ((centre >= end) & (centre < end + after)) * (0.4 + 0.6 * (end + after - centre) / after)
@@ -281,9 +289,9 @@ def _features(
     # RGB: context (shots, occluded by the actor; windows; inside), action and actor looks
     scene = np.zeros((k, t))
     in_scene = np.flatnonzero(shot_class[shot] >= 0)
-    shot_strength = _CONTEXT_SHOT * rng.uniform(0.8, 1.2, num_shots)
+    shot_strength = conf.scene * rng.uniform(0.8, 1.2, num_shots)
     scene[shot_class[shot[in_scene]], in_scene] = shot_strength[shot[in_scene]] * (1 - acting[in_scene])
-    np.maximum.at(scene, cls, _CONTEXT_WINDOW * window * amp)
+    np.maximum.at(scene, cls, conf.context * window * amp)
     np.maximum.at(scene, cls, _CONTEXT_INSIDE * box * amp)
     jitter = np.clip(1 + 0.25 * rng.standard_normal((2, t)), 0.0, None)  # per-snippet evidence strength
     look = np.zeros((k, t))
@@ -304,12 +312,12 @@ def _features(
     moving = np.maximum(moving, conf.window_motion * (window * amp).max(axis=0, initial=0.0))
     camera = np.where(rng.random(num_shots) < conf.camera, rng.integers(0, _CAMERA_CODES, num_shots), -1)
     camera_strength = np.where(camera >= 0, rng.uniform(*_CAMERA, num_shots), 0.0)
+    tracking = np.where(camera[shot] >= 0, _TRACKING, 1.0)  # a moving camera follows the actor
     background = rng.random(num_shots) < conf.background
     background_strength = background * _BACKGROUND_MOTION * rng.uniform(0.7, 1.3, num_shots)
     flow = _noise(rng, t, dim)
-    flow += (
-        np.outer(_ACTOR_MOTION * moving, codes.actor_motion) + (_CLASS_MOTION * motion).T @ codes.class_motion
-    )
+    flow += np.outer(_ACTOR_MOTION * moving * tracking, codes.actor_motion)
+    flow += (_CLASS_MOTION * motion * tracking).T @ codes.class_motion
     flow += camera_strength[shot][:, None] * codes.camera[camera[shot]]  # code -1 is weighted 0
     flow += np.outer(background_strength[shot] * (acting == 0), codes.background)
     return rgb.astype(np.float32, copy=False), flow.astype(np.float32, copy=False)
