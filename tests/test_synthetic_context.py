@@ -235,16 +235,18 @@ def test_real_annotations_at_thumos_width():
 @needs_thumos
 def test_context_makes_a_pooled_classifier_fire_outside_actions_more_with_difficulty():
     """Context before and after each instance and in action-free shots: a classifier trained on pooled
-    video features fires there, increasingly with difficulty; at high difficulty it scores the
-    context next to an action above the action itself, at difficulty 0 below."""
+    video features fires there, increasingly with difficulty; at difficulty 2 (above 1.77 the context is
+    the stronger class evidence) it scores the context next to an action above the action itself, at
+    difficulty 0 below."""
     firing = {d: pooled_classifier_firing(probe_data(d)) for d in (0.0, 1.0, 2.0)}
     for easy, hard in ((0.0, 1.0), (1.0, 2.0)):
         for where in ("before", "after", "far"):
             assert firing[hard][where] > firing[easy][where] + 0.03, firing
     for d in (1.0, 2.0):
         assert firing[d]["before"] > firing[d]["far"] and firing[d]["after"] > firing[d]["far"], firing
-        assert firing[d]["near_mean"] > firing[d]["inside_mean"], firing
-    assert firing[0.0]["near_mean"] < firing[0.0]["inside_mean"], firing
+    ratio = {d: firing[d]["near_mean"] / firing[d]["inside_mean"] for d in firing}
+    assert ratio[0.0] < ratio[1.0] < ratio[2.0], ratio
+    assert ratio[0.0] < 1 < ratio[2.0], ratio  # the context outscores the action only when it is the stronger
     # the ground-truth family at its default difficulty has no such context: its classifier fires less
     other = pooled_classifier_firing(probe_data(1.0, "ground-truth"))
     assert max(other["before"], other["after"]) < min(firing[1.0]["before"], firing[1.0]["after"]), (
@@ -306,5 +308,8 @@ def test_noise_is_correlated_in_time_unlike_the_ground_truth_family():
             )
         return float(np.mean(values))
 
-    assert lag_one(probe_data(0.0)) > 0.3
-    assert abs(lag_one(probe_data(1.0, "ground-truth"))) < 0.15
+    from wstal.synthetic_context import _NOISE_SMOOTH, _NOISE_TIME
+
+    expected = _NOISE_SMOOTH**2 * np.exp(-1 / _NOISE_TIME)  # the smoothed part's lag-one covariance
+    assert lag_one(probe_data(0.0)) > 0.75 * expected
+    assert abs(lag_one(probe_data(1.0, "ground-truth"))) < 0.25 * expected

@@ -12,7 +12,7 @@ instead of around how the class shows inside an instance:
   instance (the athlete at the start line, the landing pit, the replay's surroundings), in *action-free
   shots* of the video (the venue between attempts) and, in some videos, as the context of another class
   of the same venue. The class *action* look inside an instance weakens with ``difficulty`` while the
-  context next to it strengthens; above difficulty 1.55 the context is the stronger class evidence. A
+  context next to it strengthens; above difficulty 1.77 the context is the stronger class evidence. A
   classifier that pools on context fires outside actions (Liu et al., CVPR 2019; ACSNet, AAAI 2021).
 - **Flow is dominated by class-agnostic motion.** Every shot may have camera motion (one of four camera
   codes: pans, zoom, shake), inside and outside actions alike, and background movement (crowd, water)
