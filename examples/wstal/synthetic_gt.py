@@ -42,7 +42,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Union
+from typing import Callable, Optional, Union
 
 import numpy as np
 
@@ -262,6 +262,56 @@ def _check(name: str, value: object, *, low: float, kind: type, optional: bool =
         raise ValueError(f"{name} must be {what} >= {low}{' or None' if optional else ''}, got {value!r}")
 
 
+def _read_folder(
+    annotation_dir: PathLike,
+) -> tuple[Path, tuple[str, ...], list[GroundTruth], dict[str, np.ndarray]]:
+    """The annotation folder (or the one inside a data folder) and what :func:`read_ground_truth` reads
+    from it; shared with the other annotation-driven families."""
+    annotation_dir = Path(annotation_dir)
+    if (annotation_dir / ANNOTATIONS_DIR).is_dir():
+        annotation_dir = annotation_dir / ANNOTATIONS_DIR
+    return (annotation_dir, *read_ground_truth(annotation_dir))
+
+
+def _dataset(
+    annotation_dir: Path,
+    classes: tuple[str, ...],
+    truths: list[GroundTruth],
+    ambiguous: dict[str, np.ndarray],
+    video: Callable[[GroundTruth], Video],
+    *,
+    max_videos_per_split: Optional[int],
+    max_seconds: Optional[float],
+) -> WSTALDataset:
+    """The selected videos of each split (see :func:`make_synthetic_from_annotations`), each made by
+    ``video``, with the ambiguous regions of the selected test videos."""
+
+    def split(subset: str) -> list[Video]:
+        chosen = sorted(
+            (t for t in truths if t.subset == subset and (max_seconds is None or t.duration <= max_seconds)),
+            key=lambda t: t.name,
+        )
+        if max_videos_per_split is not None and len(chosen) > max_videos_per_split:
+            spaced = np.round(np.linspace(0, len(chosen) - 1, max_videos_per_split)).astype(int)
+            chosen = [chosen[j] for j in spaced]
+        return [video(t) for t in chosen]
+
+    train, test = split(TRAIN_SUBSET), split(TEST_SUBSET)
+    if not train and not test:
+        raise ValueError(
+            f"{annotation_dir}: no {TRAIN_SUBSET!r} or {TEST_SUBSET!r} video left "
+            f"(max_seconds={max_seconds!r}, max_videos_per_split={max_videos_per_split!r})"
+        )
+    kept = {v.name for v in test}
+    return WSTALDataset(
+        classes=classes,
+        train=train,
+        test=test,
+        ambiguous={name: regions for name, regions in ambiguous.items() if name in kept},
+        snippet_seconds=SNIPPET_SECONDS,
+    )
+
+
 def make_synthetic_from_annotations(
     annotation_dir: PathLike,
     *,
@@ -300,10 +350,7 @@ def make_synthetic_from_annotations(
     _check("difficulty", difficulty, low=0.0, kind=float)
     _check("max_videos_per_split", max_videos_per_split, low=1, kind=int, optional=True)
     _check("max_seconds", max_seconds, low=0.0, kind=float, optional=True)
-    annotation_dir = Path(annotation_dir)
-    if (annotation_dir / ANNOTATIONS_DIR).is_dir():
-        annotation_dir = annotation_dir / ANNOTATIONS_DIR
-    classes, truths, ambiguous = read_ground_truth(annotation_dir)
+    annotation_dir, classes, truths, ambiguous = _read_folder(annotation_dir)
     directions = _directions(np.random.default_rng(np.random.SeedSequence([seed, 0])), classes, dim)
 
     def video(truth: GroundTruth) -> Video:
@@ -335,27 +382,12 @@ def make_synthetic_from_annotations(
         rgb, flow = _features(rng, t, instances, unclear, directions, dim, float(difficulty))
         return Video(name, rgb, flow, truth.label, segments, segment_classes, duration)
 
-    def split(subset: str) -> list[Video]:
-        chosen = sorted(
-            (t for t in truths if t.subset == subset and (max_seconds is None or t.duration <= max_seconds)),
-            key=lambda t: t.name,
-        )
-        if max_videos_per_split is not None and len(chosen) > max_videos_per_split:
-            spaced = np.round(np.linspace(0, len(chosen) - 1, max_videos_per_split)).astype(int)
-            chosen = [chosen[j] for j in spaced]
-        return [video(t) for t in chosen]
-
-    train, test = split(TRAIN_SUBSET), split(TEST_SUBSET)
-    if not train and not test:
-        raise ValueError(
-            f"{annotation_dir}: no {TRAIN_SUBSET!r} or {TEST_SUBSET!r} video left "
-            f"(max_seconds={max_seconds!r}, max_videos_per_split={max_videos_per_split!r})"
-        )
-    kept = {v.name for v in test}
-    return WSTALDataset(
-        classes=classes,
-        train=train,
-        test=test,
-        ambiguous={name: regions for name, regions in ambiguous.items() if name in kept},
-        snippet_seconds=SNIPPET_SECONDS,
+    return _dataset(
+        annotation_dir,
+        classes,
+        truths,
+        ambiguous,
+        video,
+        max_videos_per_split=max_videos_per_split,
+        max_seconds=max_seconds,
     )

@@ -1,0 +1,88 @@
+"""Calibrate the difficulty of the action-context family: the base MIL model's mAP per difficulty.
+
+Builds :func:`wstal.synthetic_context.make_synthetic_context` at THUMOS width (1024 + 1024 channels by
+default) on the real THUMOS14 ground truth, trains only the base model of the detector under the
+``thumos14_config`` preset (``--epochs`` shortens its schedule) through
+:class:`wstal.pipeline.DetectorRunner`, and prints the base model's detection mAP (THUMOS protocol) per
+difficulty as a markdown table, with the minutes each difficulty took. docs/synthetic_context.md holds
+the calibration it produced.
+
+    python examples/calibrate_context.py --difficulty 0 1 2 --epochs 25 --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from wstal.config import thumos14_config
+from wstal.detect import base_detections, to_detections
+from wstal.evaluation import evaluate_detections
+from wstal.pipeline import DetectorRunner, base_strategy_for
+from wstal.synthetic_context import make_synthetic_context
+from wstal.synthetic_gt import make_synthetic_from_annotations
+
+DEFAULT_ANNOTATIONS = Path(__file__).resolve().parents[2] / "shared" / "data" / "thumos14"
+FAMILIES = {"context": make_synthetic_context, "ground-truth": make_synthetic_from_annotations}
+
+
+def base_map(data, *, epochs: int | None, seed: int) -> dict[str, float]:
+    """Base-model mAP averages (percent) on ``data``'s test split, trained on its train split."""
+    config = thumos14_config().with_options(seed=seed, epochs=epochs)
+    runner = DetectorRunner(data, config, show_progress=False)
+    fusion = base_strategy_for(config.stage1, config.stage2)
+    results = runner.base_results(fusion, data.test, "test")
+    found = {
+        v.name: to_detections(base_detections(results[v.name], config.detection), data.snippet_seconds)
+        for v in data.test
+    }
+    table = evaluate_detections(data.test, found, data.num_classes, **runner.evaluation_options())
+    return {name: 100 * value for name, value in table.averages.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("annotations", nargs="?", type=Path, default=DEFAULT_ANNOTATIONS)
+    parser.add_argument("--difficulty", type=float, nargs="+", default=[0.0, 1.0, 2.0])
+    parser.add_argument("--family", choices=sorted(FAMILIES), default="context")
+    parser.add_argument("--epochs", type=int, default=None, help="base epochs (default: the preset's 100)")
+    parser.add_argument("--dim", type=int, default=1024, help="feature width per modality")
+    parser.add_argument("--max-videos", type=int, default=60, help="videos per split")
+    parser.add_argument("--max-seconds", type=float, default=400.0)
+    parser.add_argument("--seed", type=int, default=0, help="training seed")
+    parser.add_argument("--data-seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    epochs = args.epochs or thumos14_config().base.epochs
+    print(
+        f"{args.family} family, {args.dim} + {args.dim} channels, {args.max_videos} + {args.max_videos} videos "
+        f"of at most {args.max_seconds:g} s, thumos14_config base model, {epochs} epochs, seed {args.seed}, "
+        f"data seed {args.data_seed}, {args.threads} thread(s)",
+        flush=True,
+    )
+    print("| difficulty | base AVG 0.1:0.5 | 0.3:0.7 | 0.1:0.7 | minutes |", flush=True)
+    print("| --- | --- | --- | --- | --- |", flush=True)
+    for difficulty in args.difficulty:
+        start = time.perf_counter()
+        data = FAMILIES[args.family](
+            args.annotations,
+            seed=args.data_seed,
+            dim=args.dim,
+            difficulty=difficulty,
+            max_videos_per_split=args.max_videos,
+            max_seconds=args.max_seconds,
+        )
+        averages = base_map(data, epochs=args.epochs, seed=args.seed)
+        minutes = (time.perf_counter() - start) / 60
+        row = " | ".join(f"{averages[r]:.1f}" for r in ("0.1:0.5", "0.3:0.7", "0.1:0.7"))
+        print(f"| {difficulty:g} | {row} | {minutes:.1f} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
