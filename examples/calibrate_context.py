@@ -2,7 +2,7 @@
 
 Builds :func:`wstal.synthetic_context.make_synthetic_context` at THUMOS width (1024 + 1024 channels by
 default) on the real THUMOS14 ground truth, trains only the base model of the detector under the
-``thumos14_config`` preset (``--epochs`` shortens its schedule) through
+``thumos14`` preset (``--epochs`` shortens its schedule) through
 :class:`wstal.pipeline.DetectorRunner`, and prints the base model's detection mAP (THUMOS protocol) per
 difficulty as a markdown table, with the minutes each difficulty took. docs/synthetic_context.md holds
 the calibration it produced.
@@ -15,13 +15,16 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from wstal.config import thumos14_config
+from wstal.config import preset_config
+from wstal.data import snippet_clock
 from wstal.detect import base_detections, to_detections
 from wstal.evaluation import evaluate_detections
+from wstal.evaluator import protocol_options
 from wstal.pipeline import DetectorRunner, base_strategy_for
 from wstal.synthetic_context import make_synthetic_context
 from wstal.synthetic_gt import make_synthetic_from_annotations
@@ -32,15 +35,18 @@ FAMILIES = {"context": make_synthetic_context, "ground-truth": make_synthetic_fr
 
 def base_map(data, *, epochs: int | None, seed: int) -> dict[str, float]:
     """Base-model mAP averages (percent) on ``data``'s test split, trained on its train split."""
-    config = thumos14_config().with_options(seed=seed, epochs=epochs)
+    data = replace(data, evaluation_protocol="thumos")  # scored as a THUMOS14 folder is
+    config = preset_config("thumos14").with_options(seed=seed, epochs=epochs)
     runner = DetectorRunner(data, config, show_progress=False)
     fusion = base_strategy_for(config.stage1, config.stage2)
-    results = runner.base_results(fusion, data.test, "test")
+    results = runner.base_outputs(fusion, "test").results
     found = {
-        v.name: to_detections(base_detections(results[v.name], config.detection), data.snippet_seconds)
+        v.name: to_detections(
+            base_detections(results[v.name], config.scoring), *snippet_clock(v, data.snippet_seconds)
+        )
         for v in data.test
     }
-    table = evaluate_detections(data.test, found, data.num_classes, **runner.evaluation_options())
+    table = evaluate_detections(data.test, found, data.num_classes, **protocol_options(data))
     return {name: 100 * value for name, value in table.averages.items()}
 
 
@@ -58,10 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    epochs = args.epochs or thumos14_config().base.epochs
+    epochs = args.epochs or preset_config("thumos14").base.epochs
     print(
         f"{args.family} family, {args.dim} + {args.dim} channels, {args.max_videos} + {args.max_videos} videos "
-        f"of at most {args.max_seconds:g} s, thumos14_config base model, {epochs} epochs, seed {args.seed}, "
+        f"of at most {args.max_seconds:g} s, thumos14 preset's base model, {epochs} epochs, seed {args.seed}, "
         f"data seed {args.data_seed}, {args.threads} thread(s)",
         flush=True,
     )

@@ -43,7 +43,7 @@ from wstal.synthetic_gt import make_synthetic_from_annotations
 
 ANNOTATIONS = Path(__file__).resolve().parents[2] / "shared" / "data" / "thumos14"
 FAMILIES = ("built-in", "ground-truth", "context")
-DEFAULT_CELLS = ("built-in", "ground-truth:1", "ground-truth:2", "context:0.5", "context:1.5")
+DEFAULT_CELLS = ("built-in", "ground-truth:1", "ground-truth:2", "context:0", "context:0.5", "context:0.75")
 
 
 @dataclass(frozen=True)
