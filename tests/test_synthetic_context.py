@@ -7,10 +7,12 @@ skip when that folder is absent.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from scripts import two_stage
 from thumos_folder import thumos_format_folder
 
 from wstal.data import SNIPPET_SECONDS, WSTALDataset
@@ -313,3 +315,18 @@ def test_noise_is_correlated_in_time_unlike_the_ground_truth_family():
     expected = _NOISE_SMOOTH**2 * np.exp(-1 / _NOISE_TIME)  # the smoothed part's lag-one covariance
     assert lag_one(probe_data(0.0)) > 0.75 * expected
     assert abs(lag_one(probe_data(1.0, "ground-truth"))) < 0.25 * expected
+
+
+def test_the_command_line_runs_on_the_family(folder, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["--synthetic-context", str(folder), "--difficulty", "0.5", "--synthetic-dim", "8", "--width", "16"]
+    assert two_stage([*argv, "--epochs", "1", "--threads", "1", "--quiet", "--out", str(out)]) == 0
+    assert "| two-stage (Stage-2 detections) |" in capsys.readouterr().out
+    assert json.loads((out / "results.json").read_text())["data"] == "synthetic-context"
+    with pytest.raises(SystemExit) as exit_info:
+        two_stage(["--synthetic-context", str(tmp_path / "missing"), "--out", str(out)])
+    assert exit_info.value.code == 2
+    assert "argument --synthetic-context:" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        two_stage(["--synthetic-context", str(folder), "--synthetic-from", str(folder)])
+    assert "not allowed with argument" in capsys.readouterr().err

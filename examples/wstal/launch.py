@@ -34,6 +34,7 @@ from .layouts import load_data_dir
 from .model import FusionStrategy
 from .pipeline import DetectorRunner
 from .synthetic import make_synthetic_thumos
+from .synthetic_context import make_synthetic_context
 from .synthetic_gt import make_synthetic_from_annotations
 from .train import CheckpointMismatchError, StopAfter, TrainingDiverged, TrainingInterrupted
 
@@ -171,17 +172,26 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
         help="the second synthetic family: features synthesised around the ground truth of a THUMOS-layout "
         "annotation folder (docs/synthetic_from_annotations.md)",
     )
+    source.add_argument(
+        "--synthetic-context",
+        type=Path,
+        default=None,
+        metavar="ANNOTATIONS_DIR",
+        help="the third synthetic family: action-context confusion in RGB and class-agnostic motion in Flow "
+        "around the same ground truth (docs/synthetic_context.md)",
+    )
     data.add_argument(
         "--difficulty",
         type=non_negative_float,
         default=1.0,
-        help="noise and distractor scale of --synthetic-from data (0 clean, 1 calibrated, 2 hard)",
+        help="difficulty of --synthetic-from data (noise and distractors: 0 clean, 1 calibrated, 2 hard) and "
+        "of --synthetic-context data (the confusion: 0, 0.5 and 0.75 are the grid's levels)",
     )
     data.add_argument(
         "--max-seconds",
         type=positive_float,
         default=None,
-        help="--synthetic-from: keep only videos at most this long",
+        help="--synthetic-from, --synthetic-context: keep only videos at most this long",
     )
     data.add_argument(
         "--repair-nonfinite",
@@ -381,6 +391,8 @@ def data_source(args: argparse.Namespace) -> str:
     ``synthetic``."""
     if args.data_dir is not None:
         return "thumos14"
+    if args.synthetic_context is not None:
+        return "synthetic-context"
     return "synthetic-from-annotations" if args.synthetic_from is not None else "synthetic"
 
 
@@ -390,7 +402,8 @@ def load_data(parser: argparse.ArgumentParser, args: argparse.Namespace) -> WSTA
     try:
         return _load(args)
     except (FileNotFoundError, ValueError) as error:
-        parser.error(f"argument {'--synthetic-from' if args.synthetic_from else '--data-dir'}: {error}")
+        flag = {"synthetic-from-annotations": "--synthetic-from", "synthetic-context": "--synthetic-context"}
+        parser.error(f"argument {flag.get(data_source(args), '--data-dir')}: {error}")
 
 
 def _load(args: argparse.Namespace) -> WSTALDataset:
@@ -405,6 +418,20 @@ def _load(args: argparse.Namespace) -> WSTALDataset:
             feature_stride=args.feature_stride,
             feature_window=args.feature_window,
             feature_fps=args.feature_fps,
+        )
+    if args.synthetic_context is not None:
+        log(
+            f"synthesising {args.synthetic_dim} + {args.synthetic_dim} channels of action-context confusion "
+            f"around the ground truth of {args.synthetic_context} (difficulty {args.difficulty}, data seed "
+            f"{args.data_seed})"
+        )
+        return make_synthetic_context(
+            args.synthetic_context,
+            seed=args.data_seed,
+            dim=args.synthetic_dim,
+            difficulty=args.difficulty,
+            max_videos_per_split=args.max_videos,
+            max_seconds=args.max_seconds,
         )
     if args.synthetic_from is not None:
         log(
