@@ -419,27 +419,18 @@ def _load(args: argparse.Namespace) -> WSTALDataset:
             feature_window=args.feature_window,
             feature_fps=args.feature_fps,
         )
-    if args.synthetic_context is not None:
+    families = {  # the annotation-driven families: flag value, what they synthesise, generator
+        "synthetic-from-annotations": (args.synthetic_from, "", make_synthetic_from_annotations),
+        "synthetic-context": (args.synthetic_context, " of action-context confusion", make_synthetic_context),
+    }
+    if data_source(args) in families:
+        folder, what, make = families[data_source(args)]
         log(
-            f"synthesising {args.synthetic_dim} + {args.synthetic_dim} channels of action-context confusion "
-            f"around the ground truth of {args.synthetic_context} (difficulty {args.difficulty}, data seed "
-            f"{args.data_seed})"
+            f"synthesising {args.synthetic_dim} + {args.synthetic_dim} channels{what} around the ground truth of "
+            f"{folder} (difficulty {args.difficulty}, data seed {args.data_seed})"
         )
-        return make_synthetic_context(
-            args.synthetic_context,
-            seed=args.data_seed,
-            dim=args.synthetic_dim,
-            difficulty=args.difficulty,
-            max_videos_per_split=args.max_videos,
-            max_seconds=args.max_seconds,
-        )
-    if args.synthetic_from is not None:
-        log(
-            f"synthesising {args.synthetic_dim} + {args.synthetic_dim} channels around the ground truth of "
-            f"{args.synthetic_from} (difficulty {args.difficulty}, data seed {args.data_seed})"
-        )
-        return make_synthetic_from_annotations(
-            args.synthetic_from,
+        return make(
+            folder,
             seed=args.data_seed,
             dim=args.synthetic_dim,
             difficulty=args.difficulty,

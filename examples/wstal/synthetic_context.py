@@ -53,7 +53,7 @@ from typing import Optional, Union
 import numpy as np
 
 from .data import SNIPPET_SECONDS, Video, WSTALDataset
-from .synthetic_gt import _check, _dataset, _nearest_class, _read_folder
+from .synthetic_gt import _check_arguments, _dataset, _nearest_class, _read_folder
 from .thumos import GroundTruth
 
 __all__ = ["Confusion", "confusion", "make_synthetic_context"]
@@ -354,11 +354,7 @@ def make_synthetic_context(
         FileNotFoundError: the folder or an annotation file is missing.
         ValueError: a bad argument, a malformed or unsafe file, or no video left after the selection.
     """
-    _check("seed", seed, low=0, kind=int)
-    _check("dim", dim, low=1, kind=int)
-    _check("difficulty", difficulty, low=0.0, kind=float)
-    _check("max_videos_per_split", max_videos_per_split, low=1, kind=int, optional=True)
-    _check("max_seconds", max_seconds, low=0.0, kind=float, optional=True)
+    _check_arguments(seed, dim, difficulty, max_videos_per_split, max_seconds)
     annotation_dir, classes, truths, ambiguous = _read_folder(annotation_dir)
     conf = confusion(difficulty)
     codes = _codes(np.random.default_rng([seed, 0, _FAMILY_TAG]), classes, dim, conf.family_share)

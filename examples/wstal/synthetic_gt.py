@@ -312,6 +312,17 @@ def _dataset(
     )
 
 
+def _check_arguments(
+    seed: int, dim: int, difficulty: float, max_videos_per_split: Optional[int], max_seconds: Optional[float]
+) -> None:
+    """The arguments every annotation-driven family takes, checked once."""
+    _check("seed", seed, low=0, kind=int)
+    _check("dim", dim, low=1, kind=int)
+    _check("difficulty", difficulty, low=0.0, kind=float)
+    _check("max_videos_per_split", max_videos_per_split, low=1, kind=int, optional=True)
+    _check("max_seconds", max_seconds, low=0.0, kind=float, optional=True)
+
+
 def make_synthetic_from_annotations(
     annotation_dir: PathLike,
     *,
@@ -345,11 +356,7 @@ def make_synthetic_from_annotations(
         FileNotFoundError: the folder or an annotation file is missing.
         ValueError: a bad argument, a malformed or unsafe file, or no video left after the selection.
     """
-    _check("seed", seed, low=0, kind=int)
-    _check("dim", dim, low=1, kind=int)
-    _check("difficulty", difficulty, low=0.0, kind=float)
-    _check("max_videos_per_split", max_videos_per_split, low=1, kind=int, optional=True)
-    _check("max_seconds", max_seconds, low=0.0, kind=float, optional=True)
+    _check_arguments(seed, dim, difficulty, max_videos_per_split, max_seconds)
     annotation_dir, classes, truths, ambiguous = _read_folder(annotation_dir)
     directions = _directions(np.random.default_rng(np.random.SeedSequence([seed, 0])), classes, dim)
 
