@@ -25,12 +25,10 @@ from wstal.data import snippet_clock
 from wstal.detect import base_detections, to_detections
 from wstal.evaluation import evaluate_detections
 from wstal.evaluator import protocol_options
+from wstal.launch import ANNOTATION_FAMILIES as FAMILIES
 from wstal.pipeline import DetectorRunner, base_strategy_for
-from wstal.synthetic_context import make_synthetic_context
-from wstal.synthetic_gt import make_synthetic_from_annotations
 
 DEFAULT_ANNOTATIONS = Path(__file__).resolve().parents[2] / "shared" / "data" / "thumos14"
-FAMILIES = {"context": make_synthetic_context, "ground-truth": make_synthetic_from_annotations}
 
 
 def base_map(data, *, epochs: int | None, seed: int) -> dict[str, float]:

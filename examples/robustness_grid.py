@@ -38,11 +38,9 @@ from wstal.data import WSTALDataset
 from wstal.evaluator import EvaluationResult, train_and_evaluate
 from wstal.experiments import candidate_recall, write_json
 from wstal.synthetic import make_synthetic_thumos
-from wstal.synthetic_context import make_synthetic_context
-from wstal.synthetic_gt import make_synthetic_from_annotations
 
 ANNOTATIONS = Path(__file__).resolve().parents[2] / "shared" / "data" / "thumos14"
-FAMILIES = ("built-in", "ground-truth", "context")
+FAMILIES = ("built-in", *launch.ANNOTATION_FAMILIES)
 DEFAULT_CELLS = ("built-in", "ground-truth:1", "ground-truth:2", "context:0", "context:0.5", "context:0.75")
 
 
@@ -82,9 +80,7 @@ class Cell:
         if self.family == "built-in":
             data = make_synthetic_thumos(num_train=n, num_test=n, dim=dim, seed=seed)
         else:
-            make = (
-                make_synthetic_from_annotations if self.family == "ground-truth" else make_synthetic_context
-            )
+            make = launch.ANNOTATION_FAMILIES[self.family]
             data = make(
                 args.annotations,
                 seed=seed,

@@ -186,7 +186,9 @@ def evaluate(runner: DetectorRunner, trained: TrainedDetector) -> EvaluationResu
     results, scoring = base_out.results, c.scoring
     clocks = {v.name: snippet_clock(v, sec) for v in test}
     found = {
-        "base": {v.name: to_detections(base_detections(results[v.name], scoring), *clocks[v.name]) for v in test},
+        "base": {
+            v.name: to_detections(base_detections(results[v.name], scoring), *clocks[v.name]) for v in test
+        },
         "stage1_only": {
             v.name: to_detections(
                 stage1_detections(proposals.stage1[v.name], results[v.name], scoring), *clocks[v.name]
@@ -209,10 +211,12 @@ def evaluate(runner: DetectorRunner, trained: TrainedDetector) -> EvaluationResu
         name: evaluate_detections(test, dets, d.num_classes, **protocol) for name, dets in found.items()
     }
     sets = {"stage1": proposals.stage1}
-    if c.proposals.merge_base_segments:  # the T-RPN alone, where it differs from Stage 1
+    if proposals.stage1 is not proposals.rpn:  # the T-RPN alone, where it differs from Stage 1
         sets["rpn"] = proposals.rpn
     sets["base"] = base_out.segments
-    agnostic = {name: proposals_from_segments(segments, sec, clocks=clocks) for name, segments in sets.items()}
+    agnostic = {
+        name: proposals_from_segments(segments, sec, clocks=clocks) for name, segments in sets.items()
+    }
     agnostic["base_detections"] = found["base"]  # their classes are ignored by the recall
     quality = {name: evaluate_proposals(test, rows, **protocol) for name, rows in agnostic.items()}
     return EvaluationResult(

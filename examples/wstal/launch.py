@@ -39,6 +39,7 @@ from .synthetic_gt import make_synthetic_from_annotations
 from .train import CheckpointMismatchError, StopAfter, TrainingDiverged, TrainingInterrupted
 
 __all__ = [
+    "ANNOTATION_FAMILIES",
     "add_data_arguments",
     "add_method_arguments",
     "add_run_arguments",
@@ -58,6 +59,11 @@ __all__ = [
     "source_stamp",
     "strategy",
 ]
+
+
+ANNOTATION_FAMILIES = {"ground-truth": make_synthetic_from_annotations, "context": make_synthetic_context}
+"""The synthetic families laid around the ground truth of an annotation folder, by name: each takes
+``(annotation_dir, *, seed, dim, difficulty, max_videos_per_split, max_seconds)``."""
 
 
 # -------------------------------------------------------------------------------- argparse types
@@ -420,8 +426,12 @@ def _load(args: argparse.Namespace) -> WSTALDataset:
             feature_fps=args.feature_fps,
         )
     families = {  # the annotation-driven families: flag value, what they synthesise, generator
-        "synthetic-from-annotations": (args.synthetic_from, "", make_synthetic_from_annotations),
-        "synthetic-context": (args.synthetic_context, " of action-context confusion", make_synthetic_context),
+        "synthetic-from-annotations": (args.synthetic_from, "", ANNOTATION_FAMILIES["ground-truth"]),
+        "synthetic-context": (
+            args.synthetic_context,
+            " of action-context confusion",
+            ANNOTATION_FAMILIES["context"],
+        ),
     }
     if data_source(args) in families:
         folder, what, make = families[data_source(args)]
