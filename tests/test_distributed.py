@@ -7,6 +7,7 @@ single process that trains on the same global batches.
 
 from __future__ import annotations
 
+import faulthandler
 import functools
 import json
 import math
@@ -249,6 +250,11 @@ def _free_port() -> int:
 
 
 def _ddp_worker(rank: int, world: int, port: int, fn: Callable[[DistributedContext], Any], out: str) -> None:
+    """One rank: ``fn(ctx)``, rank 0 saves its result, every rank leaves the group, then the process ends
+    at once. Skipping the interpreter's teardown matters: a CI run once lost rank 1 to a C++ abort
+    ("terminate called without an active exception") after the work was done, which 190 local runs did
+    not reproduce; faulthandler prints the Python stack should any rank abort again."""
+    faulthandler.enable()
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
     torch.set_num_threads(1)
     ctx = init_distributed("cpu")
@@ -256,8 +262,13 @@ def _ddp_worker(rank: int, world: int, port: int, fn: Callable[[DistributedConte
         result = fn(ctx)
         if ctx.is_main:
             torch.save(result, out)
-    finally:
-        shutdown_distributed(ctx)
+    except BaseException:
+        shutdown_distributed(ctx, wait=False)
+        raise  # spawn reports the traceback
+    shutdown_distributed(ctx)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def run_distributed(fn: Callable[[DistributedContext], Any], tmp_path, world: int = 2) -> Any:
