@@ -17,7 +17,11 @@ checked on every cell over the seeds' means: two-stage >= base AVG, two-stage >=
 candidates recall at tIoU 0.7 >= the base detections'; over the grid's mean: two-stage >= base + 2.
 
 Writes ``--out/grid.md`` (stamped with the commit) and ``--out/grid.json``; exit code 0 whether or not the
-bars hold (the table says which), 2/3/4 as ``thumos_two_stage.py``.
+bars hold (the table says which), 2/3/4 as ``thumos_two_stage.py``. With ``--diagnostics`` it also scores,
+on every run's networks and without retraining them, the ways for the base model's detections to enter
+the two-stage output and the recall of the segment sources a pseudo-label rule could trust
+(:mod:`wstal.fusion_variants`), into ``--out/diagnostics.md``; with ``--resume`` on a finished grid that
+costs only the evaluation.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from wstal import launch
+from wstal import fusion_variants, launch
 from wstal.console import log
 from wstal.data import WSTALDataset
 from wstal.evaluator import EvaluationResult, train_and_evaluate
@@ -174,12 +178,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="scale every stage's epochs (a shortened grid; --epochs sets them outright)",
     )
     grid.add_argument("--annotations", type=Path, default=ANNOTATIONS, help="the THUMOS14 annotation folder")
+    grid.add_argument(
+        "--diagnostics",
+        action="store_true",
+        help="also score, on every run's networks, the fusion variants and the segment sources' recall "
+        "(wstal.fusion_variants) into --out/diagnostics.md",
+    )
     return parser
 
 
 def run_grid(args: argparse.Namespace) -> int:
     start, stamp = time.perf_counter(), launch.source_stamp()  # the code that runs
     cells: dict[str, list[dict[str, float]]] = {}
+    variants: dict[str, list[dict[str, tuple[float, float]]]] = {}
+    sources: dict[str, list[dict[str, float]]] = {}
     for cell in args.cells:
         dataset = cell.dataset(args)
         log(f"=== cell {cell.name}: {len(dataset.train)} + {len(dataset.test)} videos ===")
@@ -198,6 +210,9 @@ def run_grid(args: argparse.Namespace) -> int:
                 + ", ".join(f"{k} {v:.1f}" for k, v in row.items())
             )
             cells.setdefault(cell.name, []).append(row)
+            if args.diagnostics:
+                variants.setdefault(cell.name, []).append(fusion_variants.score_variants(runner))
+                sources.setdefault(cell.name, []).append(fusion_variants.source_recall(runner))
     if not args.dist.is_main:
         return 0
     seconds = time.perf_counter() - start
@@ -213,6 +228,10 @@ def run_grid(args: argparse.Namespace) -> int:
     }
     write_json(args.out / "grid.json", payload)
     (args.out / "grid.md").write_text(text + "\n")
+    if args.diagnostics:
+        diagnostics = f"{stamp}\n\n{fusion_variants.format_diagnostics(variants, sources)}"
+        (args.out / "diagnostics.md").write_text(diagnostics + "\n")
+        print(f"\n{diagnostics}")
     print()
     print(text)
     return 0

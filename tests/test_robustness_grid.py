@@ -8,6 +8,7 @@ import runpy
 from pathlib import Path
 
 import pytest
+import torch
 from scripts import EXAMPLES, run_script
 
 THUMOS_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "thumos14"
@@ -81,6 +82,7 @@ def test_a_tiny_grid_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[st
         "--quiet",
         "--out",
         str(tmp_path),
+        "--diagnostics",
     ]
     assert run_script("robustness_grid.py", argv) == 0
     printed = capsys.readouterr().out
@@ -91,3 +93,21 @@ def test_a_tiny_grid_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert (tmp_path / "grid.md").read_text().startswith("Commit ")
     assert "| context:1 |" in printed and "- [" in printed
     assert (tmp_path / "context-1" / "seed0" / "base_concat.pt").exists()  # resumable per cell and seed
+    # the diagnostics' "two-stage" and "base" columns are the grid's own numbers, on the same networks
+    diagnostics = (tmp_path / "diagnostics.md").read_text().splitlines()
+    assert diagnostics[0].startswith("Commit ")
+    for name, (run,) in saved["cells"].items():
+        variants, sources = (line.split(" | ") for line in diagnostics if line.startswith(f"| {name} |"))
+        assert variants[1] == f"{run['two_stage']:.1f} / {run['two_stage@0.7']:.1f}", name
+        assert variants[2] == f"{run['base']:.1f} / {run['base@0.7']:.1f}", name
+        recalls = [float(x.strip(" |")) for x in sources[1:]]
+        assert len(recalls) == 4 and all(0 <= r <= 100 for r in recalls), name
+
+
+def test_fusion_variants_docstring_examples() -> None:
+    import doctest
+
+    from wstal import fusion_variants
+
+    result = doctest.testmod(fusion_variants, extraglobs={"torch": torch})
+    assert result.attempted > 0 and result.failed == 0
