@@ -191,7 +191,7 @@ def run_grid(args: argparse.Namespace) -> int:
     start, stamp = time.perf_counter(), launch.source_stamp()  # the code that runs
     cells: dict[str, list[dict[str, float]]] = {}
     variants: dict[str, list[dict[str, tuple[float, float]]]] = {}
-    sources: dict[str, list[dict[str, float]]] = {}
+    sources: dict[str, list[dict[str, tuple[float, float]]]] = {}
     for cell in args.cells:
         dataset = cell.dataset(args)
         log(f"=== cell {cell.name}: {len(dataset.train)} + {len(dataset.test)} videos ===")

@@ -100,8 +100,10 @@ def test_a_tiny_grid_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[st
         variants, sources = (line.split(" | ") for line in diagnostics if line.startswith(f"| {name} |"))
         assert variants[1] == f"{run['two_stage']:.1f} / {run['two_stage@0.7']:.1f}", name
         assert variants[2] == f"{run['base']:.1f} / {run['base@0.7']:.1f}", name
-        recalls = [float(x.strip(" |")) for x in sources[1:]]
-        assert len(recalls) == 4 and all(0 <= r <= 100 for r in recalls), name
+        recalls = [
+            [float(v) for v in x.strip(" |").replace("(", "").replace(")", "").split()] for x in sources[1:]
+        ]
+        assert len(recalls) == 4 and all(0 <= r <= 100 and count >= 0 for r, count in recalls), name
 
 
 def test_fusion_variants_docstring_examples() -> None:

@@ -14,8 +14,9 @@ trained networks without retraining any of them: decision record 0015's tables.
   base's detections (objectness: the base's outer-inner contrast of the detected class), scored as the
   two-stage detections are.
 
-**Segment sources**: the recall at tIoU 0.7 of the segments each rule groups from the base model's
-outputs, on the training and the test split (:data:`SOURCES`). On the training split this reads the
+**Segment sources**: the recall at tIoU 0.7 and the number per video of the segments the pseudo-label
+grouping (``config.pseudo.grouping``) makes of two of the base model's outputs, on the training and the
+test split (:data:`SOURCES`). On the training split this reads the
 synthetic ground truth, which the detector never sees: it says which source a pseudo-label rule
 *should* trust, so that a rule made from the training split alone can be checked against it.
 """
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .config import ScoringSettings
+from .config import GroupingSettings, ScoringSettings
 from .data import Video, snippet_clock
 from .detect import (
     BaseResult,
@@ -154,11 +155,11 @@ def score_variants(runner: DetectorRunner) -> dict[str, tuple[float, float]]:
     return scores
 
 
-def labelled_class_segments(result: BaseResult, video: Video, config: ScoringSettings) -> Segments:
-    """The segments grouped (``config.grouping``) on the class sequences of the video's labelled classes,
-    classes ignored, best first."""
+def labelled_class_segments(result: BaseResult, video: Video, grouping: GroupingSettings) -> Segments:
+    """The segments ``grouping`` makes of the class sequences of the video's labelled classes, classes
+    ignored, best first."""
     found = [
-        segments_from_scores(class_sequence(result, int(c)), config.grouping)
+        segments_from_scores(class_sequence(result, int(c)), grouping)
         for c in np.flatnonzero(np.asarray(video.label))
     ]
     segments = torch.cat([f.segments for f in found]).reshape(-1, 2)
@@ -167,8 +168,11 @@ def labelled_class_segments(result: BaseResult, video: Video, config: ScoringSet
     return Segments(segments[order], scores[order])
 
 
-def source_recall(runner: DetectorRunner, splits: Sequence[str] = ("train", "test")) -> dict[str, float]:
-    """Recall (%) at tIoU 0.7 of every segment source on each split, keyed ``"<split>: <source>"``."""
+def source_recall(
+    runner: DetectorRunner, splits: Sequence[str] = ("train", "test")
+) -> dict[str, tuple[float, float]]:
+    """Recall (%) at tIoU 0.7 and segments per video of every segment source on each split, keyed
+    ``"<split>: <source>"``."""
     dataset, config = runner.dataset, runner.config
     trained = runner.train()
     protocol = protocol_options(dataset)
@@ -179,19 +183,21 @@ def source_recall(runner: DetectorRunner, splits: Sequence[str] = ("train", "tes
         sets = {
             SOURCES[0]: outputs.segments,
             SOURCES[1]: {
-                v.name: labelled_class_segments(outputs.results[v.name], v, config.scoring) for v in videos
+                v.name: labelled_class_segments(outputs.results[v.name], v, config.pseudo.grouping)
+                for v in videos
             },
         }
         clocks = {v.name: snippet_clock(v, dataset.snippet_seconds) for v in videos}
         for source, found in sets.items():
             rows = proposals_from_segments(found, dataset.snippet_seconds, clocks=clocks)
             quality = evaluate_proposals(videos, rows, recall_tiou=(0.7,), **protocol)
-            recall[f"{split}: {source}"] = 100 * float(quality.recall[0, -1])
+            recall[f"{split}: {source}"] = (100 * float(quality.recall[0, -1]), quality.proposals_per_video)
     return recall
 
 
 def format_diagnostics(
-    per_cell: dict[str, list[dict[str, tuple[float, float]]]], sources: dict[str, list[dict[str, float]]]
+    per_cell: dict[str, list[dict[str, tuple[float, float]]]],
+    sources: dict[str, list[dict[str, tuple[float, float]]]],
 ) -> str:
     """The fusion variants (cells as rows, each variant's seed-mean AVG / mAP@0.7, and the mean over the
     cells) and the segment sources' recall (seed means)."""
@@ -207,9 +213,10 @@ def format_diagnostics(
     keys = list(next(iter(sources.values()))[0]) if sources else []
     lines += [
         "",
-        "| cell | " + " | ".join(f"R@0.7 {k}" for k in keys) + " |",
+        "| cell | " + " | ".join(f"{k}: R@0.7 (per video)" for k in keys) + " |",
         "| --- |" + " --- |" * len(keys),
     ]
     for name, runs in sources.items():
-        lines.append(f"| {name} | " + " | ".join(f"{np.mean([r[k] for r in runs]):.1f}" for k in keys) + " |")
+        means = [np.mean([r[k] for r in runs], axis=0) for k in keys]
+        lines.append(f"| {name} | " + " | ".join(f"{m[0]:.1f} ({m[1]:.1f})" for m in means) + " |")
     return "\n".join(lines)
