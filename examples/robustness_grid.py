@@ -2,7 +2,7 @@
 
     python examples/robustness_grid.py --out runs/grid                          # every cell, seeds 0 1 2
     python examples/robustness_grid.py --out runs/grid --seeds 0 --epochs-scale 0.3   # a shortened pass
-    python examples/robustness_grid.py --out runs/grid --cells ground-truth:2 context:1
+    python examples/robustness_grid.py --out runs/grid --cells ground-truth:0.5 context:1
 
 Every cell is 60 + 60 videos (``--videos``) of 1024 + 1024 channels under the ``thumos14`` preset and the
 THUMOS evaluation protocol, so it reads like a THUMOS14 folder of I3D features: the built-in family
@@ -45,7 +45,7 @@ from wstal.synthetic import make_synthetic_thumos
 
 ANNOTATIONS = Path(__file__).resolve().parents[2] / "shared" / "data" / "thumos14"
 FAMILIES = ("built-in", *launch.ANNOTATION_FAMILIES)
-DEFAULT_CELLS = ("built-in", "ground-truth:1", "ground-truth:2", "context:0", "context:0.5", "context:0.75")
+DEFAULT_CELLS = ("built-in", "ground-truth:0.5", "ground-truth:1", "context:0", "context:0.5", "context:0.75")
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,9 @@ trained networks without retraining any of them: decision record 0015's tables.
   detections;
 - ``base segments as candidates``: Stage 2 classifies the Stage-1 candidates and the segments of the
   base's detections (objectness: the base's outer-inner contrast of the detected class), scored as the
-  two-stage detections are.
+  two-stage detections are;
+- ``base segments filling gaps``: the same with only the base's segments that overlap no Stage-1
+  candidate by tIoU :data:`GAP_IOU` or more.
 
 **Segment sources**: the recall at tIoU 0.7 and the number per video of the segments the pseudo-label
 grouping (``config.pseudo.grouping``) makes of two of the base model's outputs, on the training and the
@@ -44,6 +46,7 @@ from .detect import (
 from .evaluation import evaluate_detections
 from .evaluator import protocol_options
 from .pipeline import DetectorRunner
+from .proposals import segment_iou
 from .pseudo_labels import Segments, segments_from_scores
 from .recall import evaluate_proposals, proposals_from_segments
 
@@ -53,7 +56,17 @@ Rows = list[tuple[int, float, float, float]]
 RESCORE_WEIGHT = 0.25
 """Stage 2's share in the re-scored base detections."""
 
-VARIANTS = ("two-stage", "base", "pooled", "base re-scored + two-stage", "base segments as candidates")
+GAP_IOU = 0.5
+"""A base segment fills a gap when its tIoU with every Stage-1 candidate is below this."""
+
+VARIANTS = (
+    "two-stage",
+    "base",
+    "pooled",
+    "base re-scored + two-stage",
+    "base segments as candidates",
+    "base segments filling gaps",
+)
 SOURCES = ("boundary head (pseudo labels)", "class sequences of the labelled classes")
 
 
@@ -130,19 +143,25 @@ def score_variants(runner: DetectorRunner) -> dict[str, tuple[float, float]]:
         ]
         for name, rows in own.items()
     }
-    candidates = {
-        name: Segments(
-            torch.cat([stage1[name].segments, segments[name].segments]),
-            torch.cat([stage1[name].scores, segments[name].scores.clamp(0, 1)]),
+
+    def with_base_segments(name: str, gaps_only: bool) -> Segments:
+        extra, found = segments[name], stage1[name]
+        keep = torch.ones(len(extra.segments), dtype=torch.bool)
+        if gaps_only and len(extra.segments) and len(found.segments):
+            a, b = extra.segments.T, found.segments.T
+            keep = segment_iou(a[0, :, None], a[1, :, None], b[0], b[1]).amax(1) < GAP_IOU
+        return Segments(
+            torch.cat([found.segments, extra.segments[keep]]),
+            torch.cat([found.scores, extra.scores[keep].clamp(0, 1)]),
         )
-        for name in own
-    }
+
     found = {
         "two-stage": two_stage,
         "base": own,
         "pooled": {n: pool(scoring, two_stage[n], own[n]) for n in own},
         "base re-scored + two-stage": {n: pool(scoring, rescored[n], two_stage[n]) for n in own},
-        "base segments as candidates": two_stage_rows(candidates),
+        "base segments as candidates": two_stage_rows({n: with_base_segments(n, False) for n in own}),
+        "base segments filling gaps": two_stage_rows({n: with_base_segments(n, True) for n in own}),
     }
     protocol = protocol_options(dataset)
     clocks = {v.name: snippet_clock(v, dataset.snippet_seconds) for v in test}
