@@ -111,9 +111,11 @@ def select_classes(video_scores: Tensor, threshold: float) -> list[int]:
     return [c for c in order if video_scores[c] >= threshold] or order[:1]
 
 
-def _soft_nms_per_class(
+def soft_nms_per_class(
     per_class: dict[int, tuple[Tensor, Tensor]], config: ScoringSettings
 ) -> list[tuple[int, float, float, float]]:
+    """Detections ``(class, score, start, end)`` from each class's ``(segments, scores)``: soft-NMS per
+    class (``config.soft_nms_sigma``), then the best ``config.max_detections`` over all classes, best first."""
     rows: list[tuple[int, float, float, float]] = []
     for c, (segments, scores) in per_class.items():
         if segments.shape[0] == 0:
@@ -138,7 +140,7 @@ def base_detections(result: BaseResult, config: ScoringSettings) -> list[tuple[i
     for c in select_classes(result.video_scores, config.class_threshold):
         found = segments_from_scores(class_sequence(result, c), config.grouping)
         per_class[c] = (found.segments, found.scores.clamp_min(0) * result.video_scores[c])
-    return _soft_nms_per_class(per_class, config)
+    return soft_nms_per_class(per_class, config)
 
 
 def base_contrast(result: BaseResult, c: int, segments: Tensor, outer_ratio: float) -> Tensor:
@@ -317,7 +319,7 @@ def stage1_detections(
         hi = torch.maximum(proposals.segments[:, 1].ceil().long(), lo + 1).clamp(max=t)
         inside = (cumulative[hi] - cumulative[lo]) / (hi - lo).float()
         per_class[c] = (proposals.segments, proposals.scores * inside * result.video_scores[c])
-    return _soft_nms_per_class(per_class, config)
+    return soft_nms_per_class(per_class, config)
 
 
 @torch.no_grad()
@@ -372,7 +374,7 @@ def detections_from_proposals(
             evidence = base_contrast(base, c, proposals.segments, config.grouping.outer_ratio)
             score = score.clamp_min(1e-8) ** (1 - w) * evidence.clamp_min(1e-8) ** w
         per_class[c] = (proposals.segments, proposals.scores * score * video_scores[c])
-    return _soft_nms_per_class(per_class, config)
+    return soft_nms_per_class(per_class, config)
 
 
 def to_detections(

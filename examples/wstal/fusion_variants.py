@@ -35,12 +35,12 @@ from .config import GroupingSettings, ScoringSettings
 from .data import Video, snippet_clock
 from .detect import (
     BaseResult,
-    _soft_nms_per_class,
     base_contrast,
     base_detections,
     class_sequence,
     classify_proposals,
     detections_from_proposals,
+    soft_nms_per_class,
     to_detections,
 )
 from .evaluation import evaluate_detections
@@ -86,7 +86,7 @@ def pool(config: ScoringSettings, *sets: Rows) -> Rows:
         c: (torch.tensor([[a, b] for _, a, b in found]), torch.tensor([s for s, _, _ in found]))
         for c, found in per_class.items()
     }
-    return _soft_nms_per_class(tensors, config)
+    return soft_nms_per_class(tensors, config)
 
 
 def segments_of(rows: Rows, score: Callable[[int, Tensor], Tensor]) -> Segments:
