@@ -1,7 +1,7 @@
 """The robustness grid: the detector at THUMOS width on three feature models and several difficulties.
 
     python examples/robustness_grid.py --out runs/grid                          # every cell, seeds 0 1 2
-    python examples/robustness_grid.py --out runs/grid --seeds 0 --epochs-scale 0.3   # a shortened pass
+    python examples/robustness_grid.py --out runs/grid --epochs-scale 0.4       # shortened: ~1 h on 2 cores
     python examples/robustness_grid.py --out runs/grid --cells ground-truth:0.5 context:1
 
 Every cell is 60 + 60 videos (``--videos``) of 1024 + 1024 channels under the ``thumos14`` preset and the
