@@ -47,6 +47,7 @@ __all__ = [
     "protocol_options",
     "train_and_evaluate",
     "two_stage_detections",
+    "two_stage_rows",
 ]
 
 DETECTORS = {
@@ -144,6 +145,34 @@ def protocol_options(dataset: WSTALDataset) -> dict[str, Any]:
     }
 
 
+def two_stage_rows(
+    classifier: nn.Module,
+    videos: Sequence[Video],
+    proposals: dict[str, Segments],
+    base: dict[str, BaseResult],
+    config: DetectorConfig,
+    *,
+    device: torch.device | str = "cpu",
+    show_progress: bool = False,
+) -> dict[str, list[tuple[int, float, float, float]]]:
+    """The two-stage detections of ``videos`` as ``(class, score, start, end)`` in snippets: Stage 2
+    classifies ``proposals`` and its scores are fused with the ``base`` model's evidence
+    (:func:`~wstal.detect.detections_from_proposals`)."""
+    scores = classify_proposals(
+        classifier,
+        videos,
+        proposals,
+        topk_ratio=config.proposal_topk_ratio,
+        device=device,
+        desc="test: classify",
+        show_progress=show_progress,
+    )
+    return {
+        v.name: detections_from_proposals(proposals[v.name], *scores[v.name], config.scoring, base[v.name])
+        for v in videos
+    }
+
+
 def two_stage_detections(
     classifier: nn.Module,
     videos: Sequence[Video],
@@ -155,25 +184,12 @@ def two_stage_detections(
     device: torch.device | str = "cpu",
     show_progress: bool = False,
 ) -> dict[str, list[Detection]]:
-    """The two-stage detections of ``videos``: Stage 2 classifies ``proposals`` and its scores are fused
-    with the ``base`` model's evidence (:func:`~wstal.detect.detections_from_proposals`), in seconds on
-    each video's clock (:func:`~wstal.data.snippet_clock`; ``snippet_seconds`` for videos without one)."""
-    scores = classify_proposals(
-        classifier,
-        videos,
-        proposals,
-        topk_ratio=config.proposal_topk_ratio,
-        device=device,
-        desc="test: classify",
-        show_progress=show_progress,
+    """:func:`two_stage_rows` in seconds on each video's clock (:func:`~wstal.data.snippet_clock`;
+    ``snippet_seconds`` for videos without one)."""
+    rows = two_stage_rows(
+        classifier, videos, proposals, base, config, device=device, show_progress=show_progress
     )
-    return {
-        v.name: to_detections(
-            detections_from_proposals(proposals[v.name], *scores[v.name], config.scoring, base[v.name]),
-            *snippet_clock(v, snippet_seconds),
-        )
-        for v in videos
-    }
+    return {v.name: to_detections(rows[v.name], *snippet_clock(v, snippet_seconds)) for v in videos}
 
 
 def evaluate(runner: DetectorRunner, trained: TrainedDetector) -> EvaluationResult:

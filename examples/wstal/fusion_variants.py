@@ -39,12 +39,11 @@ from .detect import (
     base_detections,
     class_sequence,
     classify_proposals,
-    detections_from_proposals,
     soft_nms_per_class,
     to_detections,
 )
 from .evaluation import evaluate_detections
-from .evaluator import protocol_options
+from .evaluator import protocol_options, two_stage_rows
 from .pipeline import DetectorRunner
 from .proposals import segment_iou
 from .pseudo_labels import Segments, segments_from_scores
@@ -115,26 +114,24 @@ def score_variants(runner: DetectorRunner) -> dict[str, tuple[float, float]]:
     base = runner.base_outputs(trained.base, "test").results
     stage1 = runner.proposals(trained.stage1, trained.base, "test").stage1
 
-    def classify(candidates: dict[str, Segments]) -> dict[str, tuple[Tensor, Tensor]]:
-        return classify_proposals(
-            trained.classifier, test, candidates, topk_ratio=config.proposal_topk_ratio, show_progress=False
-        )
-
-    def two_stage_rows(candidates: dict[str, Segments]) -> dict[str, Rows]:
-        scores = classify(candidates)
-        return {
-            name: detections_from_proposals(candidates[name], *scores[name], scoring, base[name])
-            for name in candidates
-        }
+    def classified(candidates: dict[str, Segments]) -> dict[str, Rows]:
+        return two_stage_rows(trained.classifier, test, candidates, base, config, device=runner.device)
 
     own = {v.name: base_detections(base[v.name], scoring) for v in test}
-    two_stage = two_stage_rows(stage1)
+    two_stage = classified(stage1)
     margin = scoring.grouping.outer_ratio
     segments = {
         name: segments_of(rows, lambda c, s, r=base[name]: base_contrast(r, c, s, margin))
         for name, rows in own.items()
     }
-    probabilities = classify(segments)
+    probabilities = classify_proposals(
+        trained.classifier,
+        test,
+        segments,
+        topk_ratio=config.proposal_topk_ratio,
+        device=runner.device,
+        show_progress=False,
+    )
     w = RESCORE_WEIGHT
     rescored = {
         name: [
@@ -160,8 +157,8 @@ def score_variants(runner: DetectorRunner) -> dict[str, tuple[float, float]]:
         "base": own,
         "pooled": {n: pool(scoring, two_stage[n], own[n]) for n in own},
         "base re-scored + two-stage": {n: pool(scoring, rescored[n], two_stage[n]) for n in own},
-        "base segments as candidates": two_stage_rows({n: with_base_segments(n, False) for n in own}),
-        "base segments filling gaps": two_stage_rows({n: with_base_segments(n, True) for n in own}),
+        "base segments as candidates": classified({n: with_base_segments(n, False) for n in own}),
+        "base segments filling gaps": classified({n: with_base_segments(n, True) for n in own}),
     }
     protocol = protocol_options(dataset)
     clocks = {v.name: snippet_clock(v, dataset.snippet_seconds) for v in test}

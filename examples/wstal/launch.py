@@ -65,6 +65,11 @@ ANNOTATION_FAMILIES = {"ground-truth": make_synthetic_from_annotations, "context
 """The synthetic families laid around the ground truth of an annotation folder, by name: each takes
 ``(annotation_dir, *, seed, dim, difficulty, max_videos_per_split, max_seconds)``."""
 
+_ANNOTATION_SOURCES = {  # data source: its flag, what it synthesises (for the log), its family
+    "synthetic-from-annotations": ("--synthetic-from", "", "ground-truth"),
+    "synthetic-context": ("--synthetic-context", " of action-context confusion", "context"),
+}
+
 
 # -------------------------------------------------------------------------------- argparse types
 
@@ -408,8 +413,8 @@ def load_data(parser: argparse.ArgumentParser, args: argparse.Namespace) -> WSTA
     try:
         return _load(args)
     except (FileNotFoundError, ValueError) as error:
-        flag = {"synthetic-from-annotations": "--synthetic-from", "synthetic-context": "--synthetic-context"}
-        parser.error(f"argument {flag.get(data_source(args), '--data-dir')}: {error}")
+        flag = _ANNOTATION_SOURCES.get(data_source(args), ("--data-dir",))[0]
+        parser.error(f"argument {flag}: {error}")
 
 
 def _load(args: argparse.Namespace) -> WSTALDataset:
@@ -425,16 +430,9 @@ def _load(args: argparse.Namespace) -> WSTALDataset:
             feature_window=args.feature_window,
             feature_fps=args.feature_fps,
         )
-    families = {  # the annotation-driven families: flag value, what they synthesise, generator
-        "synthetic-from-annotations": (args.synthetic_from, "", ANNOTATION_FAMILIES["ground-truth"]),
-        "synthetic-context": (
-            args.synthetic_context,
-            " of action-context confusion",
-            ANNOTATION_FAMILIES["context"],
-        ),
-    }
-    if data_source(args) in families:
-        folder, what, make = families[data_source(args)]
+    if data_source(args) in _ANNOTATION_SOURCES:
+        flag, what, family = _ANNOTATION_SOURCES[data_source(args)]
+        folder, make = getattr(args, flag[2:].replace("-", "_")), ANNOTATION_FAMILIES[family]
         log(
             f"synthesising {args.synthetic_dim} + {args.synthetic_dim} channels{what} around the ground truth of "
             f"{folder} (difficulty {args.difficulty}, data seed {args.data_seed})"
