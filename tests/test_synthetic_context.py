@@ -7,12 +7,11 @@ skip when that folder is absent.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-from scripts import two_stage
+from scripts import check_annotation_family_cli
 from thumos_folder import thumos_format_folder
 
 from wstal.data import SNIPPET_SECONDS, WSTALDataset
@@ -318,15 +317,12 @@ def test_noise_is_correlated_in_time_unlike_the_ground_truth_family():
 
 
 def test_the_command_line_runs_on_the_family(folder, tmp_path, capsys):
-    out = tmp_path / "out"
-    argv = ["--synthetic-context", str(folder), "--difficulty", "0.5", "--synthetic-dim", "8", "--width", "16"]
-    assert two_stage([*argv, "--epochs", "1", "--threads", "1", "--quiet", "--out", str(out)]) == 0
-    assert "| two-stage (Stage-2 detections) |" in capsys.readouterr().out
-    assert json.loads((out / "results.json").read_text())["data"] == "synthetic-context"
-    with pytest.raises(SystemExit) as exit_info:
-        two_stage(["--synthetic-context", str(tmp_path / "missing"), "--out", str(out)])
-    assert exit_info.value.code == 2
-    assert "argument --synthetic-context:" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        two_stage(["--synthetic-context", str(folder), "--synthetic-from", str(folder)])
-    assert "not allowed with argument" in capsys.readouterr().err
+    check_annotation_family_cli(
+        "--synthetic-context",
+        folder,
+        data="synthetic-context",
+        extra=["--difficulty", "0.5"],
+        conflicting="--synthetic-from",
+        out=tmp_path / "out",
+        capsys=capsys,
+    )

@@ -6,12 +6,11 @@ annotations use ../shared/data/thumos14 and skip when that folder is absent.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-from scripts import two_stage
+from scripts import check_annotation_family_cli
 
 from wstal.data import SNIPPET_SECONDS, Video
 from wstal.synthetic import THUMOS14_CLASSES, make_synthetic_thumos
@@ -333,15 +332,12 @@ def test_real_annotations_ground_truth_and_held_out_selection():
 
 
 def test_the_command_line_runs_on_the_family(folder, tmp_path, capsys):
-    out = tmp_path / "out"
-    argv = ["--synthetic-from", str(folder), "--synthetic-dim", "8", "--width", "16", "--epochs", "1"]
-    assert two_stage([*argv, "--threads", "1", "--quiet", "--out", str(out)]) == 0
-    assert "| two-stage (Stage-2 detections) |" in capsys.readouterr().out
-    assert json.loads((out / "results.json").read_text())["data"] == "synthetic-from-annotations"
-    with pytest.raises(SystemExit) as exit_info:
-        two_stage(["--synthetic-from", str(tmp_path / "missing"), "--out", str(out)])
-    assert exit_info.value.code == 2
-    assert "argument --synthetic-from:" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        two_stage(["--synthetic-from", str(folder), "--data-dir", str(folder)])
-    assert "not allowed with argument" in capsys.readouterr().err
+    check_annotation_family_cli(
+        "--synthetic-from",
+        folder,
+        data="synthetic-from-annotations",
+        extra=[],
+        conflicting="--data-dir",
+        out=tmp_path / "out",
+        capsys=capsys,
+    )
