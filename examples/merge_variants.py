@@ -16,7 +16,8 @@ and the T-RPN's proposals alone. Per variant and seed it reports:
   this is ``>= 0``;
 - with ``--map``, the two-stage mAP AVG 0.1:0.7 of the variant classified by the run's Stage 2, which was
   trained on the run's configured merge and is not retrained per variant (so the configured variant is
-  the run's own two-stage result, and the others are what a change of merge alone does).
+  the run's own two-stage result, and the others are what a change of merge alone does); the variant's
+  proposals become Stage 2's candidates as the run's do (:func:`wstal.detect.stage2_candidates`).
 
 The table is printed and written to ``--out/merge_variants.md``.
 """
@@ -34,7 +35,7 @@ from wstal import launch
 from wstal.config import ProposalSettings
 from wstal.console import log
 from wstal.data import WSTALDataset, snippet_clock
-from wstal.detect import stage1_proposals
+from wstal.detect import stage1_proposals, stage2_candidates
 from wstal.evaluation import evaluate_detections
 from wstal.evaluator import protocol_options, two_stage_detections
 from wstal.pipeline import DetectorRunner, base_strategy_for
@@ -85,7 +86,8 @@ def score_variants(
     test, sec = dataset.test, dataset.snippet_seconds
     clocks = {v.name: snippet_clock(v, sec) for v in test}
     base_out = runner.base_outputs(base, "test")
-    grouped, rpn = base_out.segments, runner.proposals(s1, base, "test").rpn
+    found = runner.proposals(s1, base, "test")
+    grouped, rpn = base_out.segments, found.rpn
     classifier = runner.train(s1, s2).classifier if with_map else None
     protocol = protocol_options(dataset)
 
@@ -102,11 +104,16 @@ def score_variants(
         equal = recall_at_equal_budget({"variant": variant, "base": base_quality}, tiou=0.5)
         map_avg = None
         if classifier is not None:
-            found = two_stage_detections(
-                classifier, test, sets, base_out.results, c, snippet_seconds=sec, device=runner.device
+            candidates = {
+                name: stage2_candidates(p, base_out.results[name], found.snippets[name], c.scoring)
+                for name, p in sets.items()
+            }
+            detections = two_stage_detections(
+                classifier, test, candidates, base_out.results, c, snippet_seconds=sec, device=runner.device
             )
             map_avg = (
-                100 * evaluate_detections(test, found, dataset.num_classes, **protocol).averages["0.1:0.7"]
+                100
+                * evaluate_detections(test, detections, dataset.num_classes, **protocol).averages["0.1:0.7"]
             )
         scores[variant_name(det)] = VariantScore(
             variant.proposals_per_video,

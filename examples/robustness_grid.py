@@ -104,7 +104,7 @@ def summary(result: EvaluationResult) -> dict[str, float]:
         "two_stage": result.avg("two_stage"),
         "base@0.7": result.map_at(0.7, "base"),
         "two_stage@0.7": result.map_at(0.7),
-        "candidates R@0.7": 100 * recall["stage1"],
+        "candidates R@0.7": 100 * recall["candidates"],
         "base detections R@0.7": 100 * recall["base_detections"],
     }
 

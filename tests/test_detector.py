@@ -53,10 +53,11 @@ def test_tiny_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert (tmp_path / "average_recall.png").stat().st_size > 0
     assert not list(tmp_path.rglob("*.tmp"))
     quality = results["proposal_quality"]
-    assert set(quality) == {"stage1", "rpn", "base", "base_detections"}
+    assert set(quality) == {"candidates", "stage1", "rpn", "base", "base_detections"}
     for name in quality:
         assert all(0.0 <= r <= 1.0 for r in quality[name]["average_recall"] if r is not None)
     for name in (
+        "Stage-2 candidates",
         "Stage-1 proposals",
         "T-RPN proposals alone",
         "base grouped segments",
@@ -240,8 +241,14 @@ def test_quality_bar_checks_follow_the_numbers() -> None:
     exact = {v.name: [Detection(0, 1.0, float(a), float(b)) for a, b in v.segments] for v in videos}
     shifted = {v.name: [Detection(0, 1.0, float(b), float(2 * b - a)) for a, b in v.segments] for v in videos}
     good = {"stage1": evaluate_proposals(videos, exact), "base": evaluate_proposals(videos, shifted)}
-    good["base_detections"] = good["base"]  # the candidates recall everything, the base's detections nothing
-    bad = {"stage1": good["base"], "base": good["stage1"], "base_detections": good["stage1"]}
+    # the candidates recall everything, the base's detections nothing
+    good["candidates"], good["base_detections"] = good["stage1"], good["base"]
+    bad = {
+        "stage1": good["base"],
+        "base": good["stage1"],
+        "candidates": good["base"],
+        "base_detections": good["stage1"],
+    }
 
     def table(avg: float) -> MAPResult:
         return MAPResult(np.array([0.5]), np.array([[avg]]), np.array([avg]), {"0.1:0.7": avg / 100})

@@ -197,7 +197,7 @@ def test_the_runner_trains_each_stage_once_and_uses_the_configured_top_k(tiny, m
     kinds = sorted(key.kind for key in runner.train_stage._trained)
     assert kinds == ["base", "stage1", "stage2", "stage2"]
     assert calls == [5.0, 5.0]  # training split once, test split once: the configured ratio both times
-    assert set(first.proposal_quality) == {"stage1", "rpn", "base", "base_detections"}
+    assert set(first.proposal_quality) == {"candidates", "stage1", "rpn", "base", "base_detections"}
     assert first.proposal_quality["stage1"].num_videos == len(tiny.test)
     # the base's own detections, classes ignored: the recall the candidates must reach
     base_rows = {
@@ -234,7 +234,12 @@ def test_the_merge_can_be_switched_off_and_is_part_of_the_classifier_key(tiny) -
     off = _config(proposals=ProposalSettings(merge_base_segments=False))
     runner = DetectorRunner(tiny, off, show_progress=False)
     result = train_and_evaluate(runner, "mutual+", "concat")
-    assert result is not None and set(result.proposal_quality) == {"stage1", "base", "base_detections"}
+    assert result is not None and set(result.proposal_quality) == {
+        "candidates",
+        "stage1",
+        "base",
+        "base_detections",
+    }
     proposals = runner.proposals("mutual+", "concat", "test")
     assert proposals.stage1 is proposals.rpn
     rpn_key = StageKey("stage1", "mutual+", (), StageKey("base", "concat", ()))
@@ -251,6 +256,94 @@ def test_the_merge_can_be_switched_off_and_is_part_of_the_classifier_key(tiny) -
         stage.fusion, stage.config, stage.dataset, stage.rpn = "concat", config, tiny, rpn_key
         keys.append(stage.key)
     assert len(set(keys)) == len(variants)
+
+
+def _support_reference(segments: torch.Tensor, snippets) -> torch.Tensor:
+    """The T-RPN's support by a float64 double loop: max over snippets of objectness x tIoU."""
+    found = []
+    for a, b in segments.double().tolist():
+        best = 0.0
+        for (c, d), o in zip(snippets.segments.double().tolist(), snippets.scores.double().tolist()):
+            inter = max(0.0, min(b, d) - max(a, c))
+            union = (b - a) + (d - c) - inter
+            best = max(best, o * (inter / union if union > 0 else 0.0))
+        found.append(best)
+    return torch.tensor(found, dtype=torch.float64)
+
+
+def test_stage2_candidates_hold_the_base_detections_and_the_stage1_proposals(tiny) -> None:
+    """The candidates Stage 2 classifies at inference: every Stage-1 proposal and every segment of the
+    base's detections, each once, scored by the T-RPN's support (float64 reference), so they recall at
+    least what the base's detections recall; the other choices give the parts."""
+    from wstal.detect import base_segments
+
+    runner = DetectorRunner(tiny, _config(), show_progress=False)
+    runner.train("mutual+", "concat")
+    scoring = runner.config.scoring
+    found = runner.proposals("mutual+", "concat", "test")
+    results = runner.base_outputs("concat", "test").results
+    candidates = runner.candidates("mutual+", "concat", "test")
+    assert set(candidates) == {v.name for v in tiny.test}
+    for v in tiny.test:
+        got = candidates[v.name]
+        rows = [tuple(r) for r in got.segments.tolist()]
+        assert len(rows) == len(set(rows))  # each segment once
+        detected = {(a, b) for _, _, a, b in base_detections(results[v.name], scoring)}
+        stage1 = {tuple(r) for r in found.stage1[v.name].segments.tolist()}
+        assert set(rows) == detected | stage1
+        expected = _support_reference(got.segments, found.snippets[v.name])
+        torch.testing.assert_close(got.scores.double(), expected, atol=1e-6, rtol=1e-5)
+        assert torch.all(got.scores[:-1] >= got.scores[1:])  # best first
+    only = runner.candidates(
+        "mutual+", "concat", "test", dataclasses.replace(scoring, candidates="stage1", objectness="own")
+    )
+    alone = runner.candidates(
+        "mutual+", "concat", "test", dataclasses.replace(scoring, candidates="base", objectness="own")
+    )
+    for v in tiny.test:
+        stage1 = found.stage1[v.name]
+        assert {tuple(r) for r in only[v.name].segments.tolist()} == {
+            tuple(r) for r in stage1.segments.tolist()
+        }
+        assert sorted(only[v.name].scores.tolist()) == pytest.approx(
+            sorted(stage1.scores.clamp(0, 1).tolist())
+        )
+        own = base_segments(
+            results[v.name], base_detections(results[v.name], scoring), scoring.grouping.outer_ratio
+        )
+        assert alone[v.name].segments.tolist() == own.segments.tolist()
+    # a superset of the base's detected segments recalls at least as much at every tIoU
+    rows = {
+        v.name: to_detections(
+            [(0, 1.0, a, b) for a, b in candidates[v.name].segments.tolist()], tiny.snippet_seconds
+        )
+        for v in tiny.test
+    }
+    base_rows = {
+        v.name: to_detections(base_detections(results[v.name], scoring), tiny.snippet_seconds)
+        for v in tiny.test
+    }
+    budget = (max(len(r) for r in rows.values()),)
+    mine, theirs = (evaluate_proposals(tiny.test, r, max_proposals=budget) for r in (rows, base_rows))
+    assert (mine.recall >= theirs.recall - 1e-12).all()
+
+
+def test_rpn_support_against_a_float64_loop() -> None:
+    from wstal.detect import rpn_support
+    from wstal.pseudo_labels import Segments
+
+    g = torch.Generator().manual_seed(0)
+    starts = torch.rand(30, generator=g) * 50
+    snippets = Segments(
+        torch.stack([starts, starts + torch.rand(30, generator=g) * 10], -1), torch.rand(30, generator=g)
+    )
+    a = torch.rand(12, generator=g) * 50
+    segments = torch.stack([a, a + torch.rand(12, generator=g) * 12], -1)
+    torch.testing.assert_close(
+        rpn_support(segments, snippets).double(), _support_reference(segments, snippets), atol=1e-6, rtol=1e-5
+    )
+    assert rpn_support(torch.zeros(0, 2), snippets).shape == (0,)
+    assert rpn_support(segments, Segments(torch.zeros(0, 2), torch.zeros(0))).tolist() == [0.0] * 12
 
 
 def test_merge_proposals_by_hand() -> None:
@@ -474,8 +567,14 @@ def _another(value: object) -> object:
         return value / 2 if value > 0 else 0.5
     if isinstance(value, tuple):
         return value[:-1]
-    if value in ("boundary", "attention"):  # PseudoLabelSettings.source
-        return {"boundary": "attention", "attention": "boundary"}[value]
+    others = {
+        "boundary": "attention",  # PseudoLabelSettings.source
+        "attention": "boundary",
+        "stage1+base": "stage1",  # ScoringSettings.candidates
+        "rpn": "own",  # ScoringSettings.objectness
+    }
+    if value in others:
+        return others[value]
     raise AssertionError(f"no other value for {value!r}")
 
 

@@ -8,7 +8,6 @@ import runpy
 from pathlib import Path
 
 import pytest
-import torch
 from scripts import EXAMPLES, run_script
 
 THUMOS_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "thumos14"
@@ -104,12 +103,3 @@ def test_a_tiny_grid_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[st
             [float(v) for v in x.strip(" |").replace("(", "").replace(")", "").split()] for x in sources[1:]
         ]
         assert len(recalls) == 4 and all(0 <= r <= 100 and count >= 0 for r, count in recalls), name
-
-
-def test_fusion_variants_docstring_examples() -> None:
-    import doctest
-
-    from wstal import fusion_variants
-
-    result = doctest.testmod(fusion_variants, extraglobs={"torch": torch})
-    assert result.attempted > 0 and result.failed == 0

@@ -236,6 +236,14 @@ class ScoringSettings:
             (weighted geometric mean, see :func:`wstal.detect.detections_from_proposals`; 0 = Stage 2 alone).
         grouping: how the base detector groups each class's score sequence into segments (its
             ``outer_ratio`` is also the base's contrast on the Stage-2 proposals).
+        candidates: what Stage 2 classifies at inference (it is trained on the Stage-1 proposals):
+            ``stage1+base``, the Stage-1 proposals and the segments of the base model's own detections,
+            classes ignored, so that the candidates recall at least what the base's detections recall
+            (decision 0016); ``stage1``, the Stage-1 proposals alone; ``base``, the base's segments alone.
+        objectness: the objectness of each candidate in its two-stage score: ``rpn``, the T-RPN's
+            support for the segment, one measure whatever the candidate's source
+            (:func:`wstal.detect.rpn_support`); ``own``, the score it came with (a T-RPN proposal's
+            objectness, a base segment's contrast).
     """
 
     class_threshold: float = field(default=0.1, metadata=PROBABILITY)
@@ -243,6 +251,8 @@ class ScoringSettings:
     max_detections: int = field(default=100, metadata=AT_LEAST_ONE)
     base_weight: float = field(default=0.5, metadata=PROBABILITY)
     grouping: GroupingSettings = GroupingSettings(nms_iou=0.7, min_score=0.0)
+    candidates: Literal["stage1+base", "stage1", "base"] = "stage1+base"
+    objectness: Literal["rpn", "own"] = "rpn"
 
     def __post_init__(self) -> None:
         validate(self)

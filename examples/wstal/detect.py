@@ -33,23 +33,27 @@ from .console import progress
 from .data import Video
 from .evaluation import Detection
 from .model import MILBaseModel, ProposalClassifier, TemporalRPN, proposal_video_logits, snippet_video_logits
-from .proposals import nms_1d, outer_inner_contrast, soft_nms_1d, whole_snippets
+from .proposals import nms_1d, outer_inner_contrast, segment_iou, soft_nms_1d, whole_snippets
 from .pseudo_labels import Segments, segments_from_scores
 
 __all__ = [
     "BaseResult",
     "base_contrast",
     "base_detections",
+    "base_segments",
     "class_segments",
     "class_sequence",
     "classify_proposals",
     "detections_from_proposals",
     "merge_proposals",
-    "rpn_proposals",
+    "proposals_from_snippets",
+    "rpn_snippets",
+    "rpn_support",
     "run_base",
     "select_classes",
     "stage1_detections",
     "stage1_proposals",
+    "stage2_candidates",
     "to_detections",
     "vote_boundaries",
 ]
@@ -158,17 +162,17 @@ def base_contrast(result: BaseResult, c: int, segments: Tensor, outer_ratio: flo
 
 
 @torch.no_grad()
-def rpn_proposals(
+def rpn_snippets(
     model: TemporalRPN,
     videos: Sequence[Video],
-    config: ProposalSettings,
     *,
     device: torch.device | str = "cpu",
     batch_size: int = 8,
     desc: str = "proposals",
     show_progress: bool = True,
 ) -> dict[str, Segments]:
-    """Class-agnostic Stage-1 proposals per video: one candidate per snippet, objectness filter, NMS."""
+    """The T-RPN's raw output per video: at every snippet the segment it regresses (clipped to the video)
+    and its objectness, unfiltered and in snippet order."""
     model.eval()
     found: dict[str, Segments] = {}
     for group in progress(_batches(videos, batch_size), desc=desc, enabled=show_progress):
@@ -180,20 +184,24 @@ def rpn_proposals(
             centres = torch.arange(t, dtype=torch.float32) + 0.5
             offsets = out.offsets[i, :t].float().cpu()
             segments = torch.stack([centres - offsets[:, 0], centres + offsets[:, 1]], -1).clamp(0, t)
-            scores = objectness[i, :t].float().cpu()
-            keep = (scores >= config.min_objectness) & (segments[:, 1] - segments[:, 0] >= 0.5)
-            if not keep.any():
-                keep = scores == scores.max()
-            segments, scores = segments[keep], scores[keep]
-            keep_idx = nms_1d(segments, scores, config.nms_iou)
-            keep_idx = keep_idx[scores[keep_idx].argsort(descending=True, stable=True)][
-                : config.max_proposals
-            ]
-            kept = segments[keep_idx]
-            if config.vote_iou < 1:
-                kept = vote_boundaries(kept, segments, scores, config.vote_iou)
-            found[video.name] = Segments(kept, scores[keep_idx])
+            found[video.name] = Segments(segments, objectness[i, :t].float().cpu())
     return found
+
+
+def proposals_from_snippets(snippets: Segments, config: ProposalSettings) -> Segments:
+    """One video's class-agnostic T-RPN proposals from its :func:`rpn_snippets`: objectness filter, NMS,
+    the best ``config.max_proposals``, boundary voting."""
+    segments, scores = snippets
+    keep = (scores >= config.min_objectness) & (segments[:, 1] - segments[:, 0] >= 0.5)
+    if not keep.any():
+        keep = scores == scores.max()
+    segments, scores = segments[keep], scores[keep]
+    keep_idx = nms_1d(segments, scores, config.nms_iou)
+    keep_idx = keep_idx[scores[keep_idx].argsort(descending=True, stable=True)][: config.max_proposals]
+    kept = segments[keep_idx]
+    if config.vote_iou < 1:
+        kept = vote_boundaries(kept, segments, scores, config.vote_iou)
+    return Segments(kept, scores[keep_idx])
 
 
 def vote_boundaries(kept: Tensor, candidates: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
@@ -304,6 +312,80 @@ def class_segments(result: BaseResult, config: ProposalSettings) -> Segments:
     scores = torch.cat([f.scores for f in found])
     order = scores.argsort(descending=True, stable=True)
     return Segments(segments[order], scores[order])
+
+
+def rpn_support(segments: Tensor, snippets: Segments) -> Tensor:
+    """The T-RPN's support for arbitrary segments: for each, the largest ``objectness x tIoU`` between it
+    and the segments the T-RPN regresses at the video's snippets (:func:`rpn_snippets`). One objectness
+    for every candidate, whatever made it: high only where the T-RPN both fires and agrees on the
+    boundaries.
+
+    Shape:
+        segments: (n, 2) in snippets. Returns (n,).
+
+    Example:
+        >>> snippets = Segments(torch.tensor([[0.0, 4.0], [0.0, 4.0], [10.0, 12.0]]), torch.tensor([0.9, 0.8, 0.2]))
+        >>> rpn_support(torch.tensor([[0.0, 4.0], [2.0, 4.0], [10.0, 12.0], [20.0, 30.0]]), snippets)
+        tensor([0.9000, 0.4500, 0.2000, 0.0000])
+    """
+    if segments.shape[0] == 0 or snippets.segments.shape[0] == 0:
+        return torch.zeros(segments.shape[0])
+    a, b = segments.float().T, snippets.segments.T
+    iou = segment_iou(a[0, :, None], a[1, :, None], b[0], b[1])
+    return (iou * snippets.scores[None]).amax(1)
+
+
+def base_segments(
+    result: BaseResult, rows: Sequence[tuple[int, float, float, float]], outer_ratio: float
+) -> Segments:
+    """The segments of the base model's detections ``rows`` (:func:`base_detections`), classes ignored, each
+    scored by the base's contrast for its class (:func:`base_contrast`); a segment detected for several
+    classes once, with its best score; best first.
+
+    Example:
+        >>> r = BaseResult(torch.full((8, 2), 0.5), torch.tensor([0, 0, 1, 1, 1, 1, 0, 0.0]), torch.zeros(8), torch.ones(2))
+        >>> base_segments(r, [(0, 0.9, 2.0, 6.0), (1, 0.8, 2.0, 6.0), (0, 0.1, 0.0, 8.0)], 0.25)
+        Segments(segments=tensor([[2., 6.],
+                [0., 8.]]), scores=tensor([1.0000, 0.5000]))
+    """
+    if not rows:
+        return Segments(torch.zeros(0, 2), torch.zeros(0))
+    segments = torch.tensor([[a, b] for _, _, a, b in rows], dtype=torch.float32)
+    classes = torch.tensor([c for c, *_ in rows])
+    scores = torch.zeros(len(rows))
+    for c in classes.unique().tolist():
+        at = classes == c
+        scores[at] = base_contrast(result, c, segments[at], outer_ratio)
+    return _unique(segments, scores)
+
+
+def _unique(segments: Tensor, scores: Tensor) -> Segments:
+    """Each distinct segment once, with its best score; best first."""
+    distinct, inverse = torch.unique(segments, dim=0, return_inverse=True)
+    best = torch.full((distinct.shape[0],), -torch.inf).scatter_reduce(0, inverse, scores, "amax")
+    order = best.argsort(descending=True, stable=True)
+    return Segments(distinct[order], best[order])
+
+
+def stage2_candidates(
+    stage1: Segments, base: BaseResult, snippets: Segments, config: ScoringSettings
+) -> Segments:
+    """One video's candidates for Stage 2 at inference (``config.candidates``, ``config.objectness``): the
+    Stage-1 proposals and/or the segments of the base model's own detections (:func:`base_segments`),
+    each distinct segment once, scored by the T-RPN's support (:func:`rpn_support`, from the video's
+    ``snippets``) or by its own score; best first."""
+    sets = []
+    if config.candidates != "base":
+        sets.append(stage1)
+    if config.candidates != "stage1":
+        sets.append(base_segments(base, base_detections(base, config), config.grouping.outer_ratio))
+    segments = torch.cat([s.segments.float() for s in sets]).reshape(-1, 2)
+    scores = torch.cat([s.scores.float().clamp(0, 1) for s in sets])
+    if config.objectness == "rpn":
+        scores = rpn_support(segments, snippets)
+    if segments.shape[0] == 0:
+        return Segments(segments, scores)
+    return _unique(segments, scores)
 
 
 def stage1_detections(

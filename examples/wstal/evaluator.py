@@ -58,6 +58,7 @@ DETECTORS = {
 """The three detectors of a result, by field name, with their printed names."""
 
 PROPOSAL_SETS = {
+    "candidates": "Stage-2 candidates",
     "stage1": "Stage-1 proposals",
     "rpn": "T-RPN proposals alone",
     "base": "base grouped segments",
@@ -69,7 +70,8 @@ PROPOSAL_SETS = {
 @dataclass
 class EvaluationResult:
     """Test-split mAP of the three detectors of one configuration, what they detected, and the quality
-    (average recall) of the Stage-1 proposals (``stage1``), of the T-RPN's own proposals before the merge
+    (average recall) of the candidates Stage 2 classifies (``candidates``: the Stage-1 proposals and the
+    base's detected segments), of the Stage-1 proposals (``stage1``), of the T-RPN's own proposals before the merge
     (``rpn``, when the base segments are merged), of the base model's grouped segments (``base``) and of
     the base model's own detections with their classes ignored (``base_detections``: what the candidates
     handed to Stage 2 must recall at least as well, or Stage 2 cannot beat the base)."""
@@ -156,8 +158,8 @@ def two_stage_rows(
     show_progress: bool = False,
 ) -> dict[str, list[tuple[int, float, float, float]]]:
     """The two-stage detections of ``videos`` as ``(class, score, start, end)`` in snippets: Stage 2
-    classifies ``proposals`` and its scores are fused with the ``base`` model's evidence
-    (:func:`~wstal.detect.detections_from_proposals`)."""
+    classifies ``proposals`` (the candidates, :meth:`~wstal.pipeline.DetectorRunner.candidates`) and its
+    scores are fused with the ``base`` model's evidence (:func:`~wstal.detect.detections_from_proposals`)."""
     scores = classify_proposals(
         classifier,
         videos,
@@ -199,6 +201,7 @@ def evaluate(runner: DetectorRunner, trained: TrainedDetector) -> EvaluationResu
     test, sec = d.test, d.snippet_seconds
     base_out = runner.base_outputs(trained.base, "test")
     proposals = runner.proposals(trained.stage1, trained.base, "test")
+    candidates = runner.candidates(trained.stage1, trained.base, "test")
     results, scoring = base_out.results, c.scoring
     clocks = {v.name: snippet_clock(v, sec) for v in test}
     found = {
@@ -214,7 +217,7 @@ def evaluate(runner: DetectorRunner, trained: TrainedDetector) -> EvaluationResu
         "two_stage": two_stage_detections(
             trained.classifier,
             test,
-            proposals.stage1,
+            candidates,
             results,
             c,
             snippet_seconds=sec,
@@ -226,7 +229,7 @@ def evaluate(runner: DetectorRunner, trained: TrainedDetector) -> EvaluationResu
     tables = {
         name: evaluate_detections(test, dets, d.num_classes, **protocol) for name, dets in found.items()
     }
-    sets = {"stage1": proposals.stage1}
+    sets = {"candidates": candidates, "stage1": proposals.stage1}
     if proposals.stage1 is not proposals.rpn:  # the T-RPN alone, where it differs from Stage 1
         sets["rpn"] = proposals.rpn
     sets["base"] = base_out.segments

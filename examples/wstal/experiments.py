@@ -174,14 +174,14 @@ def stage1_recall_holds(result: EvaluationResult) -> bool:
 
 
 def candidate_recall(result: EvaluationResult, tiou: float = 0.7) -> dict[str, float]:
-    """Recall at ``tiou`` of all the Stage-1 candidates handed to Stage 2 (``stage1``) and of all the base
+    """Recall at ``tiou`` of all the candidates handed to Stage 2 (``candidates``) and of all the base
     model's own detections, classes ignored (``base_detections``): Stage 2 only re-scores its candidates,
     so where they recall less than the base's detections they cap it below the base."""
     return {
         name: result.proposal_quality[name].recall_at_budget(
             result.proposal_quality[name].proposals_per_video, tiou
         )
-        for name in ("stage1", "base_detections")
+        for name in ("candidates", "base_detections")
     }
 
 
@@ -216,7 +216,7 @@ def format_quality_bars(
     if with_detections:
         recall = [candidate_recall(r) for r in seeds]
         checks["Stage-2 candidates recall@0.7 >= base detections' (every seed)"] = all(
-            r["stage1"] >= r["base_detections"] for r in recall
+            r["candidates"] >= r["base_detections"] for r in recall
         )
     lines = [
         f"Quality bars: Stage 1 {stage1} / Stage 2 {stage2}, mAP AVG 0.1:0.7 (%) on the test split",
@@ -238,7 +238,7 @@ def format_quality_bars(
         lines += rows
     if with_detections:
         for name, label in (
-            ("stage1", "Stage-2 candidates, all"),
+            ("candidates", "Stage-2 candidates, all"),
             ("base_detections", "base detections, all"),
         ):
             values = [100 * r[name] for r in recall]

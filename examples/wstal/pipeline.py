@@ -2,6 +2,9 @@
 
     base model -> pseudo segments -> Stage 1 (T-RPN) -> proposals -> Stage 2 (classifier)
 
+Stage 2 is trained on the Stage-1 proposals; at inference it classifies the :meth:`DetectorRunner.candidates`:
+those proposals and the base model's own detected segments, each scored by the T-RPN's support.
+
 :class:`DetectorRunner` trains the stages of one or many fusion configurations on one dataset and keeps
 their outputs, typed (:class:`BaseOutputs`, :class:`StageProposals`) and keyed by the key of the stage
 that made them and the split they are on. A split is named (``"train"`` or ``"test"``) and names its
@@ -35,10 +38,17 @@ from typing import Callable, Literal, Optional, TypeVar
 import torch
 from torch import nn
 
-from .config import DetectorConfig
+from .config import DetectorConfig, ScoringSettings
 from .console import log
 from .data import Video, WSTALDataset
-from .detect import BaseResult, rpn_proposals, run_base, stage1_proposals
+from .detect import (
+    BaseResult,
+    proposals_from_snippets,
+    rpn_snippets,
+    run_base,
+    stage1_proposals,
+    stage2_candidates,
+)
 from .distributed import DistributedContext
 from .model import FusionStrategy
 from .pseudo_labels import Segments, segments_from_scores
@@ -97,14 +107,17 @@ class StageProposals:
         key: the T-RPN stage's key.
         split: the split.
         rpn: per video, the T-RPN's own proposals.
-        stage1: per video, the Stage-1 proposals Stage 2 classifies: ``rpn`` merged with the base's
+        stage1: per video, the Stage-1 proposals Stage 2 is trained on: ``rpn`` merged with the base's
             grouped segments (:func:`~wstal.detect.stage1_proposals`); ``rpn`` itself when the merge is off.
+        snippets: per video, the T-RPN's raw output, a segment and an objectness per snippet
+            (:func:`~wstal.detect.rpn_snippets`), from which the candidates' objectness is read.
     """
 
     key: StageKey
     split: Split
     rpn: dict[str, Segments]
     stage1: dict[str, Segments]
+    snippets: dict[str, Segments]
 
 
 @dataclass(frozen=True)
@@ -305,17 +318,17 @@ class DetectorRunner:
         cache = (stage.key, split)
         if cache not in self._proposals:
             settings = self.config.proposals
-            own = self._on_main(
+            snippets = self._on_main(
                 split,
-                lambda: rpn_proposals(
+                lambda: rpn_snippets(
                     model,
                     videos,
-                    settings,
                     device=self.device,
                     desc=f"{split}: proposals ({stage1})",
                     show_progress=self.show_progress,
                 ),
             )
+            own = {name: proposals_from_snippets(raw, settings) for name, raw in snippets.items()}
             merged = own
             if settings.merge_base_segments or settings.class_segments:
                 outputs = self.base_outputs(base, split)
@@ -323,8 +336,22 @@ class DetectorRunner:
                     name: stage1_proposals(p, outputs.segments[name], settings, outputs.results[name])
                     for name, p in own.items()
                 }
-            self._proposals[cache] = StageProposals(stage.key, split, own, merged)
+            self._proposals[cache] = StageProposals(stage.key, split, own, merged, snippets)
         return self._proposals[cache]
+
+    def candidates(
+        self, stage1: str, base: str, split: Split, scoring: Optional[ScoringSettings] = None
+    ) -> dict[str, Segments]:
+        """What Stage 2 classifies at inference on ``split``: the Stage-1 proposals and the base model's
+        detected segments as ``scoring`` (default: the config's) chooses, scored by the T-RPN's support
+        (:func:`~wstal.detect.stage2_candidates`)."""
+        scoring = scoring or self.config.scoring
+        found = self.proposals(stage1, base, split)
+        results = self.base_outputs(base, split).results
+        return {
+            name: stage2_candidates(p, results[name], found.snippets[name], scoring)
+            for name, p in found.stage1.items()
+        }
 
     # ---------------------------------------------------------------- Stage 2
 
