@@ -18,10 +18,12 @@ candidates recall at tIoU 0.7 >= the base detections'; over the grid's mean: two
 
 Writes ``--out/grid.md`` (stamped with the commit) and ``--out/grid.json``; exit code 0 whether or not the
 bars hold (the table says which), 2/3/4 as ``thumos_two_stage.py``. With ``--diagnostics`` it also scores,
-on every run's networks and without retraining them, the ways for the base model's detections to enter
-the two-stage output and the recall of the segment sources a pseudo-label rule could trust
-(:mod:`wstal.fusion_variants`), into ``--out/diagnostics.md``; with ``--resume`` on a finished grid that
-costs only the evaluation.
+on every run's networks and without retraining them, the candidate variants of decision record 0016
+(what Stage 2 classifies at inference, and with which objectness) and the recall of the segment sources
+a pseudo-label rule could trust
+(:mod:`wstal.candidate_variants`), into ``--out/diagnostics.md`` (and ``.json``); with ``--resume`` on a finished grid that
+costs only the evaluation. ``examples/compare_schedules.py`` compares two grids' diagnostics: does a
+shortened schedule rank the variants as the full one does?
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from wstal import fusion_variants, launch
+from wstal import candidate_variants, launch
 from wstal.console import log
 from wstal.data import WSTALDataset
 from wstal.evaluator import EvaluationResult, train_and_evaluate
@@ -181,8 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument(
         "--diagnostics",
         action="store_true",
-        help="also score, on every run's networks, the fusion variants and the segment sources' recall "
-        "(wstal.fusion_variants) into --out/diagnostics.md",
+        help="also score, on every run's networks, the candidate variants and the segment sources' recall "
+        "(wstal.candidate_variants) into --out/diagnostics.md",
     )
     return parser
 
@@ -211,8 +213,8 @@ def run_grid(args: argparse.Namespace) -> int:
             )
             cells.setdefault(cell.name, []).append(row)
             if args.diagnostics:
-                variants.setdefault(cell.name, []).append(fusion_variants.score_variants(runner))
-                sources.setdefault(cell.name, []).append(fusion_variants.source_recall(runner))
+                variants.setdefault(cell.name, []).append(candidate_variants.score_variants(runner))
+                sources.setdefault(cell.name, []).append(candidate_variants.source_recall(runner))
     if not args.dist.is_main:
         return 0
     seconds = time.perf_counter() - start
@@ -229,8 +231,17 @@ def run_grid(args: argparse.Namespace) -> int:
     write_json(args.out / "grid.json", payload)
     (args.out / "grid.md").write_text(text + "\n")
     if args.diagnostics:
-        diagnostics = f"{stamp}\n\n{fusion_variants.format_diagnostics(variants, sources)}"
+        diagnostics = f"{stamp}\n\n{candidate_variants.format_diagnostics(variants, sources)}"
         (args.out / "diagnostics.md").write_text(diagnostics + "\n")
+        write_json(
+            args.out / "diagnostics.json",
+            {
+                "seeds": list(args.seeds),
+                "epochs_scale": args.epochs_scale,
+                "variants": variants,
+                "sources": sources,
+            },
+        )
         print(f"\n{diagnostics}")
     print()
     print(text)

@@ -103,3 +103,53 @@ def test_a_tiny_grid_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[st
             [float(v) for v in x.strip(" |").replace("(", "").replace(")", "").split()] for x in sources[1:]
         ]
         assert len(recalls) == 4 and all(0 <= r <= 100 and count >= 0 for r, count in recalls), name
+    # the same diagnostics rank their variants alike: compare_schedules finds tau 1 on every cell
+    saved_variants = json.loads((tmp_path / "diagnostics.json").read_text())["variants"]
+    assert list(saved_variants) == list(saved["cells"])
+    assert run_script("compare_schedules.py", [str(tmp_path), str(tmp_path)]) == 0
+    ranking = (tmp_path / "schedule_ranking.md").read_text()
+    assert ranking.startswith("Commit ")
+    rows = [line.split(" | ") for line in ranking.splitlines() if line.startswith("| ") and "---" not in line]
+    assert [r[0].strip("| ") for r in rows[1:]] == list(saved["cells"])
+    # the same order everywhere (nan where every variant ties, as an untrained tiny cell can)
+    assert all(r[3] in ("1.00", "nan") and r[4] == "yes |" for r in rows[1:])
+
+
+def test_compare_schedules_refuses_a_grid_without_diagnostics(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as stop:
+        run_script("compare_schedules.py", [str(tmp_path), str(tmp_path)])
+    assert stop.value.code == 2 and "diagnostics.json" in capsys.readouterr().err
+
+
+def test_rank_agreement_worked_by_hand() -> None:
+    from wstal.candidate_variants import compare_rankings, kendall_tau
+
+    # 4 variants; the second grid swaps the two middle ones: 5 of 6 pairs agree, tau = (5 - 1) / 6
+    short = {"c": [{"a": (4.0, 0.0), "b": (3.0, 0.0), "c": (2.0, 0.0), "d": (1.0, 0.0)}]}
+    full = {"c": [{"a": (8.0, 0.0), "b": (5.0, 0.0), "c": (6.0, 0.0), "d": (1.0, 0.0)}]}
+    table, taus = compare_rankings(short, full)
+    assert taus == {"c": pytest.approx(4 / 6)}
+    assert (
+        "| c | 1 (4.0) > 2 (3.0) > 3 (2.0) > 4 (1.0) | 1 (8.0) > 3 (6.0) > 2 (5.0) > 4 (1.0) | 0.67 | yes |"
+        in table
+    )
+    # seed means decide the order: two seeds of the second grid average b above a
+    two_seeds = {"c": [{"a": (8.0, 0.0), "b": (9.0, 0.0)}, {"a": (2.0, 0.0), "b": (3.0, 0.0)}]}
+    one = {"c": [{"a": (2.0, 0.0), "b": (1.0, 0.0)}]}
+    assert (
+        compare_rankings(one, two_seeds)[1] == {"c": -1.0} and "| no |" in compare_rankings(one, two_seeds)[0]
+    )
+    assert compare_rankings(one, {"other": one["c"]})[1] == {}
+    with pytest.raises(ValueError, match="same >= 2 items"):
+        kendall_tau([1.0], [1.0])
+
+
+def test_candidate_variants_docstring_examples() -> None:
+    import doctest
+
+    from wstal import candidate_variants
+
+    result = doctest.testmod(candidate_variants)
+    assert result.attempted > 0 and result.failed == 0

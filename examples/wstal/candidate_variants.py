@@ -113,7 +113,7 @@ def format_diagnostics(
     per_cell: dict[str, list[dict[str, tuple[float, float]]]],
     sources: dict[str, list[dict[str, tuple[float, float]]]],
 ) -> str:
-    """The fusion variants (cells as rows, each variant's seed-mean AVG / mAP@0.7, and the mean over the
+    """The candidate variants (cells as rows, each variant's seed-mean AVG / mAP@0.7, and the mean over the
     cells) and the segment sources' recall (seed means)."""
     header = ["cell", *(f"{v}: AVG / @0.7" for v in VARIANTS)]
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
@@ -134,3 +134,59 @@ def format_diagnostics(
         means = [np.mean([r[k] for r in runs], axis=0) for k in keys]
         lines.append(f"| {name} | " + " | ".join(f"{m[0]:.1f} ({m[1]:.1f})" for m in means) + " |")
     return "\n".join(lines)
+
+
+def kendall_tau(a: Sequence[float], b: Sequence[float]) -> float:
+    """Kendall's tau-b of two scorings of the same items: concordant minus discordant pairs over the
+    geometric mean of the pairs each scoring does not tie (1: the same order, ties included; nan when
+    one scoring ties everything).
+
+    Example:
+        >>> kendall_tau([1, 2, 3], [10, 20, 30]), kendall_tau([1, 2, 3], [30, 20, 10])
+        (1.0, -1.0)
+        >>> round(kendall_tau([1, 2, 3, 4], [1, 3, 2, 4]), 4)  # one of the six pairs swapped: (5 - 1) / 6
+        0.6667
+        >>> kendall_tau([0, 0, 2], [0, 0, 5])  # the same order, a tie included
+        1.0
+    """
+    if len(a) != len(b) or len(a) < 2:
+        raise ValueError(f"kendall_tau needs two scorings of the same >= 2 items, got {len(a)} and {len(b)}")
+    pairs = [(i, j) for i in range(len(a)) for j in range(i + 1, len(a))]
+    da = np.array([np.sign(a[i] - a[j]) for i, j in pairs])
+    db = np.array([np.sign(b[i] - b[j]) for i, j in pairs])
+    untied = np.sqrt(float(np.count_nonzero(da)) * float(np.count_nonzero(db)))
+    return float(np.sum(da * db) / untied) if untied > 0 else float("nan")
+
+
+def compare_rankings(
+    short: dict[str, list[dict[str, Sequence[float]]]], full: dict[str, list[dict[str, Sequence[float]]]]
+) -> tuple[str, dict[str, float]]:
+    """Do two grids' diagnostics (a shortened and the full schedule, say) rank the variants alike? Per cell
+    both hold, the variants' seed-mean AVG under each, the order (best first, variants numbered as in
+    :data:`VARIANTS`), Kendall's tau of the two orders and whether their best variant is the same.
+
+    Returns the markdown table and Kendall's tau per cell.
+
+    Example:
+        >>> a = {"c": [{"x": (3.0, 0.0), "y": (2.0, 0.0), "z": (1.0, 0.0)}]}
+        >>> b = {"c": [{"x": (9.0, 0.0), "y": (7.0, 0.0), "z": (8.0, 0.0)}]}
+        >>> compare_rankings(a, b)[1]
+        {'c': 0.3333333333333333}
+    """
+    lines = [
+        "| cell | order, first grid | order, second grid | Kendall's tau (AVG) | same best |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    taus = {}
+    for cell in [c for c in short if c in full]:
+        names = [v for v in short[cell][0] if v in full[cell][0]]
+        means = [
+            [float(np.mean([run[v][0] for run in runs])) for v in names] for runs in (short[cell], full[cell])
+        ]
+        orders = [sorted(range(len(names)), key=lambda i, m=m: -m[i]) for m in means]
+        taus[cell] = kendall_tau(*means)
+        text = [" > ".join(f"{i + 1} ({m[i]:.1f})" for i in order) for order, m in zip(orders, means)]
+        same = "yes" if orders[0][0] == orders[1][0] else "no"
+        lines.append(f"| {cell} | {text[0]} | {text[1]} | {taus[cell]:.2f} | {same} |")
+    legend = "Variants: " + "; ".join(f"{i + 1} {v}" for i, v in enumerate(names)) if taus else ""
+    return "\n".join([*lines, "", legend]), taus
