@@ -3,10 +3,10 @@
     python docs/figures/make_recall_figure.py BUILTIN_QB GROUND_TRUTH_QB [OUTPUT.png]
 
 BUILTIN_QB and GROUND_TRUTH_QB are the ``--out`` folders of the two ``--quality-bars`` runs of
-docs/detector.md (their ``quality_bars.json``); the figure shows seed 0 of each: average recall over tIoU
-0.5:0.05:0.95 (top) and recall at tIoU 0.5 (bottom) of the Stage-1 proposals, the T-RPN's proposals alone
-and the base model's grouped segments, against the average number of proposals kept per video (each
-video's best ``N``), with the base's own count marked: the recall bar compares the sets there.
+docs/detector.md (their ``quality_bars.json``); the figure shows seed 0 of each: recall at tIoU 0.5 (top)
+and 0.7 (bottom) of the candidates Stage 2 classifies, the Stage-1 proposals, the base model's grouped
+segments and the base's own detections with their classes ignored, against the average number kept per
+video (each video's best ``N``), with the base grouped segments' own count marked.
 Needs matplotlib (the ``[examples]`` extra).
 """
 
@@ -21,8 +21,18 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-SETS = {"stage1": "Stage-1 proposals", "rpn": "T-RPN proposals alone", "base": "base grouped segments"}
-STYLE = {"stage1": ("#1f6fb4", "-"), "rpn": ("#d9730d", "--"), "base": ("#222222", ":")}
+SETS = {
+    "candidates": "Stage-2 candidates",
+    "stage1": "Stage-1 proposals",
+    "base": "base grouped segments",
+    "base_detections": "base detections, classes ignored",
+}
+STYLE = {
+    "candidates": ("#1f6fb4", "-"),
+    "stage1": ("#d9730d", "--"),
+    "base": ("#222222", ":"),
+    "base_detections": ("#2a9d3a", "-."),
+}
 
 
 def draw(runs: dict[str, Path], output: Path) -> None:
@@ -35,12 +45,14 @@ def draw(runs: dict[str, Path], output: Path) -> None:
                 continue
             curve = quality[key]["curve"]
             colour, line = STYLE[key]
-            for row, values in enumerate((curve["average_recall"], curve["recall"][0])):
+            tious = [round(t, 2) for t in quality[key]["recall_tiou"]]
+            for row, tiou in enumerate((0.5, 0.7)):
+                values = curve["recall"][tious.index(tiou)]
                 axes[row, column].plot(
                     curve["kept_per_video"], [100 * v for v in values], line, color=colour, label=label
                 )
         base_count = quality["base"]["proposals_per_video"]
-        for row, ylabel in enumerate(("average recall, tIoU 0.5:0.05:0.95 (%)", "recall at tIoU 0.5 (%)")):
+        for row, ylabel in enumerate(("recall at tIoU 0.5 (%)", "recall at tIoU 0.7 (%)")):
             ax = axes[row, column]
             ax.axvline(base_count, color="#888888", linewidth=0.8)
             ax.set_xscale("log")

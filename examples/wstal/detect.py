@@ -10,8 +10,10 @@ Detection scores:
   sequence ``attention * p(class)``, scored by outer-inner contrast times the video-level class score;
 * **Stage 1 alone**: each T-RPN proposal x the base model's mean ``p(class)`` inside it x its video
   score (the proposals classified without Stage 2);
-* **Stage 2**: each proposal's objectness x its class score x the video score, where class and video
-  scores are Stage 2's, fused with the base model's (weighted geometric mean, ``base_weight``);
+* **Stage 2**: each candidate's objectness x its class score x the video score, where class and video
+  scores are Stage 2's, fused with the base model's (weighted geometric mean, ``base_weight``); the
+  candidates are the Stage-1 proposals and the base's detected segments, each with the T-RPN's support
+  as its objectness (:func:`stage2_candidates`, :func:`rpn_support`);
 
 all followed by per-class soft-NMS.
 
