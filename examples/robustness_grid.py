@@ -20,10 +20,10 @@ Writes ``--out/grid.md`` (stamped with the commit) and ``--out/grid.json``; exit
 bars hold (the table says which), 2/3/4 as ``thumos_two_stage.py``. With ``--diagnostics`` it also scores,
 on every run's networks and without retraining them, the candidate variants of decision record 0016
 (what Stage 2 classifies at inference, and with which objectness) and the recall of the segment sources
-a pseudo-label rule could trust
-(:mod:`wstal.candidate_variants`), into ``--out/diagnostics.md`` (and ``.json``); with ``--resume`` on a finished grid that
-costs only the evaluation. ``examples/compare_schedules.py`` compares two grids' diagnostics: does a
-shortened schedule rank the variants as the full one does?
+a pseudo-label rule could trust (:mod:`wstal.candidate_variants`), into ``--out/diagnostics.md`` (and
+``.json``); with ``--resume`` on a finished grid that costs only the evaluation.
+``examples/compare_schedules.py`` compares two grids' diagnostics: does a shortened schedule rank the
+variants as the full one does?
 """
 
 from __future__ import annotations

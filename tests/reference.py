@@ -200,7 +200,9 @@ def mutual_loss(a: Tensor, b: Tensor, mask: Optional[Tensor], reduction: str) ->
     return per.sum() / max(int(m.sum()), 1)
 
 
-def dmf_dot_dense(module, rgb: Tensor, flow: Tensor, mask: Optional[Tensor]) -> tuple[Tensor, Tensor]:
+def dmf_dot_dense(
+    module, rgb: Tensor, flow: Tensor, mask: Optional[Tensor]
+) -> tuple[Tensor, Tensor]:
     """``(rgb_plus, flow_plus)`` of :func:`dmf_dot` for long videos: the same formulas, sample by sample,
     as dense float64 matrix products over the valid snippets (the loops above are O(t²) in Python)."""
     rgb, flow = _f64(rgb.cpu(), flow.cpu())

@@ -54,11 +54,7 @@ def small_tiles(monkeypatch):
 )
 def test_matches_float64_reference(dtype, seed, b, t, d, c, masked):
     torch.manual_seed(0)
-    q, k, v = (
-        rand(seed, b, t, d, dtype=dtype),
-        rand(seed + 1, b, t, d, dtype=dtype),
-        rand(seed + 2, b, t, c, dtype=dtype),
-    )
+    q, k, v = rand(seed, b, t, d, dtype=dtype), rand(seed + 1, b, t, d, dtype=dtype), rand(seed + 2, b, t, c, dtype=dtype)
     mask = rand_mask(seed, b, t) if masked else None
     old = _cpu.ATTENTION_TILE
     try:
@@ -66,9 +62,7 @@ def test_matches_float64_reference(dtype, seed, b, t, d, c, masked):
             _cpu.ATTENTION_TILE = tile
             got = DF.attend_temporal(q, k, v, mask)
             assert got.dtype == dtype
-            torch.testing.assert_close(
-                got.double(), reference(q, k, v, mask), atol=TOL[dtype], rtol=TOL[dtype]
-            )
+            torch.testing.assert_close(got.double(), reference(q, k, v, mask), atol=TOL[dtype], rtol=TOL[dtype])
     finally:
         _cpu.ATTENTION_TILE = old
 
@@ -158,12 +152,8 @@ def test_memory_stays_in_tiles(monkeypatch):
     """Forward and backward never allocate a (t, s) matrix: the largest single allocation is a tile."""
     monkeypatch.setattr(_cpu, "ATTENTION_TILE", 64 * 256)
     t, d, c = 1024, 8, 16
-    leaves = [
-        rand(20 + i, 1, t, n, dtype=torch.float32).requires_grad_(True) for i, n in enumerate((d, d, c))
-    ]
-    with torch.profiler.profile(
-        activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True
-    ) as prof:
+    leaves = [rand(20 + i, 1, t, n, dtype=torch.float32).requires_grad_(True) for i, n in enumerate((d, d, c))]
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
         out = DF.attend_temporal(*leaves)
         torch.autograd.grad(out.sum(), leaves)
     largest = max(e.self_cpu_memory_usage for e in prof.events())
@@ -175,9 +165,7 @@ def test_autocast_cpu_runs_in_float32():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         got = DF.attend_temporal(q.bfloat16(), k.bfloat16(), v)
     assert got.dtype == torch.float32
-    torch.testing.assert_close(
-        got.double(), reference(q.bfloat16(), k.bfloat16(), v, None), atol=1e-5, rtol=1e-5
-    )
+    torch.testing.assert_close(got.double(), reference(q.bfloat16(), k.bfloat16(), v, None), atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("backend", ["eager", "aot_eager"])
@@ -236,11 +224,7 @@ def test_cuda_uses_flash_or_efficient_kernels(dtype, masked):
     q, k = (rand(60 + i, 2, 256, 64, dtype=dtype).cuda() for i in range(2))
     v = rand(62, 2, 256, 1000, dtype=dtype).cuda()  # not a multiple of d: zero-padded heads
     mask = rand_mask(63, 2, 256).cuda() if masked else None
-    backends = (
-        [SDPBackend.EFFICIENT_ATTENTION]
-        if masked
-        else [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION]
-    )
+    backends = [SDPBackend.EFFICIENT_ATTENTION] if masked else [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION]
     with sdpa_kernel(backends):
         got = DF.attend_temporal(q, k, v, mask)
     assert got.dtype == dtype
@@ -282,9 +266,7 @@ def test_residual_form_across_tiles(small_tiles, dtype):
     for g, w in zip(torch.autograd.grad(got, leaves_d, grad.to(dtype)), want_grads):
         torch.testing.assert_close(g.double(), w, atol=tol * 10, rtol=tol * 10)
     if dtype == torch.float64:
-        assert torch.autograd.gradcheck(
-            lambda a, b, c: _cpu.attend(a, b, c, mask, alpha=0.7, residual=True), tuple(leaves_d)
-        )
+        assert torch.autograd.gradcheck(lambda a, b, c: _cpu.attend(a, b, c, mask, alpha=0.7, residual=True), tuple(leaves_d))
 
 
 def test_tiled_transpose():
@@ -325,3 +307,4 @@ def test_float32_one_long_tile(masked):
     mask = rand_mask(96, 2, 40) if masked else None
     grad = rand(97, 2, 40, 12)
     assert_float32_grads_match_float64_plain(q, k, v, mask, grad)
+

@@ -46,12 +46,7 @@ def test_autocast_probe_sees_an_old_signature(monkeypatch):
 def test_softmax_backward_probe_falls_back(monkeypatch):
     monkeypatch.delattr(torch, "_softmax_backward_data")
     assert _compat._has_softmax_backward() is False
-    monkeypatch.setattr(
-        torch,
-        "_softmax_backward_data",
-        lambda *args: (_ for _ in ()).throw(TypeError("new signature")),
-        raising=False,
-    )
+    monkeypatch.setattr(torch, "_softmax_backward_data", lambda *args: (_ for _ in ()).throw(TypeError("new signature")), raising=False)
     assert _compat._has_softmax_backward() is False
 
 
@@ -93,35 +88,19 @@ def test_library_calls_no_private_torch_api_outside_compat():
 
 def test_modules_and_benchmarks_use_public_names_only():
     """fusion.py and losses.py call functional's public API only; the benchmarks import public names."""
-    for path in [
-        ROOT / "dmf_fusion" / "fusion.py",
-        ROOT / "dmf_fusion" / "losses.py",
-        *(ROOT / "benchmarks").glob("*.py"),
-    ]:
+    for path in [ROOT / "dmf_fusion" / "fusion.py", ROOT / "dmf_fusion" / "losses.py", *(ROOT / "benchmarks").glob("*.py")]:
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "DF":
-                assert not node.attr.startswith("_") or node.attr.startswith("__"), (
-                    f"{path.name}: DF.{node.attr}"
-                )
-            if isinstance(node, ast.ImportFrom) and (
-                node.level or (node.module or "").startswith("dmf_fusion")
-            ):
+                assert not node.attr.startswith("_") or node.attr.startswith("__"), f"{path.name}: DF.{node.attr}"
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("dmf_fusion")):
                 parts = [*(node.module or "").split("."), *(a.name for a in node.names)]
                 private = {p for p in parts if p.startswith("_") and not p.startswith("__")} - {"_checks"}
                 assert not private, f"{path.name} imports {sorted(private)}"
 
 
 def test_kernel_modules_offer_one_interface():
-    interface = {
-        "attend",
-        "channel_enhance_dot",
-        "enhance_dot",
-        "gate",
-        "linear",
-        "linear_sum",
-        "temporal_conv",
-    }
+    interface = {"attend", "channel_enhance_dot", "enhance_dot", "gate", "linear", "linear_sum", "temporal_conv"}
     assert set(_cuda.__all__) == interface
     assert set(_cpu.__all__) - {"ATTENTION_TILE"} == interface
     for name in interface:

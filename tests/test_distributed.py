@@ -48,19 +48,7 @@ from wstal.model import (
 from wstal.pseudo_labels import dense_targets
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_CLI = [
-    "--max-videos",
-    "6",
-    "--synthetic-dim",
-    "16",
-    "--width",
-    "16",
-    "--threads",
-    "1",
-    "--quiet",
-    "--device",
-    "cpu",
-]
+TINY_CLI = ["--max-videos", "6", "--synthetic-dim", "16", "--width", "16", "--threads", "1", "--quiet", "--device", "cpu"]
 
 STRATEGIES = ["rgb", "flow", "concat", "mutual", "concat+", "mutual+"]
 STAGES = ["base", "stage1", "stage2"]
@@ -82,13 +70,7 @@ def _one_thread():
 
 
 def _stage(
-    stage: str,
-    strategy: str,
-    *,
-    attention: str = "gate",
-    alpha: float = 0.5,
-    scale: float = 1.0,
-    seed: int = 0,
+    stage: str, strategy: str, *, attention: str = "gate", alpha: float = 0.5, scale: float = 1.0, seed: int = 0
 ):
     """A tiny network of ``stage``, a step function ``step(module, batch)`` and a batch of B videos."""
     g = torch.Generator().manual_seed(seed)
@@ -116,11 +98,7 @@ def _stage(
 
         return model, step, (rgb, flow, mask, obj, seg)
     model = ProposalClassifier(fusion, K, hidden=16, dropout=0.0)
-    proposals = [
-        torch.tensor([[0.0, 4.0], [2.0, 9.0]]),
-        torch.tensor([[1.0, 5.0]]),
-        torch.tensor([[0.0, 3.0], [4.0, 8.0], [1.0, 2.0]]),
-    ]
+    proposals = [torch.tensor([[0.0, 4.0], [2.0, 9.0]]), torch.tensor([[1.0, 5.0]]), torch.tensor([[0.0, 3.0], [4.0, 8.0], [1.0, 2.0]])]
     completeness = [torch.rand(len(p), generator=g) for p in proposals]
     classes = [torch.tensor([1, 1]), torch.tensor([2]), torch.tensor([3, 0, 3])]
 
@@ -191,9 +169,7 @@ def test_every_parameter_receives_a_gradient(stage, strategy, attention, alpha):
     model, step, batch = _stage(stage, strategy, attention=attention, alpha=alpha)
     step(model, batch)["total"].backward()
     missing = [name for name, p in model.named_parameters() if p.grad is None]
-    assert not missing, (
-        f"{stage} {strategy}: no gradient for {missing}; DDP would need find_unused_parameters"
-    )
+    assert not missing, f"{stage} {strategy}: no gradient for {missing}; DDP would need find_unused_parameters"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -228,9 +204,7 @@ def test_amp_training_step_on_large_features(stage, amp, attention):
     finite gradients."""
     model, step, batch = _stage(stage, "mutual+", attention=attention, scale=1000.0)
     runner = TrainStep(model, torch.optim.Adam(model.parameters(), lr=1e-3), amp=amp)
-    for _ in range(
-        40
-    ):  # fp16: each overflow halves the scale from 2**16; the MSE of 1000-sized inputs needs ~17
+    for _ in range(40):  # fp16: each overflow halves the scale from 2**16; the MSE of 1000-sized inputs needs ~17
         before = [p.detach().clone() for p in model.parameters()]
         losses = runner(step, batch)
         assert all(math.isfinite(v) for v in losses.values()), losses
@@ -255,12 +229,7 @@ def test_compiled_step_trains_the_unwrapped_model():
     model, step, batch = _stage("stage1", "mutual+")
     eager_model, *_ = _stage("stage1", "mutual+")
     keys = list(model.state_dict())
-    compiled = TrainStep(
-        model,
-        torch.optim.Adam(model.parameters(), lr=1e-3),
-        compile=True,
-        compile_options={"backend": "eager"},
-    )
+    compiled = TrainStep(model, torch.optim.Adam(model.parameters(), lr=1e-3), compile=True, compile_options={"backend": "eager"})
     eager = TrainStep(eager_model, torch.optim.Adam(eager_model.parameters(), lr=1e-3))
     for _ in range(2):
         a, b = compiled(step, batch), eager(step, batch)
@@ -313,13 +282,7 @@ def _train_steps(ctx: DistributedContext) -> dict[str, Any]:
     """Every stage (mutual+ and concat), 3 steps over global batches of 3, 3 and 1 videos: shares of
     2 + 1 videos and a ghost share, so per-video and per-snippet normalisation both meet uneven splits."""
     results: dict[str, Any] = {}
-    for stage, strategy in [
-        ("base", "mutual+"),
-        ("stage1", "mutual+"),
-        ("stage1", "concat"),
-        ("stage2", "concat"),
-        ("stage2", "mutual+"),
-    ]:
+    for stage, strategy in [("base", "mutual+"), ("stage1", "mutual+"), ("stage1", "concat"), ("stage2", "concat"), ("stage2", "mutual+")]:
         model, step, batch = _stage(stage, strategy)
         runner = TrainStep(model, torch.optim.Adam(model.parameters(), lr=1e-2), dist=ctx)
         history = []
@@ -366,11 +329,7 @@ def _runner(ctx: DistributedContext, out: str) -> dict[str, Any]:
 
     config = DetectorConfig().with_options(width=16, epochs=2)
     config = dataclasses.replace(
-        config,
-        **{
-            s: dataclasses.replace(getattr(config, s), dropout=0.0, batch_size=3)
-            for s in ("base", "rpn", "classifier")
-        },
+        config, **{s: dataclasses.replace(getattr(config, s), dropout=0.0, batch_size=3) for s in ("base", "rpn", "classifier")}
     )
     data = make_synthetic_thumos(num_train=7, num_test=3, dim=16)
     runner = DetectorRunner(data, config, checkpoint_dir=Path(out), dist=ctx, show_progress=False)
@@ -379,10 +338,7 @@ def _runner(ctx: DistributedContext, out: str) -> dict[str, Any]:
         return {}
     assert result is not None
     checkpoints = {p.name: torch.load(p, weights_only=True) for p in sorted(Path(out).glob("*.pt"))}
-    return {
-        "checkpoints": checkpoints,
-        "avg": {k: getattr(result, k).averages for k in ("base", "stage1_only", "two_stage")},
-    }
+    return {"checkpoints": checkpoints, "avg": {k: getattr(result, k).averages for k in ("base", "stage1_only", "two_stage")}}
 
 
 def _runner_in(out: str) -> Callable[[DistributedContext], dict[str, Any]]:
@@ -416,17 +372,8 @@ def test_ddp_detector_equals_one_process(tmp_path):
 def _torchrun(out, *extra: str) -> subprocess.CompletedProcess:
     """``torchrun --standalone --nproc_per_node 2 examples/thumos_two_stage.py`` on a tiny configuration."""
     command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        str(ROOT / "examples" / "thumos_two_stage.py"),
-        *TINY_CLI,
-        "--out",
-        str(out),
-        *extra,
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        str(ROOT / "examples" / "thumos_two_stage.py"), *TINY_CLI, "--out", str(out), *extra,
     ]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
@@ -446,10 +393,7 @@ def test_torchrun_cli_resume_reaches_the_uninterrupted_result(tmp_path):
     assert torch.load(parts / "checkpoints" / "stage1_concat_mutual+.pt", weights_only=True)["epoch"] == 1
     resumed = _torchrun(parts, "--epochs", "2", "--seed", "3", "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert (
-        json.loads((parts / "results.json").read_text())["results"]
-        == json.loads((whole / "results.json").read_text())["results"]
-    )
+    assert json.loads((parts / "results.json").read_text())["results"] == json.loads((whole / "results.json").read_text())["results"]
     for stage in ("base_concat", "stage1_concat_mutual+", "stage2_concat_mutual+_concat"):
         a = torch.load(whole / "checkpoints" / f"{stage}.pt", weights_only=True)
         b = torch.load(parts / "checkpoints" / f"{stage}.pt", weights_only=True)

@@ -117,11 +117,7 @@ def test_old_checkpoint_loads(kind):
         assert list(module.state_dict()) == list(OLD_CHECKPOINTS[kind])
         buffer.seek(0)
         module.load_state_dict(torch.load(buffer, weights_only=True))  # strict
-        rgb, flow, mask = (
-            rand(8, 2, 9, 8, dtype=torch.float32),
-            rand(9, 2, 9, 6, dtype=torch.float32),
-            rand_mask(10, 2, 9),
-        )
+        rgb, flow, mask = rand(8, 2, 9, 8, dtype=torch.float32), rand(9, 2, 9, 6, dtype=torch.float32), rand_mask(10, 2, 9)
         got = module(rgb, flow, mask, return_attention=True)
         for a, b in zip(got, REFERENCE[kind](module, rgb, flow, mask)):
             torch.testing.assert_close(a.double(), b, atol=2e-5, rtol=2e-5)
@@ -140,11 +136,7 @@ def test_whole_module_pickles(kind):
 def test_form_classes_compile_fullgraph(cls):
     module = cls(8, 8, alpha=0.7)
     compiled = torch.compile(module, fullgraph=True, backend="eager")
-    rgb, flow, mask = (
-        rand(13, 2, 6, 8, dtype=torch.float32),
-        rand(14, 2, 6, 8, dtype=torch.float32),
-        rand_mask(15, 2, 6),
-    )
+    rgb, flow, mask = rand(13, 2, 6, 8, dtype=torch.float32), rand(14, 2, 6, 8, dtype=torch.float32), rand_mask(15, 2, 6)
     for a, b in zip(compiled(rgb, flow, mask), module(rgb, flow, mask)):
         torch.testing.assert_close(a, b)
 
@@ -160,24 +152,16 @@ def test_temporal_enhance_dot_matches_reference(fused, masked):
     rgb, flow = rand(20, 3, 8, 6), rand(21, 3, 8, 6)
     mask = rand_mask(22, 3, 8) if masked else None
     want = ref.dmf_dot(module, rgb, flow, mask)[0]
-    got = DF.temporal_enhance_dot(
-        rgb, flow, module.to_q.weight, module.to_k.weight, mask, alpha=0.6, fused=fused
-    )
+    got = DF.temporal_enhance_dot(rgb, flow, module.to_q.weight, module.to_k.weight, mask, alpha=0.6, fused=fused)
     torch.testing.assert_close(got, want)
-    got32 = DF.temporal_enhance_dot(
-        rgb.float(), flow.float(), module.to_q.weight, module.to_k.weight, mask, alpha=0.6, fused=fused
-    )
+    got32 = DF.temporal_enhance_dot(rgb.float(), flow.float(), module.to_q.weight, module.to_k.weight, mask, alpha=0.6, fused=fused)
     assert got32.dtype == torch.float32
     torch.testing.assert_close(got32.double(), want, atol=2e-5, rtol=2e-5)
 
 
 @pytest.mark.parametrize("shape", [(3, 7, 5), (7, 5)])
 def test_linear_fused_equals_plain(shape):
-    x, w, b = (
-        rand(30, *shape, dtype=torch.float32),
-        rand(31, 6, 5, dtype=torch.float32),
-        rand(32, 6, dtype=torch.float32),
-    )
+    x, w, b = rand(30, *shape, dtype=torch.float32), rand(31, 6, 5, dtype=torch.float32), rand(32, 6, dtype=torch.float32)
     torch.testing.assert_close(DF.linear(x, w, b), DF.linear(x, w, b, fused=False))
 
 
@@ -219,9 +203,7 @@ def edge_mask(kind: str, b: int, t: int):
 def run_form(kind, fused, dtype, rgb, flow, mask, return_attention=True):
     """The outcome of one form on the inputs: its outputs, or the type of what it raised."""
     torch.manual_seed(0)
-    module = DualModalityFusion(
-        rgb.shape[-1], flow.shape[-1], attention=kind, fused=fused, **FORM_OPTIONS[kind]
-    )
+    module = DualModalityFusion(rgb.shape[-1], flow.shape[-1], attention=kind, fused=fused, **FORM_OPTIONS[kind])
     try:
         return module.to(dtype)(rgb, flow, mask, return_attention=return_attention)
     except (TypeError, ValueError, RuntimeError) as err:
@@ -274,8 +256,6 @@ def test_both_forms_take_non_contiguous_inputs():
     for kind in ("gate", "dot"):
         for fused in (True, False):
             out = run_form(kind, fused, torch.float64, rgb, flow, rand_mask(56, 2, 7))
-            want = run_form(
-                kind, fused, torch.float64, rgb.contiguous(), flow.contiguous(), rand_mask(56, 2, 7)
-            )
+            want = run_form(kind, fused, torch.float64, rgb.contiguous(), flow.contiguous(), rand_mask(56, 2, 7))
             for a, w in zip(out, want):
                 torch.testing.assert_close(a, w)

@@ -117,15 +117,8 @@ def _quality_bars_json(folder: Path, shift: float) -> None:
     from wstal.evaluation import Detection
     from wstal.recall import evaluate_proposals
 
-    video = Video(
-        "v",
-        np.zeros((40, 1)),
-        np.zeros((40, 1)),
-        np.ones(1),
-        np.array([[2.0, 8.0], [20.0, 30.0]]),
-        np.array([0, 0]),
-        duration=40.0,
-    )
+    video = Video("v", np.zeros((40, 1)), np.zeros((40, 1)), np.ones(1), np.array([[2.0, 8.0], [20.0, 30.0]]),
+                  np.array([0, 0]), duration=40.0)
     sets = {
         "stage1": [Detection(0, 0.9, 2.0, 8.0), Detection(0, 0.8, 20.0 + shift, 30.0)],
         "rpn": [Detection(0, 0.9, 2.0, 8.0)],

@@ -250,9 +250,7 @@ def test_state_dict_round_trip_and_determinism(kind):
     buffer.seek(0)
     other = make_module(kind, 8, 8, seed=2)
     rgb, flow, mask = make_inputs(12, 2, 6, 8, 8)
-    assert not torch.equal(
-        outputs(kind, other, rgb, flow, mask)[0], outputs(kind, module, rgb, flow, mask)[0]
-    )
+    assert not torch.equal(outputs(kind, other, rgb, flow, mask)[0], outputs(kind, module, rgb, flow, mask)[0])
     other.load_state_dict(torch.load(buffer, weights_only=True))
     for a, b in zip(outputs(kind, other, rgb, flow, mask), outputs(kind, module, rgb, flow, mask)):
         assert torch.equal(a, b)
@@ -277,12 +275,7 @@ def test_mutual_dropout_only_in_training():
 
 
 def test_reset_parameters_and_repr():
-    for module in (
-        DualModalityFusion(8, 8),
-        DualModalityFusion(8, 8, attention="dot"),
-        ConcatFusion(8, 8),
-        MutualFusion(8, 8, 4),
-    ):
+    for module in (DualModalityFusion(8, 8), DualModalityFusion(8, 8, attention="dot"), ConcatFusion(8, 8), MutualFusion(8, 8, 4)):
         before = [p.clone() for p in module.parameters()]
         module.reset_parameters()
         assert any(not torch.equal(a, b) for a, b in zip(before, module.parameters()))

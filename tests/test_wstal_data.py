@@ -437,13 +437,9 @@ def instance_table(videos: list[Video], bins: int) -> tuple[np.ndarray, np.ndarr
     rows, classes = [], []
     for video in videos:
         both = np.hstack([video.rgb, video.flow])
-        for (start, end), k in zip(
-            np.round(video.segments / SNIPPET_SECONDS).astype(int), video.segment_classes
-        ):
+        for (start, end), k in zip(np.round(video.segments / SNIPPET_SECONDS).astype(int), video.segment_classes):
             edges = np.linspace(start, end, bins + 1)
-            parts = [
-                both[int(a) : max(int(a) + 1, round(b))].mean(axis=0) for a, b in zip(edges[:-1], edges[1:])
-            ]
+            parts = [both[int(a) : max(int(a) + 1, round(b))].mean(axis=0) for a, b in zip(edges[:-1], edges[1:])]
             rows.append(np.concatenate(parts))
             classes.append(k)
     return np.array(rows), np.array(classes)
@@ -456,9 +452,7 @@ def test_synthetic_no_snippet_names_the_class_but_the_whole_instance_does():
     train, _, train_cls = snippet_table(data.train)
     test, _, test_cls = snippet_table(data.test)
     on_train, on_test = train_cls >= 0, test_cls >= 0
-    snippet = ridge_accuracy(
-        train["both"][on_train], train_cls[on_train], test["both"][on_test], test_cls[on_test]
-    )
+    snippet = ridge_accuracy(train["both"][on_train], train_cls[on_train], test["both"][on_test], test_cls[on_test])
     whole = ridge_accuracy(*instance_table(data.train, 2), *instance_table(data.test, 2))
     assert whole > snippet + 0.15, (whole, snippet)
 
