@@ -87,6 +87,7 @@ def score_variants(
     clocks = {v.name: snippet_clock(v, sec) for v in test}
     base_out = runner.base_outputs(base, "test")
     found = runner.proposals(s1, base, "test")
+    detected = runner.base_detections(base, "test")
     grouped, rpn = base_out.segments, found.rpn
     classifier = runner.train(s1, s2).classifier if with_map else None
     protocol = protocol_options(dataset)
@@ -105,7 +106,9 @@ def score_variants(
         map_avg = None
         if classifier is not None:
             candidates = {
-                name: stage2_candidates(p, base_out.results[name], found.snippets[name], c.scoring)
+                name: stage2_candidates(
+                    p, base_out.results[name], detected[name], found.snippets[name], c.scoring
+                )
                 for name, p in sets.items()
             }
             detections = two_stage_detections(

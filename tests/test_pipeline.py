@@ -284,6 +284,10 @@ def test_stage2_candidates_hold_the_base_detections_and_the_stage1_proposals(tin
     results = runner.base_outputs("concat", "test").results
     candidates = runner.candidates("mutual+", "concat", "test")
     assert set(candidates) == {v.name for v in tiny.test}
+    # the base's detections are made once per base, split and scoring, and are detect.base_detections'
+    detections = runner.base_detections("concat", "test")
+    assert detections is runner.base_detections("concat", "test", scoring)
+    assert all(detections[v.name] == base_detections(results[v.name], scoring) for v in tiny.test)
     for v in tiny.test:
         got = candidates[v.name]
         rows = [tuple(r) for r in got.segments.tolist()]

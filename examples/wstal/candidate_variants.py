@@ -24,7 +24,7 @@ import torch
 
 from .config import GroupingSettings
 from .data import Video, snippet_clock
-from .detect import BaseResult, base_detections, class_sequence, to_detections
+from .detect import BaseResult, class_sequence, to_detections
 from .evaluation import evaluate_detections
 from .evaluator import protocol_options, two_stage_rows
 from .pipeline import DetectorRunner
@@ -57,7 +57,7 @@ def score_variants(runner: DetectorRunner) -> dict[str, tuple[float, float]]:
     scores = {}
     for variant, changes in VARIANTS.items():
         if changes is None:
-            rows = {v.name: base_detections(base[v.name], config.scoring) for v in test}
+            rows = runner.base_detections(trained.base, "test")
         else:
             scoring = dataclasses.replace(config.scoring, **changes)
             candidates = runner.candidates(trained.stage1, trained.base, "test", scoring)

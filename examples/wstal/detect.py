@@ -370,17 +370,22 @@ def _unique(segments: Tensor, scores: Tensor) -> Segments:
 
 
 def stage2_candidates(
-    stage1: Segments, base: BaseResult, snippets: Segments, config: ScoringSettings
+    stage1: Segments,
+    base: BaseResult,
+    detected: Sequence[tuple[int, float, float, float]],
+    snippets: Segments,
+    config: ScoringSettings,
 ) -> Segments:
     """One video's candidates for Stage 2 at inference (``config.candidates``, ``config.objectness``): the
-    Stage-1 proposals and/or the segments of the base model's own detections (:func:`base_segments`),
-    each distinct segment once, scored by the T-RPN's support (:func:`rpn_support`, from the video's
-    ``snippets``) or by its own score; best first."""
+    Stage-1 proposals and/or the segments of the base model's detections ``detected``
+    (:func:`base_detections` under ``config``; :func:`base_segments`), each distinct segment once, scored
+    by the T-RPN's support (:func:`rpn_support`, from the video's ``snippets``) or by its own score; best
+    first."""
     sets = []
     if config.candidates != "base":
         sets.append(stage1)
     if config.candidates != "stage1":
-        sets.append(base_segments(base, base_detections(base, config), config.grouping.outer_ratio))
+        sets.append(base_segments(base, detected, config.grouping.outer_ratio))
     segments = torch.cat([s.segments.float() for s in sets]).reshape(-1, 2)
     scores = torch.cat([s.scores.float().clamp(0, 1) for s in sets])
     if config.objectness == "rpn":

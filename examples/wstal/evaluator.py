@@ -22,7 +22,6 @@ from .config import DetectorConfig
 from .data import Video, WSTALDataset, snippet_clock
 from .detect import (
     BaseResult,
-    base_detections,
     classify_proposals,
     detections_from_proposals,
     stage1_detections,
@@ -202,12 +201,11 @@ def evaluate(runner: DetectorRunner, trained: TrainedDetector) -> EvaluationResu
     base_out = runner.base_outputs(trained.base, "test")
     proposals = runner.proposals(trained.stage1, trained.base, "test")
     candidates = runner.candidates(trained.stage1, trained.base, "test")
+    detected = runner.base_detections(trained.base, "test")
     results, scoring = base_out.results, c.scoring
     clocks = {v.name: snippet_clock(v, sec) for v in test}
     found = {
-        "base": {
-            v.name: to_detections(base_detections(results[v.name], scoring), *clocks[v.name]) for v in test
-        },
+        "base": {v.name: to_detections(detected[v.name], *clocks[v.name]) for v in test},
         "stage1_only": {
             v.name: to_detections(
                 stage1_detections(proposals.stage1[v.name], results[v.name], scoring), *clocks[v.name]

@@ -43,6 +43,7 @@ from .console import log
 from .data import Video, WSTALDataset
 from .detect import (
     BaseResult,
+    base_detections,
     proposals_from_snippets,
     rpn_snippets,
     run_base,
@@ -240,6 +241,7 @@ class DetectorRunner:
         self._stages: dict[tuple[str, ...], Stage] = {}
         self._base_outputs: dict[tuple[StageKey, Split], BaseOutputs] = {}
         self._proposals: dict[tuple[StageKey, Split], StageProposals] = {}
+        self._base_detections: dict[tuple[StageKey, Split, ScoringSettings], dict[str, list]] = {}
 
     def videos(self, split: Split) -> list[Video]:
         """The videos of ``split`` (``"train"`` or ``"test"``)."""
@@ -339,6 +341,20 @@ class DetectorRunner:
             self._proposals[cache] = StageProposals(stage.key, split, own, merged, snippets)
         return self._proposals[cache]
 
+    def base_detections(
+        self, base: str, split: Split, scoring: Optional[ScoringSettings] = None
+    ) -> dict[str, list[tuple[int, float, float, float]]]:
+        """The base model's own detections on ``split`` under ``scoring`` (default: the config's), in
+        snippets (:func:`~wstal.detect.base_detections`); computed once per base, split and scoring."""
+        scoring = scoring or self.config.scoring
+        outputs = self.base_outputs(base, split)
+        cache = (outputs.key, split, scoring)
+        if cache not in self._base_detections:
+            self._base_detections[cache] = {
+                name: base_detections(result, scoring) for name, result in outputs.results.items()
+            }
+        return self._base_detections[cache]
+
     def candidates(
         self, stage1: str, base: str, split: Split, scoring: Optional[ScoringSettings] = None
     ) -> dict[str, Segments]:
@@ -348,8 +364,9 @@ class DetectorRunner:
         scoring = scoring or self.config.scoring
         found = self.proposals(stage1, base, split)
         results = self.base_outputs(base, split).results
+        detected = self.base_detections(base, split, scoring)
         return {
-            name: stage2_candidates(p, results[name], found.snippets[name], scoring)
+            name: stage2_candidates(p, results[name], detected[name], found.snippets[name], scoring)
             for name, p in found.stage1.items()
         }
 
