@@ -1,7 +1,7 @@
 """The robustness grid: the detector at THUMOS width on three feature models and several difficulties.
 
     python examples/robustness_grid.py --out runs/grid                          # every cell, seeds 0 1 2
-    python examples/robustness_grid.py --out runs/grid --epochs-scale 0.4       # shortened: ~1 h on 2 cores
+    python examples/robustness_grid.py --out runs/grid --epochs-scale 0.4 --jobs 2   # shortened, 2 cores
     python examples/robustness_grid.py --out runs/grid --cells ground-truth:0.5 context:1
 
 Every cell is 60 + 60 videos (``--videos``) of 1024 + 1024 channels under the ``thumos14`` preset and the
@@ -12,7 +12,8 @@ THUMOS evaluation protocol, so it reads like a THUMOS14 folder of I3D features: 
 the difficulties the cells name. Per cell and seed it trains the detector (checkpointed under
 ``--out/<cell>/seed<N>``, so ``--resume`` continues an interrupted grid) and records the base model's and
 the two stages' mAP, at tIoU 0.7 too, and the recall at tIoU 0.7 of the candidates handed to Stage 2 and
-of the base model's own detections. The bars (issue: one detector that holds on data nobody tuned it on),
+of the base model's own detections. ``--jobs N`` runs N of the (cell, seed) runs at a time, each in a
+process of its own with ``--threads / N`` threads. The bars (issue: one detector that holds on data nobody tuned it on),
 checked on every cell over the seeds' means: two-stage >= base AVG, two-stage >= base at tIoU 0.7,
 candidates recall at tIoU 0.7 >= the base detections'; over the grid's mean: two-stage >= base + 2.
 
@@ -29,6 +30,8 @@ variants as the full one does?
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -181,6 +184,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     grid.add_argument("--annotations", type=Path, default=ANNOTATIONS, help="the THUMOS14 annotation folder")
     grid.add_argument(
+        "--jobs",
+        type=launch.positive_int,
+        default=1,
+        help="runs at a time, each in a process of its own with --threads / JOBS threads (on 2 cores, "
+        "--jobs 2 runs the grid faster than one process with 2 threads; a thread count changes CPU "
+        "results in their last bits, so compare grids run with the same one)",
+    )
+    grid.add_argument("--record-run", action="store_true", help=argparse.SUPPRESS)  # a process of --jobs
+    grid.add_argument(
         "--diagnostics",
         action="store_true",
         help="also score, on every run's networks, the candidate variants and the segment sources' recall "
@@ -189,32 +201,97 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def run_dir(args: argparse.Namespace, cell: Cell, seed: int) -> Path:
+    """Where one run of the grid keeps its checkpoints (and, with ``--jobs``, its ``run.json``)."""
+    return args.out / cell.name.replace(":", "-") / f"seed{seed}"
+
+
+def run_one(
+    args: argparse.Namespace, cell: Cell, dataset: WSTALDataset, seed: int
+) -> Optional[dict[str, Any]]:
+    """Train (or resume) and evaluate one cell at one seed: its summary row and, with ``--diagnostics``,
+    its candidate variants and segment sources. None on a rank other than 0 of a distributed run."""
+    config = launch.make_config(args, seed=seed).with_epochs_scaled(args.epochs_scale)
+    runner = launch.make_runner(args, dataset, config, run_dir(args, cell, seed))
+    began = time.perf_counter()
+    result = train_and_evaluate(runner)
+    if result is None:
+        return None
+    row = summary(result)
+    log(
+        f"[{cell.name} seed {seed}] {time.perf_counter() - began:.0f} s: "
+        + ", ".join(f"{k} {v:.1f}" for k, v in row.items())
+    )
+    found: dict[str, Any] = {"row": row}
+    if args.diagnostics:
+        found["variants"] = candidate_variants.score_variants(runner)
+        found["sources"] = candidate_variants.source_recall(runner)
+    return found
+
+
+def run_in_processes(args: argparse.Namespace) -> list[tuple[Cell, int, dict[str, Any]]]:
+    """``--jobs N``: every (cell, seed) run in a process of its own, N at a time, each with
+    ``--threads / N`` threads (at least 1); each writes its ``run.json``, read back here in grid order."""
+    threads = max(1, args.threads // args.jobs)
+    runs = [(cell, seed) for cell in args.cells for seed in args.seeds]
+    pending, running, failed = list(runs), [], []
+    while pending or running:
+        while pending and len(running) < args.jobs:
+            cell, seed = pending.pop(0)
+            extra = ["--cells", cell.name, "--seeds", str(seed), "--threads", str(threads), "--jobs", "1"]
+            command = [sys.executable, str(Path(__file__).resolve()), *args.argv, *extra, "--record-run"]
+            running.append((cell, seed, subprocess.Popen(command)))
+        time.sleep(0.2)
+        for item in [r for r in running if r[2].poll() is not None]:
+            running.remove(item)
+            if item[2].returncode != 0:
+                failed.append((item[0], item[1], item[2].returncode))
+    if failed:
+        names = ", ".join(f"{cell.name} seed {seed} (exit code {code})" for cell, seed, code in failed)
+        raise GridRunFailed(f"runs failed: {names}", failed[0][2])
+    return [
+        (cell, seed, json.loads((run_dir(args, cell, seed) / "run.json").read_text())) for cell, seed in runs
+    ]
+
+
+class GridRunFailed(RuntimeError):
+    """A run of ``--jobs`` ended with a nonzero exit code (the first one's is :attr:`code`)."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 def run_grid(args: argparse.Namespace) -> int:
     start, stamp = time.perf_counter(), launch.source_stamp()  # the code that runs
+    if args.jobs > 1:
+        try:
+            found = run_in_processes(args)
+        except GridRunFailed as error:
+            print(f"robustness_grid.py: error: {error}", file=sys.stderr)
+            return error.code
+    else:
+        found = []
+        for cell in args.cells:
+            dataset = cell.dataset(args)
+            log(f"=== cell {cell.name}: {len(dataset.train)} + {len(dataset.test)} videos ===")
+            for seed in args.seeds:
+                one = run_one(args, cell, dataset, seed)
+                if one is None:  # a rank other than 0 of a distributed run
+                    continue
+                if args.record_run:  # a process of --jobs: the parent reads it back
+                    write_json(run_dir(args, cell, seed) / "run.json", one)
+                found.append((cell, seed, one))
+        if args.record_run:
+            return 0
     cells: dict[str, list[dict[str, float]]] = {}
     variants: dict[str, list[dict[str, tuple[float, float]]]] = {}
     sources: dict[str, list[dict[str, tuple[float, float]]]] = {}
-    for cell in args.cells:
-        dataset = cell.dataset(args)
-        log(f"=== cell {cell.name}: {len(dataset.train)} + {len(dataset.test)} videos ===")
-        for seed in args.seeds:
-            config = launch.make_config(args, seed=seed).with_epochs_scaled(args.epochs_scale)
-            runner = launch.make_runner(
-                args, dataset, config, args.out / cell.name.replace(":", "-") / f"seed{seed}"
-            )
-            began = time.perf_counter()
-            result = train_and_evaluate(runner)
-            if result is None:  # a rank other than 0 of a distributed run
-                continue
-            row = summary(result)
-            log(
-                f"[{cell.name} seed {seed}] {time.perf_counter() - began:.0f} s: "
-                + ", ".join(f"{k} {v:.1f}" for k, v in row.items())
-            )
-            cells.setdefault(cell.name, []).append(row)
-            if args.diagnostics:
-                variants.setdefault(cell.name, []).append(candidate_variants.score_variants(runner))
-                sources.setdefault(cell.name, []).append(candidate_variants.source_recall(runner))
+    for cell, _, one in found:
+        cells.setdefault(cell.name, []).append(one["row"])
+        if args.diagnostics:
+            variants.setdefault(cell.name, []).append(one["variants"])
+            sources.setdefault(cell.name, []).append(one["sources"])
     if not args.dist.is_main:
         return 0
     seconds = time.perf_counter() - start
@@ -250,9 +327,13 @@ def run_grid(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = launch.parse(parser, argv)
+    args.argv = argv
     if any(c.family != "built-in" for c in args.cells) and not args.annotations.is_dir():
         parser.error(f"argument --annotations: no THUMOS14 annotation folder at {args.annotations}")
+    if args.jobs > 1 and args.dist.world_size > 1:
+        parser.error("argument --jobs: runs a process per run on one machine; not under torchrun")
     return launch.run(parser, args, lambda: run_grid(args))
 
 

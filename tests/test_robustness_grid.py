@@ -153,3 +153,28 @@ def test_candidate_variants_docstring_examples() -> None:
 
     result = doctest.testmod(candidate_variants)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_jobs_run_each_cell_and_seed_in_a_process_of_its_own(tmp_path: Path) -> None:
+    """``--jobs 2`` (built-in cells only, so it needs no annotations): the grid of separate processes
+    equals the grid of one process at the same thread count, and every run left its ``run.json``."""
+    argv = ["--cells", "built-in", "--seeds", "0", "1", "--videos", "4", "--dim", "8", "--width", "16"]
+    argv += ["--epochs", "1", "--threads", "1", "--quiet", "--diagnostics"]
+    assert run_script("robustness_grid.py", [*argv, "--out", str(tmp_path / "one")]) == 0
+    assert run_script("robustness_grid.py", [*argv, "--out", str(tmp_path / "two"), "--jobs", "2"]) == 0
+    one, two = (json.loads((tmp_path / name / "grid.json").read_text()) for name in ("one", "two"))
+    assert two["cells"] == one["cells"] and len(two["cells"]["built-in"]) == 2
+    diagnostics = [json.loads((tmp_path / n / "diagnostics.json").read_text()) for n in ("one", "two")]
+    assert diagnostics[0]["variants"] == diagnostics[1]["variants"]
+    assert (tmp_path / "two" / "built-in" / "seed1" / "run.json").is_file()
+    assert not (tmp_path / "one" / "built-in" / "seed1" / "run.json").exists()  # only --jobs writes them
+
+
+def test_jobs_report_a_failed_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A run that fails in its process fails the grid with its exit code, naming the cell and seed: here
+    ``--resume`` over a checkpoint of another configuration (exit code 2)."""
+    argv = ["--cells", "built-in", "--seeds", "0", "--videos", "4", "--dim", "8", "--epochs", "1"]
+    argv += ["--threads", "1", "--quiet", "--out", str(tmp_path)]
+    assert run_script("robustness_grid.py", [*argv, "--width", "16"]) == 0
+    code = run_script("robustness_grid.py", [*argv, "--width", "8", "--resume", "--jobs", "2"])
+    assert code == 2 and "built-in seed 0 (exit code 2)" in capsys.readouterr().err
