@@ -1,5 +1,5 @@
 """Diagnostics of the robustness grid (``examples/robustness_grid.py --diagnostics``), scored on a run's
-trained networks without retraining any of them: decision records 0015 and 0016's tables.
+trained networks without retraining any of them: decision record 0016's tables.
 
 **Candidate variants**: what Stage 2 classifies at inference and the objectness it scores them with
 (:data:`VARIANTS`, each a change of :class:`~wstal.config.ScoringSettings`), scored by mAP AVG 0.1:0.7
