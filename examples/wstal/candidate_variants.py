@@ -20,15 +20,12 @@ from collections.abc import Sequence
 from typing import Optional
 
 import numpy as np
-import torch
 
-from .config import GroupingSettings
-from .data import Video, snippet_clock
-from .detect import BaseResult, class_sequence, to_detections
+from .data import snippet_clock
+from .detect import segments_of_classes, to_detections
 from .evaluation import evaluate_detections
 from .evaluator import protocol_options, two_stage_rows
 from .pipeline import DetectorRunner
-from .pseudo_labels import Segments, segments_from_scores
 from .recall import evaluate_proposals, proposals_from_segments
 
 VARIANTS: dict[str, Optional[dict[str, str]]] = {
@@ -69,19 +66,6 @@ def score_variants(runner: DetectorRunner) -> dict[str, tuple[float, float]]:
     return scores
 
 
-def labelled_class_segments(result: BaseResult, video: Video, grouping: GroupingSettings) -> Segments:
-    """The segments ``grouping`` makes of the class sequences of the video's labelled classes, classes
-    ignored, best first."""
-    found = [
-        segments_from_scores(class_sequence(result, int(c)), grouping)
-        for c in np.flatnonzero(np.asarray(video.label))
-    ]
-    segments = torch.cat([f.segments for f in found]).reshape(-1, 2)
-    scores = torch.cat([f.scores for f in found])
-    order = scores.argsort(descending=True, stable=True)
-    return Segments(segments[order], scores[order])
-
-
 def source_recall(
     runner: DetectorRunner, splits: Sequence[str] = ("train", "test")
 ) -> dict[str, tuple[float, float]]:
@@ -97,7 +81,9 @@ def source_recall(
         sets = {
             SOURCES[0]: outputs.segments,
             SOURCES[1]: {
-                v.name: labelled_class_segments(outputs.results[v.name], v, config.pseudo.grouping)
+                v.name: segments_of_classes(
+                    outputs.results[v.name], np.flatnonzero(np.asarray(v.label)), config.pseudo.grouping
+                )
                 for v in videos
             },
         }

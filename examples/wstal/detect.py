@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .batching import collate
-from .config import ProposalSettings, ScoringSettings
+from .config import GroupingSettings, ProposalSettings, ScoringSettings
 from .console import progress
 from .data import Video
 from .evaluation import Detection
@@ -52,6 +52,7 @@ __all__ = [
     "rpn_snippets",
     "rpn_support",
     "run_base",
+    "segments_of_classes",
     "select_classes",
     "stage1_detections",
     "stage1_proposals",
@@ -306,11 +307,15 @@ def class_segments(result: BaseResult, config: ProposalSettings) -> Segments:
     """The segments the base model groups on each class sequence (:func:`class_sequence`) of the classes
     whose video score reaches ``config.class_threshold``, by ``config.class_grouping``; classes ignored,
     best first (contrast scores)."""
-    found = [
-        segments_from_scores(class_sequence(result, c), config.class_grouping)
-        for c in select_classes(result.video_scores, config.class_threshold)
-    ]
-    segments = torch.cat([f.segments for f in found])
+    classes = select_classes(result.video_scores, config.class_threshold)
+    return segments_of_classes(result, classes, config.class_grouping)
+
+
+def segments_of_classes(result: BaseResult, classes: Sequence[int], grouping: GroupingSettings) -> Segments:
+    """The segments ``grouping`` makes of the class sequences (:func:`class_sequence`) of ``classes``,
+    classes ignored, best first (contrast scores)."""
+    found = [segments_from_scores(class_sequence(result, int(c)), grouping) for c in classes]
+    segments = torch.cat([f.segments for f in found]).reshape(-1, 2)
     scores = torch.cat([f.scores for f in found])
     order = scores.argsort(descending=True, stable=True)
     return Segments(segments[order], scores[order])
