@@ -18,7 +18,8 @@ Axis legend: b batch, t time (snippets), c channels.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Optional, Union
+import inspect
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -88,22 +89,34 @@ _OPTIONS = {"gate": ("reduction", "kernel_size"), "dot": ("attn_dim", "temperatu
 
 class _Constructor(type(nn.Module)):  # type: ignore[misc]
     """Lets ``DualModalityFusion(..., attention=...)`` build the class of the chosen form, and refuses
-    an option of the form not chosen (it would be silently unused)."""
+    an option of the form not chosen (it would be silently unused).
 
-    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
-        if cls is not DualModalityFusion:
-            return super().__call__(*args, **kwargs)
-        attention = check_choice("attention", kwargs.pop("attention", "gate"), ("gate", "dot"))
-        forms = {"gate": DMFGate, "dot": DMFDot}
-        other = "dot" if attention == "gate" else "gate"
-        for name in _OPTIONS[other]:
-            if name in kwargs:
-                raise TypeError(
-                    f"{name}={kwargs[name]!r} is an option of attention={other!r} ({forms[other].__name__}), "
-                    f"not of attention={attention!r} ({forms[attention].__name__}), which takes "
-                    f"{' and '.join(_OPTIONS[attention])}: drop {name} or choose attention={other!r}"
-                )
-        return forms[attention](*args, **kwargs)
+    Type checkers are not shown the ``__call__`` below, so they read each class's ``__init__``; for
+    ``inspect.signature`` and ``help()``, :attr:`__signature__` gives the same (a property of the
+    metaclass, so it answers for the classes only, never for an instance, whose signature is its
+    ``forward``'s)."""
+
+    @property
+    def __signature__(cls) -> inspect.Signature:
+        signature = inspect.signature(cls.__init__)
+        return signature.replace(parameters=list(signature.parameters.values())[1:])  # no ``self``
+
+    if not TYPE_CHECKING:
+
+        def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+            if cls is not DualModalityFusion:
+                return super().__call__(*args, **kwargs)
+            attention = check_choice("attention", kwargs.pop("attention", "gate"), ("gate", "dot"))
+            forms = {"gate": DMFGate, "dot": DMFDot}
+            other = "dot" if attention == "gate" else "gate"
+            for name in _OPTIONS[other]:
+                if name in kwargs:
+                    raise TypeError(
+                        f"{name}={kwargs[name]!r} is an option of attention={other!r} ({forms[other].__name__}), "
+                        f"not of attention={attention!r} ({forms[attention].__name__}), which takes "
+                        f"{' and '.join(_OPTIONS[attention])}: drop {name} or choose attention={other!r}"
+                    )
+            return forms[attention](*args, **kwargs)
 
 
 class DualModalityFusion(nn.Module, metaclass=_Constructor):
@@ -129,7 +142,9 @@ class DualModalityFusion(nn.Module, metaclass=_Constructor):
         dim_rgb: RGB channels.
         dim_flow: Flow channels.
         alpha: enhancement strength, ``>= 0``.
+        attention: the form, ``"gate"`` or ``"dot"``.
         fused: fast path (True) or the plain reference path (False); an attribute, change it any time.
+        **options: the chosen form's own options and the factory kwargs.
 
     Shape:
         rgb: (b, t, dim_rgb); flow: (b, t, dim_flow); mask: (b, t) bool, True = valid.
@@ -152,7 +167,20 @@ class DualModalityFusion(nn.Module, metaclass=_Constructor):
 
     attention: str
 
-    def __init__(self, dim_rgb: int, dim_flow: int, *, alpha: float = 0.5, fused: bool = True) -> None:
+    def __init__(
+        self,
+        dim_rgb: int,
+        dim_flow: int,
+        *,
+        alpha: float = 0.5,
+        attention: Literal["gate", "dot"] = "gate",
+        fused: bool = True,
+        **options: Any,
+    ) -> None:
+        # ``DualModalityFusion(...)`` never runs this directly: the metaclass builds the chosen form,
+        # whose ``__init__`` passes its own ``attention`` and has taken its ``options``.
+        if options:
+            raise TypeError(f"unexpected options for attention={attention!r}: {', '.join(options)}")
         super().__init__()
         self.dim_rgb = check_positive_int("dim_rgb", dim_rgb)
         self.dim_flow = check_positive_int("dim_flow", dim_flow)
@@ -232,7 +260,7 @@ class DMFGate(DualModalityFusion):
         device: Optional[Union[torch.device, str]] = None,
         dtype: Optional[torch.dtype] = None,
     ) -> None:
-        super().__init__(dim_rgb, dim_flow, alpha=alpha, fused=fused)
+        super().__init__(dim_rgb, dim_flow, alpha=alpha, attention=self.attention, fused=fused)
         factory = {"device": device, "dtype": dtype}
         self.reduction = check_positive_int("reduction", reduction)
         self.kernel_size = check_positive_int("kernel_size", kernel_size)
@@ -318,7 +346,7 @@ class DMFDot(DualModalityFusion):
         device: Optional[Union[torch.device, str]] = None,
         dtype: Optional[torch.dtype] = None,
     ) -> None:
-        super().__init__(dim_rgb, dim_flow, alpha=alpha, fused=fused)
+        super().__init__(dim_rgb, dim_flow, alpha=alpha, attention=self.attention, fused=fused)
         factory = {"device": device, "dtype": dtype}
         self.attn_dim = check_positive_int("attn_dim", attn_dim)
         self.temperature = check_positive("temperature", temperature)

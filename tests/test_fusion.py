@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import io
+import pydoc
 from typing import Optional
 
 import pytest
@@ -10,7 +12,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dmf_fusion import ConcatFusion, DualModalityFusion, MutualFusion, MutualLoss
+from dmf_fusion import ConcatFusion, DMFDot, DMFGate, DualModalityFusion, MutualFusion, MutualLoss
 
 import reference as ref
 
@@ -377,3 +379,29 @@ def test_dmf_outputs_keep_the_input_dtype_under_autocast():
             out = module(rgb, flow, mask)
             assert out.rgb.dtype == out.flow.dtype == torch.float32
             MutualFusion(8, 8, 4)(out.rgb, out.flow, mask)
+
+
+@pytest.mark.parametrize(
+    ("cls", "names"),
+    [
+        (DualModalityFusion, ["dim_rgb", "dim_flow", "alpha", "attention", "fused", "options"]),
+        (DMFGate, ["dim_rgb", "dim_flow", "alpha", "reduction", "kernel_size", "fused", "device", "dtype"]),
+        (DMFDot, ["dim_rgb", "dim_flow", "alpha", "attn_dim", "temperature", "fused", "device", "dtype"]),
+    ],
+)
+def test_constructor_signatures_name_the_real_parameters(cls, names):
+    """``inspect.signature`` and ``help()`` show each class's parameters, not the metaclass's
+    ``(*args, **kwargs)``; every named parameter is accepted by the constructor."""
+    signature = inspect.signature(cls)
+    assert list(signature.parameters) == names
+    assert signature.parameters["alpha"].default == 0.5
+    assert "dim_rgb" in pydoc.render_doc(cls)
+    options = {"attention": "dot"} if cls is DualModalityFusion else {}
+    assert isinstance(cls(8, 8, alpha=0.25, fused=False, **options), DualModalityFusion)
+
+
+def test_instance_signature_is_not_the_constructor():
+    """The metaclass's ``__signature__`` answers for the class only: an instance is called as a module."""
+    module = DualModalityFusion(8, 8)
+    assert "dim_rgb" not in inspect.signature(module).parameters
+    assert "rgb" in inspect.signature(module.forward).parameters
