@@ -116,7 +116,7 @@ SETTINGS = {
         (
             lambda: preset_config("thumos"),
             ValueError,
-            "preset must be one of 'default', 'thumos14', got 'thumos'",
+            "preset must be one of 'default', 'quick', 'thumos14', got 'thumos'",
         ),
     ],
     ids=lambda x: None,
@@ -411,7 +411,7 @@ def test_classifier_key_extends_the_rpn_key(tiny) -> None:
 def test_machine_defaults(monkeypatch) -> None:
     parser = launch.build_parser("test", "")
     args = parser.parse_args([])
-    assert args.threads == launch.available_cores() >= 1
+    assert args.threads is None  # chosen by launch.default_threads when the run starts
     assert args.device == "auto" and args.amp == "auto"
     assert launch.resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
     assert launch.resolve_device("cpu") == "cpu"
@@ -421,6 +421,41 @@ def test_machine_defaults(monkeypatch) -> None:
         resolve_amp("bf32", "cpu")
     monkeypatch.setattr(launch.os, "sched_getaffinity", lambda pid: {0, 3, 5}, raising=False)
     assert launch.available_cores() == 3
+
+
+@pytest.mark.parametrize(
+    ("load", "expected"),
+    [(0.0, 3), (0.4, 3), (0.6, 2), (1.2, 2), (1.6, 1), (2.9, 1), (40.0, 1)],
+)
+def test_default_threads_leave_the_busy_cores_to_other_jobs(monkeypatch, load, expected) -> None:
+    """Three usable cores less the load other jobs put on them (rounded), never below one thread."""
+    monkeypatch.setattr(launch.os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    monkeypatch.setattr(launch.os, "getloadavg", lambda: (load, 0.0, 0.0))
+    assert launch.default_threads() == expected
+
+
+def test_default_threads_without_a_load_average_take_every_core(monkeypatch) -> None:
+    monkeypatch.setattr(launch.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.delattr(launch.os, "getloadavg")
+    assert launch.default_threads() == 2
+
+
+def test_parse_sets_the_default_threads_and_quick_run(monkeypatch) -> None:
+    """``parse`` takes :func:`launch.default_threads` unless ``--threads`` says; ``--quick`` is the quick
+    preset with at most QUICK_MAX_VIDEOS videos per split, and refuses another preset."""
+    monkeypatch.setattr(launch, "default_threads", lambda: 1)
+    monkeypatch.setattr(launch, "init_distributed", lambda device, timeout_minutes: None)
+    before = torch.get_num_threads()
+    try:
+        args = launch.parse(launch.build_parser("test", ""), ["--quick"])
+        assert args.threads == 1 == torch.get_num_threads()
+        assert launch.preset_name(args) == "quick" and args.max_videos == launch.QUICK_MAX_VIDEOS
+        args = launch.parse(launch.build_parser("test", ""), ["--quick", "--max-videos", "7", "--threads", "2"])
+        assert args.threads == 2 and args.max_videos == 7
+        with pytest.raises(SystemExit):
+            launch.parse(launch.build_parser("test", ""), ["--quick", "--preset", "default"])
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_native_bf16_reads_the_cpu_flags(tmp_path: Path, monkeypatch) -> None:

@@ -124,7 +124,7 @@ def video_from_features(
     truth: GroundTruth,
     *,
     where: str,
-    feature_dim: int,
+    feature_dim: Optional[int],
     nonfinite: str,
     repaired: list[str],
     timing: Optional[FeatureTiming] = None,
@@ -136,7 +136,7 @@ def video_from_features(
         features: the array as loaded.
         truth: the video's annotations.
         where: the file (and entry) the features came from; it opens every message.
-        feature_dim: the expected width ``c`` of a row.
+        feature_dim: the expected width ``c`` of a row (None: any even width).
         nonfinite: ``"error"`` refuses a NaN or inf; ``"zero"`` replaces them with 0 and appends the video's
             name to ``repaired`` (the caller warns once for all of them).
         repaired: see ``nonfinite``.
@@ -146,9 +146,13 @@ def video_from_features(
         ValueError: the array is not ``(T, feature_dim)``, has zero snippets, holds values that are not
             numbers, or (``nonfinite="error"``) a NaN or inf after the cast to float32.
     """
-    if not isinstance(features, np.ndarray) or features.ndim != 2 or features.shape[1] != feature_dim:
+    array = isinstance(features, np.ndarray) and features.ndim == 2
+    width = features.shape[1] if array else None
+    if feature_dim is None and array and (width < 2 or width % 2):
+        raise ValueError(f"{where} must be a (T, C) array with C even (RGB half, then Flow half), got shape {features.shape}")
+    if not array or (feature_dim is not None and width != feature_dim):
         found = f"shape {features.shape}" if isinstance(features, np.ndarray) else type(features).__name__
-        raise ValueError(f"{where} must be a (T, {feature_dim}) array, got {found}")
+        raise ValueError(f"{where} must be a (T, {feature_dim or 'C'}) array, got {found}")
     if features.shape[0] == 0:
         raise ValueError(f"{where} has zero snippets")
     try:  # checked for NaN/inf after the cast: float64 values may overflow float32
@@ -157,7 +161,7 @@ def video_from_features(
     except (TypeError, ValueError) as error:
         raise ValueError(f"{where} holds {features.dtype} values, not numbers") from error
     features = _finite(features, where, truth.name, nonfinite, repaired)
-    half = feature_dim // 2
+    half = features.shape[1] // 2
     return Video(
         name=truth.name,
         rgb=np.ascontiguousarray(features[:, :half]),
@@ -170,21 +174,24 @@ def video_from_features(
     )
 
 
-def check_loader_options(max_videos: Optional[int], feature_dim: int, nonfinite: str, unused: str) -> None:
+def check_loader_options(
+    max_videos: Optional[int], feature_dim: Optional[int], nonfinite: str, unused: str
+) -> None:
     """The options every THUMOS14 loader takes, checked once: ``max_videos`` a positive int or None,
-    ``feature_dim`` a positive even int, ``nonfinite`` ``"error"`` or ``"zero"``, ``unused`` a policy."""
+    ``feature_dim`` a positive even int or None (the width of the folder's first video), ``nonfinite``
+    ``"error"`` or ``"zero"``, ``unused`` a policy."""
     if max_videos is not None and (
         isinstance(max_videos, bool) or not isinstance(max_videos, int) or max_videos < 1
     ):
         raise ValueError(f"max_videos must be a positive int or None, got {max_videos!r}")
-    if (
+    if feature_dim is not None and (
         isinstance(feature_dim, bool)
         or not isinstance(feature_dim, int)
         or feature_dim < 2
         or feature_dim % 2
     ):
         raise ValueError(
-            f"feature_dim must be a positive even int (RGB half + Flow half), got {feature_dim!r}"
+            f"feature_dim must be a positive even int (RGB half + Flow half) or None, got {feature_dim!r}"
         )
     if nonfinite not in ("error", "zero"):
         raise ValueError(f"nonfinite must be 'error' or 'zero', got {nonfinite!r}")

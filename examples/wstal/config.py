@@ -32,6 +32,8 @@ from .model import FusionStrategy
 
 __all__ = [
     "CAPACITY_FIELDS",
+    "CLASS_GROUPING",
+    "CLASS_THRESHOLD",
     "DEFAULT_THRESHOLDS",
     "PRESETS",
     "DetectorConfig",
@@ -156,6 +158,16 @@ class GroupingSettings:
             )
 
 
+CLASS_THRESHOLD = 0.1
+"""The video-level score at which a class counts as present in a video (the best class always does): the
+default of the detectors' classes (:attr:`ScoringSettings.class_threshold`) and of the classes whose
+sequences give class segments (:attr:`ProposalSettings.class_threshold`)."""
+
+CLASS_GROUPING = GroupingSettings(nms_iou=0.7, min_score=0.0)
+"""How a class's score sequence is grouped into segments by default, wherever one is
+(:attr:`ScoringSettings.grouping`, :attr:`ProposalSettings.class_grouping`)."""
+
+
 @dataclass(frozen=True)
 class PseudoLabelSettings:
     """How the base model's attention becomes pseudo segments on the training videos (and the base's
@@ -214,8 +226,8 @@ class ProposalSettings:
     merge_base_wins: bool = True
     merge_min_objectness: float = field(default=0.99, metadata=PROBABILITY)
     class_segments: bool = False
-    class_threshold: float = field(default=0.1, metadata=PROBABILITY)
-    class_grouping: GroupingSettings = GroupingSettings(nms_iou=0.7, min_score=0.0)
+    class_threshold: float = field(default=CLASS_THRESHOLD, metadata=PROBABILITY)
+    class_grouping: GroupingSettings = CLASS_GROUPING
     class_segments_iou: float = field(default=0.9, metadata=PROBABILITY)
 
     def __post_init__(self) -> None:
@@ -246,11 +258,11 @@ class ScoringSettings:
             objectness, a base segment's contrast).
     """
 
-    class_threshold: float = field(default=0.1, metadata=PROBABILITY)
+    class_threshold: float = field(default=CLASS_THRESHOLD, metadata=PROBABILITY)
     soft_nms_sigma: float = field(default=0.3, metadata=POSITIVE)
     max_detections: int = field(default=100, metadata=AT_LEAST_ONE)
     base_weight: float = field(default=0.5, metadata=PROBABILITY)
-    grouping: GroupingSettings = GroupingSettings(nms_iou=0.7, min_score=0.0)
+    grouping: GroupingSettings = CLASS_GROUPING
     candidates: Literal["stage1+base", "stage1", "base"] = "stage1+base"
     objectness: Literal["rpn", "own"] = "rpn"
 
@@ -381,6 +393,20 @@ CAPACITY_FIELDS = ("embed_dim", *STAGES)
 PRESETS: dict[str, dict[str, Any]] = {
     # the 128-wide synthetic families: what docs/detector.md's results were measured with
     "default": {},
+    # ``--quick``: a smoke run of every stage on any data in about a minute on 2 cores (with at most 40
+    # videos per split): narrow networks, a few epochs at the default's learning rates
+    "quick": {
+        "embed_dim": 128,
+        "base": StageSettings(
+            epochs=30, lr=5e-4, weight_decay=1e-3, batch_size=4, max_len=320, hidden=128, dropout=0.5
+        ),
+        "rpn": StageSettings(
+            epochs=30, lr=5e-4, weight_decay=1e-3, batch_size=4, max_len=512, hidden=64, dropout=0.3
+        ),
+        "classifier": StageSettings(
+            epochs=30, lr=5e-4, weight_decay=1e-3, batch_size=4, max_len=100_000, hidden=64, dropout=0.5
+        ),
+    },
     # THUMOS14 I3D width (1024 + 1024), close to the paper's lineage (CO2-Net / P-MIL): wider networks,
     # longer training, lower learning rates, 750-snippet Stage-1 clips
     "thumos14": {
@@ -461,10 +487,8 @@ def _parse_like(current: Any, text: str, where: str) -> Any:
 
 
 def ablation_config(config: DetectorConfig) -> DetectorConfig:
-    """The reduced schedule of ``--ablation``: half the epochs of each stage (at least 1), so the 18 cells
-    (2 single-modality + 16 fusion) fit a CPU budget; the base model and each T-RPN are shared between
+    """The reduced schedule of ``--ablation``: half the epochs of each stage
+    (:meth:`DetectorConfig.with_epochs_scaled`, the one scaling rule), so the 18 cells (2
+    single-modality + 16 fusion) fit a CPU budget; the base model and each T-RPN are shared between
     cells, so only the Stage-2 classifier is trained per cell."""
-    halved = {name: getattr(config, name) for name in STAGES}
-    return dataclasses.replace(
-        config, **{name: dataclasses.replace(s, epochs=max(1, s.epochs // 2)) for name, s in halved.items()}
-    )
+    return config.with_epochs_scaled(0.5)

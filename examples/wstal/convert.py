@@ -25,10 +25,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional, Union
 
+from .console import Parser, short_warnings
 from .data import WSTALDataset
 from .layouts import detect_layout, load_data_dir
 from .per_video import write_per_video
-from .synthetic import make_synthetic_thumos
+from .synthetic import SYNTHETIC_DIM, make_synthetic_thumos
 from .thumos import write_thumos14
 
 __all__ = ["TARGETS", "convert", "main", "write_layout"]
@@ -75,11 +76,10 @@ def convert(data_dir: PathLike, out_dir: PathLike, *, to: Optional[str] = None, 
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m wstal.convert",
         description="Convert a THUMOS14 folder between the Thumos14reduced layout and the per-video layout "
         "(ActionFormer's), or write the built-in synthetic data in either.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--data-dir", type=Path, help="the folder to convert (either layout, detected)")
@@ -115,11 +115,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--feature-dim",
         type=int,
-        default=2048,
-        help="--data-dir: width of a feature row (RGB half + Flow half)",
+        default=None,
+        help="--data-dir: width of a feature row (RGB half + Flow half; default: the first video's, which "
+        "every other must have)",
     )
     parser.add_argument(
-        "--synthetic-dim", type=int, default=1024, help="--synthetic: channels per modality (I3D: 1024)"
+        "--synthetic-dim",
+        type=int,
+        default=SYNTHETIC_DIM,
+        help="--synthetic: channels per modality (real I3D: 1024)",
     )
     parser.add_argument("--data-seed", type=int, default=0, help="--synthetic: seed of the data")
     return parser
@@ -127,6 +131,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = _parser()
+    short_warnings(parser.prog)
     args = parser.parse_args(argv)
     if args.max_videos is not None and args.max_videos < 1:
         parser.error(f"argument --max-videos: expected a positive integer, got {args.max_videos}")

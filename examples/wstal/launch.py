@@ -17,6 +17,7 @@ diverged.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import subprocess
 import sys
@@ -27,25 +28,29 @@ from typing import Callable, Optional
 import torch
 
 from .config import PRESETS, DetectorConfig, ablation_config, override, preset_config
-from .console import log
+from .console import Parser, log, short_warnings
 from .data import WSTALDataset
 from .distributed import AMP_MODES, init_distributed, resolve_amp, shutdown_distributed
 from .layouts import load_data_dir
 from .model import FusionStrategy
+from .per_video import DEFAULT_TIMING
 from .pipeline import DetectorRunner
-from .synthetic import make_synthetic_thumos
+from .synthetic import SYNTHETIC_DIM, make_synthetic_thumos
 from .synthetic_context import make_synthetic_context
 from .synthetic_gt import make_synthetic_from_annotations
 from .train import CheckpointMismatchError, StopAfter, TrainingDiverged, TrainingInterrupted
 
 __all__ = [
     "ANNOTATION_FAMILIES",
+    "DATA_SOURCES",
+    "QUICK_MAX_VIDEOS",
     "add_data_arguments",
     "add_method_arguments",
     "add_run_arguments",
     "available_cores",
     "build_parser",
     "data_source",
+    "default_threads",
     "load_data",
     "make_config",
     "make_runner",
@@ -149,13 +154,69 @@ def source_stamp() -> str:
 
 # -------------------------------------------------------------------------------- the parser
 
+DATA_SOURCES = ("--data-dir", "--synthetic-from", "--synthetic-context")
+"""The flags that choose the data (at most one; none: the built-in synthetic family)."""
+
+
+def default_threads() -> int:
+    """The torch CPU threads a run takes unless ``--threads`` says: the cores this process may use less
+    the load other jobs put on them (the one-minute load average, rounded), at least one. On a machine
+    shared with a busy job, threads beyond the idle cores do not add speed: they wait on each other
+    (docs/benchmarks.md, the detector's default run)."""
+    cores = available_cores()
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # no load average (Windows)
+        return cores
+    return max(1, min(cores, cores - round(load)))
+
+
+def _config_default(name: str) -> object:
+    """The method's default of :class:`DetectorConfig` field ``name``: the command line shows and uses
+    the dataclass's value, never a copy of it."""
+    return next(f.default for f in dataclasses.fields(DetectorConfig) if f.name == name)
+
 
 def build_parser(prog: str, description: str, *, data: bool = True) -> argparse.ArgumentParser:
-    """A parser with the flags every detector command shares: data (unless ``data`` is False, for a
-    command that makes its own), preset and fusion, run, scale."""
-    parser = argparse.ArgumentParser(
-        prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    """A parser with the flags every detector command shares, the common ones first in ``--help``: the
+    data (unless ``data`` is False, for a command that makes its own), the output, threads and resume,
+    then the data options, the method, the run and the scale."""
+    parser = Parser(prog=prog, description=description)
+    common = parser.add_argument_group("common options")
+    if data:
+        common.add_argument(
+            "--data-dir",
+            type=Path,
+            default=None,
+            metavar="DIR",
+            help="a THUMOS14 features folder, Thumos14reduced or per-video layout (ActionFormer, OpenTAD), "
+            "detected from its files (docs/data_and_evaluation.md). Default: built-in synthetic data",
+        )
+    common.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke run of every stage in about a minute on 2 cores, on any data: the 'quick' preset "
+        "(narrow networks, few epochs) and at most 40 videos per split unless --max-videos says",
     )
+    common.add_argument("--out", type=Path, default=Path("runs/two_stage"), metavar="DIR", help="output folder")
+    common.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the checkpoints in --out (same configuration required)",
+    )
+    common.add_argument(
+        "--threads",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="torch CPU threads. Default: the cores this process may use less the load of other jobs "
+        "(at least 1). CPU results are bit-reproducible for a fixed thread count; --threads 1 reproduces "
+        "across machines",
+    )
+    common.add_argument(
+        "--quiet", action="store_true", help="no progress bars even on a terminal (epoch lines are printed)"
+    )
+    common.add_argument("--seed", type=int, default=0, help="seed of the run (initialisation, data order, dropout)")
     if data:
         add_data_arguments(parser)
     add_method_arguments(parser)
@@ -164,18 +225,9 @@ def build_parser(prog: str, description: str, *, data: bool = True) -> argparse.
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--data-dir`` / ``--synthetic-from`` and the data options."""
+    """The synthetic families' flags and the data options (``--data-dir`` is a common option)."""
     data = parser.add_argument_group("data")
-    source = data.add_mutually_exclusive_group()
-    source.add_argument(
-        "--data-dir",
-        type=Path,
-        default=None,
-        help="THUMOS14 folder: Thumos14reduced-I3D-JOINTFeatures.npy with Thumos14reduced-Annotations/, or the "
-        "per-video layout (annotations/thumos14.json with i3d_features/, or OpenTAD's "
-        "annotations/thumos_14_anno.json), detected from the folder (default: synthetic data)",
-    )
-    source.add_argument(
+    data.add_argument(
         "--synthetic-from",
         type=Path,
         default=None,
@@ -183,7 +235,7 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
         help="the second synthetic family: features synthesised around the ground truth of a THUMOS-layout "
         "annotation folder (docs/synthetic_from_annotations.md)",
     )
-    source.add_argument(
+    data.add_argument(
         "--synthetic-context",
         type=Path,
         default=None,
@@ -221,20 +273,22 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
         "--feature-stride",
         type=positive_int,
         default=None,
-        help="--data-dir, per-video layout: frames between two features, where the JSON does not say (default 4)",
+        help="--data-dir, per-video layout: frames between two features, where the JSON does not say "
+        f"(default {DEFAULT_TIMING.stride})",
     )
     data.add_argument(
         "--feature-window",
         type=positive_int,
         default=None,
-        help="--data-dir, per-video layout: frames of one feature's clip, where the JSON does not say (default 16)",
+        help="--data-dir, per-video layout: frames of one feature's clip, where the JSON does not say "
+        f"(default {DEFAULT_TIMING.window})",
     )
     data.add_argument(
         "--feature-fps",
         type=positive_float,
         default=None,
         help="--data-dir, per-video layout: fps of the videos the features were computed on, for videos "
-        "whose JSON entry has no fps (default 30)",
+        f"whose JSON entry has no fps (default {DEFAULT_TIMING.fps:g})",
     )
     data.add_argument(
         "--max-videos",
@@ -245,15 +299,16 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument(
         "--synthetic-dim",
         type=positive_int,
-        default=128,
+        default=SYNTHETIC_DIM,
         help="feature width per modality of the synthetic data (real I3D: 1024)",
     )
     data.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic data")
 
 
 def add_method_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--preset`` and the fusion of each stage."""
-    model = parser.add_argument_group("fusion and capacity")
+    """``--preset``, the fusion of each stage and ``--set``; the method's defaults are the
+    :class:`DetectorConfig` dataclass's."""
+    model = parser.add_argument_group("method and capacity")
     model.add_argument(
         "--preset",
         choices=tuple(PRESETS),
@@ -264,17 +319,25 @@ def add_method_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument(
         "--stage1",
         type=strategy,
-        default="mutual+",
-        help="Stage-1 (T-RPN) fusion: rgb, flow, concat, mutual; a trailing + applies DMF first",
+        default=None,
+        help="Stage-1 (T-RPN) fusion: rgb, flow, concat, mutual; a trailing + applies DMF first "
+        f"(default {_config_default('stage1')})",
     )
     model.add_argument(
         "--stage2",
         type=strategy,
-        default="concat",
-        help="Stage-2 (proposal classifier) fusion, same choices as --stage1",
+        default=None,
+        help=f"Stage-2 (proposal classifier) fusion, same choices as --stage1 (default {_config_default('stage2')})",
     )
-    model.add_argument("--dmf-attention", choices=("gate", "dot"), default="gate", help="DMF attention form")
-    model.add_argument("--alpha", type=non_negative_float, default=0.5, help="DMF strength")
+    model.add_argument(
+        "--dmf-attention",
+        choices=("gate", "dot"),
+        default=None,
+        help=f"DMF attention form (default {_config_default('dmf_attention')})",
+    )
+    model.add_argument(
+        "--alpha", type=non_negative_float, default=None, help=f"DMF strength (default {_config_default('alpha')})"
+    )
     model.add_argument(
         "--set",
         dest="overrides",
@@ -293,11 +356,9 @@ def add_method_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    """Seed, device, epochs, threads, output, resume, progress; AMP, compile and the process group."""
+    """Device and epochs; AMP, compile and the process group (seed, threads, output, resume and progress
+    are common options)."""
     run_group = parser.add_argument_group("run")
-    run_group.add_argument(
-        "--seed", type=int, default=0, help="seed of the run (initialisation, data order, dropout)"
-    )
     run_group.add_argument(
         "--device",
         default="auto",
@@ -308,23 +369,6 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         type=positive_int,
         default=None,
         help="epochs of each of the three stages (default: the preset's)",
-    )
-    run_group.add_argument(
-        "--threads",
-        type=positive_int,
-        default=available_cores(),
-        help="torch CPU threads (default: the cores this process may use). CPU results are "
-        "bit-reproducible for a fixed thread count; --threads 1 reproduces across machines, and on a "
-        "machine shared with other jobs, more threads than idle cores slow PyTorch down several-fold",
-    )
-    run_group.add_argument("--out", type=Path, default=Path("runs/two_stage"), help="output folder")
-    run_group.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue from the checkpoints in --out (same configuration required)",
-    )
-    run_group.add_argument(
-        "--quiet", action="store_true", help="no progress bars (epoch lines are still printed)"
     )
     run_group.add_argument("--stop-after-epochs", type=positive_int, default=None, help=argparse.SUPPRESS)
     scale = parser.add_argument_group(
@@ -347,10 +391,30 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+QUICK_MAX_VIDEOS = 40
+"""``--quick``: videos per split unless ``--max-videos`` says."""
+
+
 def parse(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    """Parse ``argv`` and set the machine up: torch threads, the device and AMP resolved from ``auto``,
-    and under ``torchrun`` the process group (each rank takes its GPU); ``args.dist`` is its context."""
+    """Parse ``argv`` and set the machine up: torch threads (:func:`default_threads` unless
+    ``--threads``), the device and AMP resolved from ``auto``, and under ``torchrun`` the process group
+    (each rank takes its GPU); ``args.dist`` is its context. Warnings print as one line from here on."""
+    short_warnings(parser.prog)
     args = parser.parse_args(argv)
+    given = [flag for flag in DATA_SOURCES if getattr(args, flag[2:].replace("-", "_"), None) is not None]
+    if len(given) > 1:
+        parser.error(f"argument {given[1]}: not allowed with argument {given[0]} (one data source a run)")
+    if args.quick:
+        if args.preset is not None:
+            parser.error(f"argument --quick: not allowed with --preset {args.preset} (--quick is the 'quick' preset)")
+        if hasattr(args, "max_videos") and args.max_videos is None:
+            args.max_videos = QUICK_MAX_VIDEOS
+    if args.threads is None:
+        args.threads = default_threads()
+        log(
+            f"torch threads: {args.threads} of {available_cores()} cores (load of other jobs "
+            f"{os.getloadavg()[0] if hasattr(os, 'getloadavg') else 0:.1f}; --threads N to choose)"
+        )
     torch.set_num_threads(args.threads)
     args.device = resolve_device(args.device)
     args.amp = resolve_amp(args.amp, args.device)
@@ -457,9 +521,12 @@ def _load(args: argparse.Namespace) -> WSTALDataset:
 
 
 def preset_name(args: argparse.Namespace) -> str:
-    """``--preset``, or by default ``thumos14`` for a ``--data-dir`` folder and ``default`` otherwise."""
+    """``--preset``; ``quick`` under ``--quick``; by default ``thumos14`` for a ``--data-dir`` folder and
+    ``default`` otherwise."""
     if args.preset is not None:
         return args.preset
+    if getattr(args, "quick", False):
+        return "quick"
     return "thumos14" if getattr(args, "data_dir", None) is not None else "default"
 
 

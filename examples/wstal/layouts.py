@@ -57,7 +57,7 @@ def load_data_dir(
     data_dir: PathLike,
     *,
     max_videos: Optional[int] = None,
-    feature_dim: int = 2048,
+    feature_dim: Optional[int] = None,
     nonfinite: str = "error",
     unused: str = "error",
     feature_stride: Optional[int] = None,

@@ -328,7 +328,7 @@ def _feature_dir(data_dir: Path) -> Path:
     )
 
 
-def _load_features(path: Path, rel: str, feature_dim: int) -> np.ndarray:
+def _load_features(path: Path, rel: str, feature_dim: Union[int, str]) -> np.ndarray:
     """A plain ``.npy`` array, read with ``allow_pickle=False``: a pickle is refused, never loaded."""
     with path.open("rb") as handle:
         if handle.read(6) != b"\x93NUMPY":
@@ -356,7 +356,7 @@ def load_per_video(
     data_dir: PathLike,
     *,
     max_videos: int | None = None,
-    feature_dim: int = 2048,
+    feature_dim: Optional[int] = None,
     nonfinite: str = "error",
     unused: str = "error",
     feature_stride: Optional[int] = None,
@@ -368,7 +368,8 @@ def load_per_video(
     Args:
         data_dir: the folder holding ``annotations/`` and the feature folder.
         max_videos: keep only the first ``max_videos`` videos of each split (JSON order); ``None`` keeps all.
-        feature_dim: width of one feature row; the first half is RGB, the second half Flow.
+        feature_dim: width of one feature row; the first half is RGB, the second half Flow; ``None``: the width
+            of the first video read, which every other video must have (I3D: 2048).
         nonfinite: ``"error"`` refuses a NaN or inf in a video's features; ``"zero"`` replaces them with 0 and
             warns, naming the videos.
         unused: what an annotated video that the run cannot use does (a subset that is neither split, no
@@ -439,6 +440,7 @@ def load_per_video(
 
     repaired: list[str] = []
     far: list[str] = []
+    width = [feature_dim]  # the row width: given, or the first video's
 
     def split(subset: str) -> list[Video]:
         chosen = [e for e in entries if e.truth.subset.lower() == subset and e.truth.name not in not_used]
@@ -455,14 +457,15 @@ def load_per_video(
             rel = str(file.relative_to(data_dir))
             timing = FeatureTiming(fps[truth.name], stride, window)
             video = video_from_features(
-                _load_features(file, rel, feature_dim),
+                _load_features(file, rel, width[0] or "2C"),
                 truth,
                 where=rel,
-                feature_dim=feature_dim,
+                feature_dim=width[0],
                 nonfinite=nonfinite,
                 repaired=repaired,
                 timing=timing,
             )
+            width[0] = 2 * video.rgb.shape[1]  # every other video must be as wide as the first
             span = ((video.num_snippets - 1) * stride + window) / timing.fps
             if not 0.5 <= span / truth.duration <= 2.0:
                 far.append(

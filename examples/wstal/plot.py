@@ -15,7 +15,27 @@ from .data import Video, snippet_clock
 from .evaluation import Detection
 from .recall import ProposalResult
 
-__all__ = ["plot_average_recall", "plot_video"]
+__all__ = ["MIN_OPACITY", "class_colours", "plot_average_recall", "plot_video", "score_opacity"]
+
+
+MIN_OPACITY = 0.45
+"""The opacity of the lowest-scored bar drawn; the best is opaque (every bar also has a solid edge)."""
+
+
+def class_colours(classes: Sequence[int]) -> dict[int, tuple[float, float, float, float]]:
+    """A distinct colour for each class of one picture, in the order given: the ten hues of matplotlib's
+    ``tab10`` first, then ``Set1``/``Dark2`` hues (``tab20``'s neighbours are two shades of one hue, so two
+    classes of one video could not be told apart)."""
+    import matplotlib
+
+    palette = [*matplotlib.colormaps["tab10"].colors, *matplotlib.colormaps["Dark2"].colors]
+    return {c: (*palette[i % len(palette)], 1.0) for i, c in enumerate(dict.fromkeys(classes))}
+
+
+def score_opacity(score: float, top: float) -> float:
+    """Opacity of a bar by its score relative to the best one drawn: from :data:`MIN_OPACITY` to 1."""
+    ratio = min(max(score / top, 0.0), 1.0) if top > 0 else 1.0
+    return MIN_OPACITY + (1 - MIN_OPACITY) * ratio
 
 
 def plot_video(
@@ -32,8 +52,12 @@ def plot_video(
 ) -> None:
     """Write a PNG with four aligned rows: attention, proposals, detections, ground truth.
 
-    Proposals and detections are drawn best first, the top ``max_*`` of each, with opacity by score.
-    Requires matplotlib (the ``[examples]`` extra); it uses the non-interactive Agg backend.
+    Proposals and detections are drawn best first from the top, the top ``max_*`` of each, each row
+    labelled with its rank and score; opacity follows the score (:func:`score_opacity`) and every bar has
+    a solid edge, so the weakest stays visible. Each class of the picture has its own colour
+    (:func:`class_colours`), named in the legend. A video without annotations (no ground truth) leaves
+    its last row empty. Requires matplotlib (the ``[examples]`` extra); it uses the non-interactive Agg
+    backend.
     """
     import matplotlib
 
@@ -43,52 +67,54 @@ def plot_video(
     scale, start = snippet_clock(video, snippet_seconds)  # the video's own feature timing, if it has one
     times = start + (np.arange(len(attention)) + 0.5) * scale
     fig, axes = plt.subplots(
-        4, 1, figsize=(12, 6.5), sharex=True, gridspec_kw={"height_ratios": [2, 2, 2, 1]}
+        4, 1, figsize=(12, 8), sharex=True, gridspec_kw={"height_ratios": [1.5, 2.5, 2.5, 0.8]}
     )
     axes[0].plot(times, attention, color="tab:blue", lw=1)
     axes[0].set_ylim(0, 1.02)
     axes[0].set_ylabel("base\nattention")
-    colours = plt.get_cmap("tab20")
+    shown = sorted(detections, key=lambda d: -d.score)[:max_detections]
+    truth = [int(c) for c in video.segment_classes]
+    colours = class_colours([*truth, *(d.label for d in shown)])
 
     def draw(ax, items: Sequence[Detection], limit: int, label: str, by_class: bool) -> None:
         ranked = sorted(items, key=lambda d: -d.score)[:limit]
-        top = max((d.score for d in ranked), default=1.0) or 1.0
+        top = max((d.score for d in ranked), default=1.0)
         for row, det in enumerate(ranked):
-            colour = colours(det.label % 20) if by_class else "tab:orange"
+            colour = colours[det.label] if by_class else matplotlib.colors.to_rgba("tab:orange")
             ax.barh(
                 row,
                 det.end - det.start,
                 left=det.start,
-                height=0.8,
-                color=colour,
-                alpha=0.3 + 0.7 * det.score / top,
+                height=0.75,
+                color=(*colour[:3], score_opacity(det.score, top)),
+                edgecolor=colour,
+                linewidth=1.0,
             )
         ax.set_ylim(-0.5, max(len(ranked), 1) - 0.5)
         ax.invert_yaxis()
-        ax.set_yticks([])
+        ax.set_yticks(range(len(ranked)), [f"{i + 1}. {d.score:.2f}" for i, d in enumerate(ranked)], fontsize=6)
         ax.set_ylabel(label)
 
-    draw(axes[1], proposals, max_proposals, f"Stage-1\nproposals\n(top {max_proposals})", by_class=False)
-    draw(axes[2], detections, max_detections, f"detections\n(top {max_detections})", by_class=True)
-    for (start, end), c in zip(video.segments, video.segment_classes):
-        axes[3].axvspan(start, end, color=colours(int(c) % 20), alpha=0.9)
+    draw(axes[1], proposals, max_proposals, f"Stage-1 proposals\n(top {max_proposals},\nbest first)", False)
+    draw(axes[2], detections, max_detections, f"detections\n(top {max_detections},\nbest first)", True)
+    for (start, end), c in zip(video.segments, truth):
+        axes[3].axvspan(start, end, color=colours[c], alpha=0.9)
     axes[3].set_yticks([])
     axes[3].set_ylabel("ground\ntruth")
     axes[3].set_xlabel("time (s)")
     axes[3].set_xlim(0, video.duration)
-    present = sorted({int(c) for c in video.segment_classes} | {d.label for d in detections[:max_detections]})
-    handles = [plt.Rectangle((0, 0), 1, 1, color=colours(c % 20)) for c in present]
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colour) for colour in colours.values()]
     axes[3].legend(
         handles,
-        [classes[c] for c in present],
+        [classes[c] for c in colours],
         loc="upper center",
         bbox_to_anchor=(0.5, -0.9),
-        ncol=min(len(present), 5),
+        ncol=min(len(colours), 5) or 1,
         frameon=False,
         fontsize=8,
     )
     axes[0].set_title(
-        f"{video.name}: base attention, proposals, detections (colour = class) and ground truth"
+        f"{video.name}: base attention, proposals and detections (rank. score; colour = class), ground truth"
     )
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -40,7 +40,11 @@ import numpy as np
 
 from .data import SNIPPET_SECONDS, Video, WSTALDataset
 
-__all__ = ["THUMOS14_CLASSES", "make_synthetic_thumos"]
+__all__ = ["SYNTHETIC_DIM", "THUMOS14_CLASSES", "make_synthetic_thumos"]
+
+SYNTHETIC_DIM = 128
+"""Feature width per modality of every synthetic family unless told otherwise: the width the ``default``
+preset was made for (``--synthetic-dim``; real I3D features are 1024 wide)."""
 
 THUMOS14_CLASSES = (
     "BaseballPitch",
@@ -200,7 +204,12 @@ def _video(name: str, rng: np.random.Generator, directions: _Directions, dim: in
 
 
 def make_synthetic_thumos(
-    *, num_train: int = 200, num_test: int = 212, dim: int = 256, num_classes: int = 20, seed: int = 0
+    *,
+    num_train: int = 200,
+    num_test: int = 212,
+    dim: int = SYNTHETIC_DIM,
+    num_classes: int = 20,
+    seed: int = 0,
 ) -> WSTALDataset:
     """Generate a THUMOS14-like WSTAL dataset (see the module docstring for the design).
 

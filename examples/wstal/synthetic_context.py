@@ -53,6 +53,7 @@ from typing import Optional, Union
 import numpy as np
 
 from .data import SNIPPET_SECONDS, Video, WSTALDataset
+from .synthetic import SYNTHETIC_DIM
 from .synthetic_gt import _check_arguments, _dataset, _nearest_class, _read_folder
 from .thumos import GroundTruth
 
@@ -327,7 +328,7 @@ def make_synthetic_context(
     annotation_dir: PathLike,
     *,
     seed: int = 0,
-    dim: int = 256,
+    dim: int = SYNTHETIC_DIM,
     difficulty: float = 1.0,
     max_videos_per_split: Optional[int] = None,
     max_seconds: Optional[float] = None,

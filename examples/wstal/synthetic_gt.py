@@ -47,6 +47,7 @@ from typing import Callable, Optional, Union
 import numpy as np
 
 from .data import SNIPPET_SECONDS, Video, WSTALDataset
+from .synthetic import SYNTHETIC_DIM
 from .thumos import ANNOTATIONS_DIR, TEST_SUBSET, TRAIN_SUBSET, GroundTruth, read_ground_truth
 
 __all__ = ["make_synthetic_from_annotations"]
@@ -327,7 +328,7 @@ def make_synthetic_from_annotations(
     annotation_dir: PathLike,
     *,
     seed: int = 0,
-    dim: int = 256,
+    dim: int = SYNTHETIC_DIM,
     difficulty: float = 1.0,
     max_videos_per_split: Optional[int] = None,
     max_seconds: Optional[float] = None,
@@ -344,7 +345,7 @@ def make_synthetic_from_annotations(
         annotation_dir: the folder holding ``videoname.npy`` ... ``labels_all.npy`` (and optionally
             ``Ambiguous_test.txt``), or a data folder with a ``Thumos14reduced-Annotations/`` inside.
         seed: seed of the feature model; equal arguments give identical data.
-        dim: feature width per modality (real I3D: 1024; 256 like the first family's default).
+        dim: feature width per modality (real I3D: 1024; the default is every synthetic family's, :data:`~wstal.synthetic.SYNTHETIC_DIM`).
         difficulty: noise standard deviation and rate multiplier of the distractors (>= 0; 1 = default).
         max_videos_per_split: at most this many videos per split; ``None`` keeps all.
         max_seconds: keep only videos of at most this duration; ``None`` keeps all.

@@ -36,7 +36,7 @@ import warnings
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO, Union
+from typing import Any, BinaryIO, Optional, Union
 
 import numpy as np
 
@@ -359,7 +359,7 @@ def load_thumos14(
     data_dir: PathLike,
     *,
     max_videos: int | None = None,
-    feature_dim: int = 2048,
+    feature_dim: Optional[int] = None,
     nonfinite: str = "error",
     unused: str = "error",
 ) -> WSTALDataset:
@@ -368,7 +368,8 @@ def load_thumos14(
     Args:
         data_dir: folder holding ``Thumos14reduced-I3D-JOINTFeatures.npy`` and ``Thumos14reduced-Annotations/``.
         max_videos: keep only the first ``max_videos`` videos of each split (file order); ``None`` keeps all.
-        feature_dim: width of one joint feature row; the first half is RGB, the second half Flow.
+        feature_dim: width of one joint feature row; the first half is RGB, the second half Flow; ``None``: the width
+            of the first video read, which every other video must have (I3D: 2048).
         nonfinite: what a NaN or inf in a video's features does: ``"error"`` refuses the folder (naming the
             video); ``"zero"`` replaces those values with 0 and warns, naming the videos repaired.
         unused: what an annotated video that no split can use does (a subset other than ``validation`` and
@@ -407,6 +408,7 @@ def load_thumos14(
         )
 
     repaired: list[str] = []
+    width = [feature_dim]  # the row width: given, or the first video's
 
     def split(subset: str) -> list[Video]:
         indices = [i for i, t in enumerate(truths) if t.subset == subset and t.name not in not_used]
@@ -415,18 +417,21 @@ def load_thumos14(
                 f"{data_dir / ANNOTATIONS_DIR}: no {_SPLIT_ROLES[subset]} videos left after leaving out "
                 f"{len(not_used)} that cannot be used"
             )
-        return [
-            video_from_features(
-                features[i],
-                truths[i],
-                where=f"{FEATURES_FILE}: video {truths[i].name!r} (entry {i})",
-                feature_dim=feature_dim,
-                nonfinite=nonfinite,
-                repaired=repaired,
-                timing=THUMOS14_REDUCED_TIMING,
+        videos = []
+        for i in indices[:max_videos]:
+            videos.append(
+                video_from_features(
+                    features[i],
+                    truths[i],
+                    where=f"{FEATURES_FILE}: video {truths[i].name!r} (entry {i})",
+                    feature_dim=width[0],
+                    nonfinite=nonfinite,
+                    repaired=repaired,
+                    timing=THUMOS14_REDUCED_TIMING,
+                )
             )
-            for i in indices[:max_videos]
-        ]
+            width[0] = 2 * videos[-1].rgb.shape[1]  # every other video must be as wide as the first
+        return videos
 
     train, test = split(TRAIN_SUBSET), split(TEST_SUBSET)
     if repaired:
