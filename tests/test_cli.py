@@ -123,7 +123,9 @@ def test_progress_draws_a_bar_only_on_a_terminal(monkeypatch, stream, bar) -> No
 def test_warnings_print_as_one_line_without_the_source(monkeypatch) -> None:
     monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)  # restored after the test
     console.short_warnings("prog.py")
-    text = warnings.formatwarning(UserWarning("2 videos left out; pass --unused-videos error"), UserWarning, "x.py", 3)
+    text = warnings.formatwarning(
+        UserWarning("2 videos left out; pass --unused-videos error"), UserWarning, "x.py", 3
+    )
     assert text == "prog.py: warning: 2 videos left out; pass --unused-videos error\n"
 
 

@@ -424,20 +424,44 @@ def test_machine_defaults(monkeypatch) -> None:
 
 
 @pytest.mark.parametrize(
-    ("load", "expected"),
+    ("busy", "expected"),
     [(0.0, 3), (0.4, 3), (0.6, 2), (1.2, 2), (1.6, 1), (2.9, 1), (40.0, 1)],
 )
-def test_default_threads_leave_the_busy_cores_to_other_jobs(monkeypatch, load, expected) -> None:
-    """Three usable cores less the load other jobs put on them (rounded), never below one thread."""
+def test_default_threads_leave_the_busy_cores_to_other_jobs(monkeypatch, busy, expected) -> None:
+    """Three usable cores less those other jobs keep busy (rounded), never below one thread."""
     monkeypatch.setattr(launch.os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
-    monkeypatch.setattr(launch.os, "getloadavg", lambda: (load, 0.0, 0.0))
+    monkeypatch.setattr(launch, "busy_cpus", lambda: busy)
     assert launch.default_threads() == expected
 
 
-def test_default_threads_without_a_load_average_take_every_core(monkeypatch) -> None:
-    monkeypatch.setattr(launch.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+def test_busy_cpus_reads_the_runnable_threads_other_than_this_one(monkeypatch, tmp_path: Path) -> None:
+    """The mean of ``procs_running`` less this process over the samples; without /proc/stat the load
+    average; without either, nothing is busy."""
+    import builtins
+
+    real_open = builtins.open
+    counts = iter([3, 4, 2, 3])
+
+    def fake_open(path, *args, **kwargs):
+        if path == "/proc/stat":
+            text = tmp_path / "stat"
+            text.write_text(f"cpu  1 2 3\nprocs_running {next(counts)}\nprocs_blocked 0\n")
+            return real_open(text, *args, **kwargs)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", fake_open)
+    assert launch.busy_cpus(samples=4, interval=0.0) == pytest.approx((2 + 3 + 1 + 2) / 4)
+
+    def no_stat(path, *args, **kwargs):
+        if path == "/proc/stat":
+            raise FileNotFoundError(path)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", no_stat)
+    monkeypatch.setattr(launch.os, "getloadavg", lambda: (1.25, 0.0, 0.0))
+    assert launch.busy_cpus() == 1.25
     monkeypatch.delattr(launch.os, "getloadavg")
-    assert launch.default_threads() == 2
+    assert launch.busy_cpus() == 0.0
 
 
 def test_parse_sets_the_default_threads_and_quick_run(monkeypatch) -> None:
@@ -450,7 +474,9 @@ def test_parse_sets_the_default_threads_and_quick_run(monkeypatch) -> None:
         args = launch.parse(launch.build_parser("test", ""), ["--quick"])
         assert args.threads == 1 == torch.get_num_threads()
         assert launch.preset_name(args) == "quick" and args.max_videos == launch.QUICK_MAX_VIDEOS
-        args = launch.parse(launch.build_parser("test", ""), ["--quick", "--max-videos", "7", "--threads", "2"])
+        args = launch.parse(
+            launch.build_parser("test", ""), ["--quick", "--max-videos", "7", "--threads", "2"]
+        )
         assert args.threads == 2 and args.max_videos == 7
         with pytest.raises(SystemExit):
             launch.parse(launch.build_parser("test", ""), ["--quick", "--preset", "default"])

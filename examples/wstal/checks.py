@@ -149,7 +149,9 @@ def video_from_features(
     array = isinstance(features, np.ndarray) and features.ndim == 2
     width = features.shape[1] if array else None
     if feature_dim is None and array and (width < 2 or width % 2):
-        raise ValueError(f"{where} must be a (T, C) array with C even (RGB half, then Flow half), got shape {features.shape}")
+        raise ValueError(
+            f"{where} must be a (T, C) array with C even (RGB half, then Flow half), got shape {features.shape}"
+        )
     if not array or (feature_dim is not None and width != feature_dim):
         found = f"shape {features.shape}" if isinstance(features, np.ndarray) else type(features).__name__
         raise ValueError(f"{where} must be a (T, {feature_dim or 'C'}) array, got {found}")

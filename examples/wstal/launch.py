@@ -21,6 +21,7 @@ import dataclasses
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Callable, Optional
@@ -49,6 +50,7 @@ __all__ = [
     "add_run_arguments",
     "available_cores",
     "build_parser",
+    "busy_cpus",
     "data_source",
     "default_threads",
     "load_data",
@@ -158,17 +160,38 @@ DATA_SOURCES = ("--data-dir", "--synthetic-from", "--synthetic-context")
 """The flags that choose the data (at most one; none: the built-in synthetic family)."""
 
 
+def busy_cpus(samples: int = 10, interval: float = 0.02) -> float:
+    """How many CPUs other jobs keep busy now: on Linux the mean count of runnable threads other than
+    this one over ``samples`` reads of ``/proc/stat`` (``procs_running``), which, unlike the load
+    average, does not lag a minute behind; elsewhere the one-minute load average; 0 when neither exists."""
+    counts = []
+    try:
+        for i in range(samples):
+            with open("/proc/stat") as stat:
+                counts += [int(line.split()[1]) - 1 for line in stat if line.startswith("procs_running")]
+            if i + 1 < samples:
+                time.sleep(interval)
+    except (OSError, ValueError, IndexError):
+        counts = []
+    if counts:
+        return max(0.0, sum(counts) / len(counts))
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):  # no load average (Windows)
+        return 0.0
+
+
 def default_threads() -> int:
     """The torch CPU threads a run takes unless ``--threads`` says: the cores this process may use less
-    the load other jobs put on them (the one-minute load average, rounded), at least one. On a machine
-    shared with a busy job, threads beyond the idle cores do not add speed: they wait on each other
+    those other jobs keep busy (:func:`busy_cpus`, rounded), at least one. On a machine shared with a
+    busy job, threads beyond the idle cores add no speed: they wait on each other
     (docs/benchmarks.md, the detector's default run)."""
+    return _threads_beside(busy_cpus())
+
+
+def _threads_beside(busy: float) -> int:
     cores = available_cores()
-    try:
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):  # no load average (Windows)
-        return cores
-    return max(1, min(cores, cores - round(load)))
+    return max(1, min(cores, cores - round(busy)))
 
 
 def _config_default(name: str) -> object:
@@ -198,7 +221,9 @@ def build_parser(prog: str, description: str, *, data: bool = True) -> argparse.
         help="a smoke run of every stage in about a minute on 2 cores, on any data: the 'quick' preset "
         "(narrow networks, few epochs) and at most 40 videos per split unless --max-videos says",
     )
-    common.add_argument("--out", type=Path, default=Path("runs/two_stage"), metavar="DIR", help="output folder")
+    common.add_argument(
+        "--out", type=Path, default=Path("runs/two_stage"), metavar="DIR", help="output folder"
+    )
     common.add_argument(
         "--resume",
         action="store_true",
@@ -216,7 +241,9 @@ def build_parser(prog: str, description: str, *, data: bool = True) -> argparse.
     common.add_argument(
         "--quiet", action="store_true", help="no progress bars even on a terminal (epoch lines are printed)"
     )
-    common.add_argument("--seed", type=int, default=0, help="seed of the run (initialisation, data order, dropout)")
+    common.add_argument(
+        "--seed", type=int, default=0, help="seed of the run (initialisation, data order, dropout)"
+    )
     if data:
         add_data_arguments(parser)
     add_method_arguments(parser)
@@ -336,7 +363,10 @@ def add_method_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"DMF attention form (default {_config_default('dmf_attention')})",
     )
     model.add_argument(
-        "--alpha", type=non_negative_float, default=None, help=f"DMF strength (default {_config_default('alpha')})"
+        "--alpha",
+        type=non_negative_float,
+        default=None,
+        help=f"DMF strength (default {_config_default('alpha')})",
     )
     model.add_argument(
         "--set",
@@ -406,14 +436,17 @@ def parse(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = None)
         parser.error(f"argument {given[1]}: not allowed with argument {given[0]} (one data source a run)")
     if args.quick:
         if args.preset is not None:
-            parser.error(f"argument --quick: not allowed with --preset {args.preset} (--quick is the 'quick' preset)")
+            parser.error(
+                f"argument --quick: not allowed with --preset {args.preset} (--quick is the 'quick' preset)"
+            )
         if hasattr(args, "max_videos") and args.max_videos is None:
             args.max_videos = QUICK_MAX_VIDEOS
     if args.threads is None:
-        args.threads = default_threads()
+        busy = busy_cpus()
+        args.threads = _threads_beside(busy)
         log(
-            f"torch threads: {args.threads} of {available_cores()} cores (load of other jobs "
-            f"{os.getloadavg()[0] if hasattr(os, 'getloadavg') else 0:.1f}; --threads N to choose)"
+            f"torch threads: {args.threads} ({available_cores()} cores, {busy:.1f} busy with other jobs; "
+            "--threads N to choose)"
         )
     torch.set_num_threads(args.threads)
     args.device = resolve_device(args.device)

@@ -92,7 +92,9 @@ def plot_video(
             )
         ax.set_ylim(-0.5, max(len(ranked), 1) - 0.5)
         ax.invert_yaxis()
-        ax.set_yticks(range(len(ranked)), [f"{i + 1}. {d.score:.2f}" for i, d in enumerate(ranked)], fontsize=6)
+        ax.set_yticks(
+            range(len(ranked)), [f"{i + 1}. {d.score:.2f}" for i, d in enumerate(ranked)], fontsize=6
+        )
         ax.set_ylabel(label)
 
     draw(axes[1], proposals, max_proposals, f"Stage-1 proposals\n(top {max_proposals},\nbest first)", False)
