@@ -109,6 +109,7 @@ def detect_base(
     scoring: Optional[ScoringSettings] = None,
     reuse: Optional[Inference] = None,
     snippet_seconds: float = SNIPPET_SECONDS,
+    start_seconds: float = 0.0,
     device: torch.device | str | None = None,
     show_progress: bool = False,
     desc: str = "detect",
@@ -133,8 +134,14 @@ def detect_base(
     p = config.pseudo
     grouped = {name: segments_from_scores(getattr(r, p.source), p.grouping) for name, r in base.items()}
     rows = {"base": {v.name: base_detections(base[v.name], scoring) for v in videos}}
-    clocks = {v.name: snippet_clock(v, snippet_seconds) for v in videos}
+    clocks = {v.name: _clock(v, snippet_seconds, start_seconds) for v in videos}
     return Inference(base, grouped, {}, {}, {}, {}, rows, clocks)
+
+
+def _clock(video: Video, snippet_seconds: float, start_seconds: float) -> tuple[float, float]:
+    """The video's own clock (its timing), else ``snippet_seconds`` from ``start_seconds``."""
+    clock = snippet_clock(video, snippet_seconds)
+    return clock if video.timing is not None else (clock[0], float(start_seconds))
 
 
 def detect(
@@ -145,6 +152,7 @@ def detect(
     proposals: Optional[ProposalSettings] = None,
     reuse: Optional[Inference] = None,
     snippet_seconds: Optional[float] = None,
+    start_seconds: Optional[float] = None,
     device: torch.device | str | None = None,
     show_progress: bool = False,
     desc: str = "detect",
@@ -158,8 +166,10 @@ def detect(
         proposals: how the Stage-1 proposals are made (default: the detector's).
         reuse: an earlier :class:`Inference` of the same videos and detector whose network outputs (the
             base model's scores and the T-RPN's snippets) are taken instead of running the two networks.
-        snippet_seconds: the clock of videos without their own timing (default: the detector's
-            :attr:`~wstal.trained.FeatureSpec.snippet_seconds`).
+        snippet_seconds: the clock of videos without their own timing: seconds per feature (default: the
+            detector's :attr:`~wstal.trained.FeatureSpec.snippet_seconds`)...
+        start_seconds: ... and the time of snippet position 0 (default: the detector's
+            :attr:`~wstal.trained.FeatureSpec.start_seconds` where ``snippet_seconds`` is not given, else 0).
         device: where the networks run (default: where they are).
         show_progress: progress bars over the batches.
         desc: the bars' prefix.
@@ -172,14 +182,17 @@ def detect(
     settings = proposals or config.proposals
     device = trained.device if device is None else torch.device(device)
     _check_features(trained, videos)
-    seconds = trained.features.snippet_seconds if snippet_seconds is None else snippet_seconds
+    if snippet_seconds is None:
+        snippet_seconds = trained.features.snippet_seconds
+        start_seconds = trained.features.start_seconds if start_seconds is None else start_seconds
     found = detect_base(
         trained.base_model,
         videos,
         config,
         scoring=scoring,
         reuse=reuse,
-        snippet_seconds=seconds,
+        snippet_seconds=snippet_seconds,
+        start_seconds=start_seconds or 0.0,
         device=device,
         show_progress=show_progress,
         desc=desc,

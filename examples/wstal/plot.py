@@ -83,7 +83,7 @@ def plot_video(
         [classes[c] for c in present],
         loc="upper center",
         bbox_to_anchor=(0.5, -0.9),
-        ncol=min(len(present), 5),
+        ncol=max(1, min(len(present), 5)),  # a video without detections or ground truth has no entry
         frameon=False,
         fontsize=8,
     )
