@@ -92,11 +92,11 @@ def run_once(dataset: Any, amp: str, epochs_scale: float) -> dict[str, Any]:
         )
         steps = {
             "base": lambda: runner.train_stage(runner.base_stage(base)),
-            "pseudo labels": lambda: runner.base_outputs(base, "train"),
+            "pseudo labels": lambda: runner.pseudo_labels(base),
             "Stage 1": lambda: runner.train_stage(runner.rpn_stage(s1, base)),
-            "train proposals": lambda: runner.proposals(s1, base, "train"),
+            "train proposals": lambda: runner.training_proposals(s1, base),
             "Stage 2": lambda: runner.train_stage(runner.classifier_stage(s1, s2, base)),
-            "test: detect + evaluate": lambda: evaluate(runner, runner.train(s1, s2)),
+            "test: detect + evaluate": lambda: evaluate(runner.train(s1, s2), dataset),
         }
         seconds, memory, result = {}, {}, None
         for phase in PHASES:

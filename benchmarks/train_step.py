@@ -7,7 +7,7 @@
     python benchmarks/train_step.py --stage base stage1 stage2 --compile off on
     python benchmarks/train_step.py --device cuda --amp off bf16 fp16 --compile off on
 
-Each row builds the stage's network with the default :class:`wstal.pipeline.DetectorConfig` (fusion
+Each row builds the stage's network with the default :class:`wstal.config.DetectorConfig` (fusion
 strategy, widths, dropout, learning rate, loss weights), wraps it in :class:`wstal.distributed.TrainStep`
 (the step ``train_stage`` runs: autocast when ``--amp`` asks for it, ``torch.compile`` when ``--compile``
 does, gradient clipping, fp16 loss scaling) and times whole steps on a fixed batch of random features
@@ -57,6 +57,7 @@ import torch  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
+from wstal.config import DetectorConfig, StageSettings  # noqa: E402
 from wstal.distributed import AMP_MODES, TrainStep  # noqa: E402
 from wstal.model import (  # noqa: E402
     FusionEmbed,
@@ -67,8 +68,8 @@ from wstal.model import (  # noqa: E402
     proposal_mil_losses,
     rpn_losses,
 )
-from wstal.pipeline import DetectorConfig, StageSettings, base_strategy_for  # noqa: E402
 from wstal.pseudo_labels import dense_targets  # noqa: E402
+from wstal.trained import base_strategy_for  # noqa: E402
 
 STAGES = ("base", "stage1", "stage2")
 THUMOS = (16, 750, 1024)  # batch, snippets, channels per modality: I3D features, THUMOS14's mean length

@@ -9,13 +9,14 @@ A snippet-level MIL base model turns its attention into pseudo segments; Stage 1
 proposal network on ``--stage1`` features (default ``mutual+``: DMF, then mutual fusion), learns from
 them; Stage 2, trained on the proposals, classifies them and the base model's detected segments on
 ``--stage2`` features (default ``concat``), each scored by the T-RPN's support. The mAP table is
-printed and written to ``--out`` with the detections, the Stage-1 proposals, a checkpoint per stage and a
-plot of one test video. See docs/detector.md for the design, docs/training_at_scale.md for several
+printed and written to ``--out`` with the detections, the Stage-1 proposals, a checkpoint per stage, the
+trained detector and a plot of one test video. See docs/detector.md for the design, docs/training_at_scale.md for several
 GPUs or machines (``torchrun``), mixed precision (``--amp``) and ``--compile``.
 
 This file is the command line only: the flags it shares with the other scripts, the data, the preset and
-the machine come from ``wstal.launch``, the experiments from ``wstal.experiments``, and the detector's
-parts from the rest of the ``wstal`` package next to it.
+the machine come from ``wstal.launch``, the experiments from ``studies.experiments``, and the detector's
+parts from the rest of the ``wstal`` package next to it. The trained detector is saved as
+``--out/detector.pt``; ``examples/detect.py`` applies it to new videos (docs/detect.md).
 """
 
 from __future__ import annotations
@@ -29,13 +30,13 @@ from typing import Optional
 
 import torch
 
+from studies.experiments import run_ablation, run_quality_bars, write_json
 from wstal import launch
 from wstal.console import log
 from wstal.data import WSTALDataset
 from wstal.evaluator import PROPOSAL_SETS, EvaluationResult, train_and_evaluate
-from wstal.experiments import run_ablation, run_quality_bars, write_json
 from wstal.io import write_activitynet_json
-from wstal.pipeline import DetectorRunner, base_strategy_for
+from wstal.pipeline import DetectorRunner
 from wstal.train import StopAfter
 
 
@@ -94,8 +95,7 @@ def write_outputs(
         )
 
         video = max(dataset.test[: min(20, len(dataset.test))], key=lambda v: len(v.segments))
-        base_fusion = base_strategy_for(result.stage1, result.stage2)
-        base = runner.base_outputs(base_fusion, "test").results[video.name]
+        base = result.inference.base[video.name]
         plot_video(
             out / "plot.png",
             video,
@@ -116,7 +116,7 @@ def run_single(args: argparse.Namespace, dataset: WSTALDataset) -> int:
         args, dataset, config, args.out / "checkpoints", stop=StopAfter(args.stop_after_epochs)
     )
     start = time.perf_counter()
-    result = train_and_evaluate(runner)
+    result = train_and_evaluate(runner, save_to=args.out / "detector.pt")
     if result is None:  # a rank other than 0 of a distributed run: rank 0 evaluates and writes
         return 0
     seconds = time.perf_counter() - start

@@ -1,7 +1,8 @@
 """Run the example scripts in this process, as ``python examples/NAME ARGS`` would.
 
-The scripts are commands, not modules: nothing imports them (their parts live in ``wstal``), so the tests
-load each one's ``main`` from its file, with a run name that keeps its ``__main__`` block from running.
+The scripts are commands, not modules: nothing imports them (their parts live in ``wstal`` and, for the
+studies, ``studies``), so the tests load each one's ``main`` from its file, with a run name that keeps its
+``__main__`` block from running. ``NAME`` is relative to ``examples/``, e.g. ``studies/robustness_grid.py``.
 """
 
 from __future__ import annotations

@@ -231,9 +231,9 @@ def test_quality_bar_checks_follow_the_numbers() -> None:
 
     import numpy as np
 
+    from studies.experiments import format_quality_bars
     from wstal.evaluation import Detection, MAPResult
     from wstal.evaluator import EvaluationResult
-    from wstal.experiments import format_quality_bars
     from wstal.recall import evaluate_proposals
     from wstal.synthetic import make_synthetic_thumos
 

@@ -1,4 +1,4 @@
-"""examples/merge_variants.py: the merge variants of the decision record, scored on a run's networks."""
+"""examples/studies/merge_variants.py: the merge variants of the decision record, scored on a run's networks."""
 
 from __future__ import annotations
 
@@ -14,7 +14,11 @@ from wstal.evaluator import train_and_evaluate
 from wstal.recall import recall_at_equal_budget
 
 # the script's functions, loaded from its file (scripts are not imported as modules)
-mv = type("merge_variants", (), runpy.run_path(str(EXAMPLES / "merge_variants.py"), run_name="__script__"))
+mv = type(
+    "merge_variants",
+    (),
+    runpy.run_path(str(EXAMPLES / "studies" / "merge_variants.py"), run_name="__script__"),
+)
 
 TINY = [
     "--max-videos",
@@ -51,7 +55,9 @@ def test_the_configured_merge_scores_what_the_run_evaluates(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert (
-        run_script("merge_variants.py", [*TINY, "--quiet", "--out", str(tmp_path), "--seeds", "0", "--map"])
+        run_script(
+            "studies/merge_variants.py", [*TINY, "--quiet", "--out", str(tmp_path), "--seeds", "0", "--map"]
+        )
         == 0
     )
     table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("|")]
@@ -67,7 +73,7 @@ def test_the_configured_merge_scores_what_the_run_evaluates(
     runner = launch.make_runner(args, dataset, config, tmp_path / "seed0")
     result = train_and_evaluate(runner)
     assert result is not None
-    scores = mv.score_variants(runner, dataset, mv.merge_grid(config.proposals), with_map=True)
+    scores = mv.score_variants(runner.train(), dataset, mv.merge_grid(config.proposals), with_map=True)
     mine = scores[mv.variant_name(config.proposals)]
     equal = recall_at_equal_budget(result.proposal_quality, tiou=0.5, budget_from=("stage1", "base"))
     assert mine.budget == pytest.approx(equal.budget)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import wstal.inference as inference
 import wstal.pipeline as pipeline
 from wstal import launch
 from wstal.config import (
@@ -25,6 +26,7 @@ from wstal.config import (
 from wstal.detect import base_detections, to_detections
 from wstal.distributed import native_bf16, resolve_amp
 from wstal.evaluator import train_and_evaluate
+from wstal.inference import detect
 from wstal.pipeline import DetectorRunner
 from wstal.proposals import segment_iou
 from wstal.recall import evaluate_proposals
@@ -189,20 +191,23 @@ def test_the_runner_trains_each_stage_once_and_uses_the_configured_top_k(tiny, m
         calls.append(topk_ratio)
         return original(*args, topk_ratio=topk_ratio, **kwargs)
 
-    monkeypatch.setattr(pipeline, "run_base", spy)
+    monkeypatch.setattr(pipeline, "run_base", spy)  # training: the pseudo labels
+    monkeypatch.setattr(inference, "run_base", spy)  # detection
     runner = DetectorRunner(tiny, _config(base_topk_ratio=5.0), show_progress=False)
     first = train_and_evaluate(runner, "mutual+", "concat")
     second = train_and_evaluate(runner, "mutual+", "concat+")  # shares the base model and the T-RPN
     assert first is not None and second is not None
     kinds = sorted(key.kind for key in runner.train_stage._trained)
     assert kinds == ["base", "stage1", "stage2", "stage2"]
-    assert calls == [5.0, 5.0]  # training split once, test split once: the configured ratio both times
+    # the training split once (the pseudo labels are kept), the test split once per evaluation: the
+    # configured ratio every time
+    assert calls == [5.0, 5.0, 5.0]
     assert set(first.proposal_quality) == {"candidates", "stage1", "rpn", "base", "base_detections"}
     assert first.proposal_quality["stage1"].num_videos == len(tiny.test)
     # the base's own detections, classes ignored: the recall the candidates must reach
     base_rows = {
         v.name: to_detections(
-            base_detections(runner.base_outputs("concat", "test").results[v.name], runner.config.scoring),
+            base_detections(first.inference.base[v.name], runner.config.scoring),
             tiny.snippet_seconds,
         )
         for v in tiny.test
@@ -213,10 +218,10 @@ def test_the_runner_trains_each_stage_once_and_uses_the_configured_top_k(tiny, m
     # the Stage-1 proposals are the base model's grouped segments, all of them (the base wins every
     # overlap), and the confident T-RPN proposals that overlap none of them
     det = runner.config.proposals
-    found = runner.proposals("mutual+", "concat", "test")
+    found = first.inference
     merged, own = found.stage1, found.rpn
-    grouped = runner.base_outputs("concat", "test").segments
-    assert found.split == "test" and set(merged) == {v.name for v in tiny.test}
+    grouped = found.grouped
+    assert set(merged) == {v.name for v in tiny.test}
     for v in tiny.test:
         rows = {tuple(r) for r in merged[v.name].segments.tolist()}
         base_rows = {tuple(r) for r in grouped[v.name].segments.tolist()}
@@ -240,8 +245,7 @@ def test_the_merge_can_be_switched_off_and_is_part_of_the_classifier_key(tiny) -
         "base",
         "base_detections",
     }
-    proposals = runner.proposals("mutual+", "concat", "test")
-    assert proposals.stage1 is proposals.rpn
+    assert result.inference.stage1 is result.inference.rpn
     rpn_key = StageKey("stage1", "mutual+", (), StageKey("base", "concat", ()))
     keys = []
     variants = (
@@ -278,15 +282,14 @@ def test_stage2_candidates_hold_the_base_detections_and_the_stage1_proposals(tin
     from wstal.detect import base_segments
 
     runner = DetectorRunner(tiny, _config(), show_progress=False)
-    runner.train("mutual+", "concat")
+    trained = runner.train("mutual+", "concat")
     scoring = runner.config.scoring
-    found = runner.proposals("mutual+", "concat", "test")
-    results = runner.base_outputs("concat", "test").results
-    candidates = runner.candidates("mutual+", "concat", "test")
+    found = detect(trained, tiny.test)
+    results = found.base
+    candidates = found.candidates
     assert set(candidates) == {v.name for v in tiny.test}
-    # the base's detections are made once per base, split and scoring, and are detect.base_detections'
-    detections = runner.base_detections("concat", "test")
-    assert detections is runner.base_detections("concat", "test", scoring)
+    # the base's detections are detect.base_detections'
+    detections = found.rows["base"]
     assert all(detections[v.name] == base_detections(results[v.name], scoring) for v in tiny.test)
     for v in tiny.test:
         got = candidates[v.name]
@@ -298,12 +301,18 @@ def test_stage2_candidates_hold_the_base_detections_and_the_stage1_proposals(tin
         expected = _support_reference(got.segments, found.snippets[v.name])
         torch.testing.assert_close(got.scores.double(), expected, atol=1e-6, rtol=1e-5)
         assert torch.all(got.scores[:-1] >= got.scores[1:])  # best first
-    only = runner.candidates(
-        "mutual+", "concat", "test", dataclasses.replace(scoring, candidates="stage1", objectness="own")
-    )
-    alone = runner.candidates(
-        "mutual+", "concat", "test", dataclasses.replace(scoring, candidates="base", objectness="own")
-    )
+    only = detect(
+        trained,
+        tiny.test,
+        scoring=dataclasses.replace(scoring, candidates="stage1", objectness="own"),
+        reuse=found,
+    ).candidates
+    alone = detect(
+        trained,
+        tiny.test,
+        scoring=dataclasses.replace(scoring, candidates="base", objectness="own"),
+        reuse=found,
+    ).candidates
     for v in tiny.test:
         stage1 = found.stage1[v.name]
         assert {tuple(r) for r in only[v.name].segments.tolist()} == {
@@ -681,25 +690,21 @@ def test_every_proposal_setting_is_in_the_stage2_key_and_no_scoring_setting_is(t
             assert keys[0] != keys[1], name
 
 
-# ------------------------------------------------------------------------------ splits
+# ------------------------------------------------------------------------------ training only
 
 
-def test_a_split_names_its_videos(tiny) -> None:
+def test_the_runner_reads_only_the_training_split(tiny) -> None:
+    """The pseudo labels and the training proposals cover the training videos, each kept under its
+    stage's key; the test split's videos are never run by the runner."""
     runner = DetectorRunner(tiny, _config(), show_progress=False)
-    assert runner.videos("train") is tiny.train and runner.videos("test") is tiny.test
-    for call in (
-        lambda: runner.videos("validation"),
-        lambda: runner.base_outputs("concat", "Test"),
-        lambda: runner.proposals("mutual+", "concat", "val"),
-    ):
-        with pytest.raises(ValueError, match="split must be one of 'train', 'test', got"):
-            call()
-    train = runner.base_outputs("concat", "train")
-    test = runner.base_outputs("concat", "test")
-    assert (train.split, test.split) == ("train", "test") and train.key == test.key
-    assert set(train.results) == {v.name for v in tiny.train}
-    assert set(test.results) == {v.name for v in tiny.test}
-    assert runner.base_outputs("concat", "test") is test  # kept, under the stage's key and the split
+    labels = runner.pseudo_labels("concat")
+    assert set(labels.results) == set(labels.segments) == {v.name for v in tiny.train}
+    assert runner.pseudo_labels("concat") is labels  # kept, under the stage's key
+    proposals = runner.training_proposals("mutual+", "concat")
+    assert set(proposals.stage1) == {v.name for v in tiny.train}
+    assert proposals.key.upstream == labels.key
+    public = {name for name in dir(runner) if not name.startswith("_")}
+    assert not public & {"base_outputs", "proposals", "candidates", "base_detections", "videos"}
 
 
 # ------------------------------------------------------------------------------ --set and class segments

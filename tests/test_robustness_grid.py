@@ -1,4 +1,4 @@
-"""examples/robustness_grid.py: its cells, its bars worked out by hand, and a tiny grid end to end."""
+"""examples/studies/robustness_grid.py: its cells, its bars worked out by hand, and a tiny grid end to end."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ from scripts import EXAMPLES, run_script
 
 THUMOS_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "thumos14"
 grid = type(
-    "robustness_grid", (), runpy.run_path(str(EXAMPLES / "robustness_grid.py"), run_name="__script__")
+    "robustness_grid",
+    (),
+    runpy.run_path(str(EXAMPLES / "studies" / "robustness_grid.py"), run_name="__script__"),
 )
 
 
@@ -83,7 +85,7 @@ def test_a_tiny_grid_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[st
         str(tmp_path),
         "--diagnostics",
     ]
-    assert run_script("robustness_grid.py", argv) == 0
+    assert run_script("studies/robustness_grid.py", argv) == 0
     printed = capsys.readouterr().out
     saved = json.loads((tmp_path / "grid.json").read_text())
     assert list(saved["cells"]) == ["built-in", "ground-truth:1", "context:1"]
@@ -106,7 +108,7 @@ def test_a_tiny_grid_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[st
     # the same diagnostics rank their variants alike: compare_schedules finds tau 1 on every cell
     saved_variants = json.loads((tmp_path / "diagnostics.json").read_text())["variants"]
     assert list(saved_variants) == list(saved["cells"])
-    assert run_script("compare_schedules.py", [str(tmp_path), str(tmp_path)]) == 0
+    assert run_script("studies/compare_schedules.py", [str(tmp_path), str(tmp_path)]) == 0
     ranking = (tmp_path / "schedule_ranking.md").read_text()
     assert ranking.startswith("Commit ")
     rows = [line.split(" | ") for line in ranking.splitlines() if line.startswith("| ") and "---" not in line]
@@ -119,12 +121,12 @@ def test_compare_schedules_refuses_a_grid_without_diagnostics(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as stop:
-        run_script("compare_schedules.py", [str(tmp_path), str(tmp_path)])
+        run_script("studies/compare_schedules.py", [str(tmp_path), str(tmp_path)])
     assert stop.value.code == 2 and "diagnostics.json" in capsys.readouterr().err
 
 
 def test_rank_agreement_worked_by_hand() -> None:
-    from wstal.candidate_variants import compare_rankings, kendall_tau
+    from studies.candidate_variants import compare_rankings, kendall_tau
 
     # 4 variants; the second grid swaps the two middle ones: 5 of 6 pairs agree, tau = (5 - 1) / 6
     short = {"c": [{"a": (4.0, 0.0), "b": (3.0, 0.0), "c": (2.0, 0.0), "d": (1.0, 0.0)}]}
@@ -149,7 +151,7 @@ def test_rank_agreement_worked_by_hand() -> None:
 def test_candidate_variants_docstring_examples() -> None:
     import doctest
 
-    from wstal import candidate_variants
+    from studies import candidate_variants
 
     result = doctest.testmod(candidate_variants)
     assert result.attempted > 0 and result.failed == 0
@@ -160,8 +162,10 @@ def test_jobs_run_each_cell_and_seed_in_a_process_of_its_own(tmp_path: Path) -> 
     equals the grid of one process at the same thread count, and every run left its ``run.json``."""
     argv = ["--cells", "built-in", "--seeds", "0", "1", "--videos", "4", "--dim", "8", "--width", "16"]
     argv += ["--epochs", "1", "--threads", "1", "--quiet", "--diagnostics"]
-    assert run_script("robustness_grid.py", [*argv, "--out", str(tmp_path / "one")]) == 0
-    assert run_script("robustness_grid.py", [*argv, "--out", str(tmp_path / "two"), "--jobs", "2"]) == 0
+    assert run_script("studies/robustness_grid.py", [*argv, "--out", str(tmp_path / "one")]) == 0
+    assert (
+        run_script("studies/robustness_grid.py", [*argv, "--out", str(tmp_path / "two"), "--jobs", "2"]) == 0
+    )
     one, two = (json.loads((tmp_path / name / "grid.json").read_text()) for name in ("one", "two"))
     assert two["cells"] == one["cells"] and len(two["cells"]["built-in"]) == 2
     diagnostics = [json.loads((tmp_path / n / "diagnostics.json").read_text()) for n in ("one", "two")]
@@ -175,6 +179,6 @@ def test_jobs_report_a_failed_run(tmp_path: Path, capsys: pytest.CaptureFixture[
     ``--resume`` over a checkpoint of another configuration (exit code 2)."""
     argv = ["--cells", "built-in", "--seeds", "0", "--videos", "4", "--dim", "8", "--epochs", "1"]
     argv += ["--threads", "1", "--quiet", "--out", str(tmp_path)]
-    assert run_script("robustness_grid.py", [*argv, "--width", "16"]) == 0
-    code = run_script("robustness_grid.py", [*argv, "--width", "8", "--resume", "--jobs", "2"])
+    assert run_script("studies/robustness_grid.py", [*argv, "--width", "16"]) == 0
+    code = run_script("studies/robustness_grid.py", [*argv, "--width", "8", "--resume", "--jobs", "2"])
     assert code == 2 and "built-in seed 0 (exit code 2)" in capsys.readouterr().err

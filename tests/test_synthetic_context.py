@@ -198,7 +198,7 @@ def test_difficulty_sets_more_confusion():
 
 
 def test_the_calibration_script_runs(folder, capsys):
-    import calibrate_context
+    from studies import calibrate_context
 
     argv = [str(folder), "--difficulty", "0", "1", "--epochs", "1", "--dim", "8", "--max-videos", "3"]
     assert calibrate_context.main(argv) == 0

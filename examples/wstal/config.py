@@ -43,6 +43,7 @@ __all__ = [
     "ScoringSettings",
     "StageSettings",
     "ablation_config",
+    "from_dict",
     "override",
     "preset_config",
     "validate",
@@ -380,7 +381,7 @@ class DetectorConfig:
         )
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-serialisable form (written next to the results)."""
+        """JSON-serialisable form (written next to the results); :func:`from_dict` rebuilds it."""
         return dataclasses.asdict(self)
 
 
@@ -423,6 +424,38 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 """Capacity and schedule presets by name (``--preset``); each sets only :data:`CAPACITY_FIELDS`."""
+
+
+def from_dict(cls: type, data: Any, where: str = "") -> Any:
+    """Rebuild the frozen dataclass ``cls`` (:class:`DetectorConfig` or one of its parts) from the plain
+    form :meth:`DetectorConfig.as_dict` writes: nested settings from their dicts, tuples from lists, then
+    validated as any configuration is. Every field must be present and no other.
+
+    Raises:
+        TypeError: ``data`` (or a nested part) is not a dict, or a field has the wrong type.
+        ValueError: a field is missing or unknown, naming it; a value is out of range.
+
+    Example:
+        >>> from_dict(DetectorConfig, DetectorConfig().as_dict()) == DetectorConfig()
+        True
+    """
+    where = where or cls.__name__
+    if not isinstance(data, dict):
+        raise TypeError(f"{where}: expected a dict of its fields, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    missing, unknown = [n for n in names if n not in data], sorted(set(map(str, data)) - set(names))
+    if missing or unknown:
+        raise ValueError(f"{where}: missing fields {missing}, unknown fields {unknown}")
+    values = {}
+    for name in names:
+        value, hint = data[name], hints[name]
+        if dataclasses.is_dataclass(hint):
+            value = from_dict(hint, value, f"{where}.{name}")
+        elif typing.get_origin(hint) is tuple and isinstance(value, list):
+            value = tuple(value)
+        values[name] = value
+    return cls(**values)
 
 
 def preset_config(name: str) -> DetectorConfig:

@@ -222,12 +222,8 @@ def vote_boundaries(kept: Tensor, candidates: Tensor, scores: Tensor, iou_thresh
     """
     if kept.shape[0] == 0:
         return kept
-    inter = (
-        torch.minimum(kept[:, None, 1], candidates[None, :, 1])
-        - torch.maximum(kept[:, None, 0], candidates[None, :, 0])
-    ).clamp_min(0)
-    union = (kept[:, 1] - kept[:, 0])[:, None] + (candidates[:, 1] - candidates[:, 0])[None] - inter
-    weight = (inter / union.clamp_min(1e-6) >= iou_threshold).to(scores.dtype) * scores[None]
+    iou = segment_iou(kept[:, None, 0], kept[:, None, 1], candidates[None, :, 0], candidates[None, :, 1])
+    weight = (iou >= iou_threshold).to(scores.dtype) * scores[None]
     voted = weight @ candidates / weight.sum(1, keepdim=True).clamp_min(1e-12)
     return torch.where(weight.sum(1, keepdim=True) > 0, voted, kept)
 

@@ -1,60 +1,40 @@
 """Evaluation of a trained two-stage detector on the test split: the three detectors' mAP, the proposal
 sets' recall, and the result's one serialised form and one printed table.
 
-:func:`evaluate` takes the :class:`~wstal.pipeline.TrainedDetector` that
-:meth:`~wstal.pipeline.DetectorRunner.train` returns; :func:`train_and_evaluate` does both the way a
-distributed run needs (every rank trains, rank 0 evaluates). The protocol is the data's
-(:func:`protocol_options`), and the two-stage detections are made by one function,
-:func:`two_stage_detections`, whoever asks for them.
+Evaluation is inference plus mAP: :func:`evaluate` runs :func:`wstal.inference.detect` on the test
+videos with the :class:`~wstal.trained.TrainedDetector` that :meth:`~wstal.pipeline.DetectorRunner.train`
+returns, and scores what it found with :func:`detection_map` under the data's protocol
+(:func:`protocol_options`), the one place detections become mAP. :func:`train_and_evaluate` does both the
+way a distributed run needs (every rank trains, rank 0 evaluates).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import numpy as np
 import torch
-from torch import nn
 
-from .config import DetectorConfig
-from .data import Video, WSTALDataset, snippet_clock
-from .detect import (
-    BaseResult,
-    classify_proposals,
-    detections_from_proposals,
-    stage1_detections,
-    to_detections,
-)
+from .data import Video, WSTALDataset
 from .evaluation import Detection, MAPResult, evaluate_detections
-from .pipeline import DetectorRunner, TrainedDetector
-from .pseudo_labels import Segments
-from .recall import (
-    ProposalResult,
-    evaluate_proposals,
-    format_proposal_table,
-    format_recall_curve,
-    proposals_from_segments,
-)
+from .inference import DETECTORS, Inference, detect
+from .pipeline import DetectorRunner
+from .recall import ProposalResult, evaluate_proposals, format_proposal_table, format_recall_curve
+from .trained import TrainedDetector
 
 __all__ = [
     "DETECTORS",
     "PROPOSAL_SETS",
     "EvaluationResult",
+    "detection_map",
     "evaluate",
+    "map_at",
     "protocol_options",
     "train_and_evaluate",
-    "two_stage_detections",
-    "two_stage_rows",
 ]
-
-DETECTORS = {
-    "two_stage": "two-stage (Stage-2 detections)",
-    "stage1_only": "Stage-1 proposals x base classes (no Stage 2)",
-    "base": "base MIL model alone",
-}
-"""The three detectors of a result, by field name, with their printed names."""
 
 PROPOSAL_SETS = {
     "candidates": "Stage-2 candidates",
@@ -83,6 +63,8 @@ class EvaluationResult:
     detections: dict[str, list[Detection]]
     proposals: dict[str, list[Detection]]
     proposal_quality: dict[str, ProposalResult] = field(default_factory=dict)
+    inference: Optional[Inference] = field(default=None, repr=False, compare=False)
+    """What the detector found on the test videos (not serialised)."""
 
     def avg(self, detector: str = "two_stage") -> float:
         """mAP AVG over tIoU 0.1:0.7 of ``detector`` (a key of :data:`DETECTORS`), in percent."""
@@ -90,11 +72,7 @@ class EvaluationResult:
 
     def map_at(self, tiou: float, detector: str = "two_stage") -> float:
         """mAP of ``detector`` at one tIoU threshold of the evaluation, in percent."""
-        table = getattr(self, detector)
-        near = np.flatnonzero(np.isclose(table.tiou_thresholds, tiou))
-        if near.size == 0:
-            raise ValueError(f"tiou must be one of {table.tiou_thresholds.tolist()}, got {tiou!r}")
-        return 100 * float(table.mean_ap[near[0]])
+        return map_at(getattr(self, detector), tiou)
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON form every report writes: the fusions, each detector's table and each proposal set's
@@ -146,112 +124,86 @@ def protocol_options(dataset: WSTALDataset) -> dict[str, Any]:
     }
 
 
-def two_stage_rows(
-    classifier: nn.Module,
-    videos: Sequence[Video],
-    proposals: dict[str, Segments],
-    base: dict[str, BaseResult],
-    config: DetectorConfig,
+def map_at(table: MAPResult, tiou: float) -> float:
+    """The mAP of ``table`` at one of its tIoU thresholds, in percent.
+
+    Example:
+        >>> table = MAPResult(np.array([0.5, 0.7]), np.zeros((2, 1)), np.array([0.4, 0.25]), {})
+        >>> map_at(table, 0.7)
+        25.0
+    """
+    near = np.flatnonzero(np.isclose(table.tiou_thresholds, tiou))
+    if near.size == 0:
+        raise ValueError(f"tiou must be one of {table.tiou_thresholds.tolist()}, got {tiou!r}")
+    return 100 * float(table.mean_ap[near[0]])
+
+
+def detection_map(
+    dataset: WSTALDataset,
+    detections: Mapping[str, Sequence[Detection]],
+    videos: Optional[Sequence[Video]] = None,
+) -> MAPResult:
+    """The mAP of ``detections`` (in seconds, e.g. :meth:`Inference.detections
+    <wstal.inference.Inference.detections>`) on ``videos`` (default: the test split) under the data's
+    protocol."""
+    videos = dataset.test if videos is None else videos
+    return evaluate_detections(videos, detections, dataset.num_classes, **protocol_options(dataset))
+
+
+def evaluate(
+    trained: TrainedDetector,
+    dataset: WSTALDataset,
     *,
-    device: torch.device | str = "cpu",
+    device: Union[torch.device, str, None] = None,
     show_progress: bool = False,
-) -> dict[str, list[tuple[int, float, float, float]]]:
-    """The two-stage detections of ``videos`` as ``(class, score, start, end)`` in snippets: Stage 2
-    classifies ``proposals`` (the candidates, :meth:`~wstal.pipeline.DetectorRunner.candidates`) and its
-    scores are fused with the ``base`` model's evidence (:func:`~wstal.detect.detections_from_proposals`)."""
-    scores = classify_proposals(
-        classifier,
-        videos,
-        proposals,
-        topk_ratio=config.proposal_topk_ratio,
+) -> EvaluationResult:
+    """Detect on ``dataset``'s test split with ``trained`` (:func:`~wstal.inference.detect`) and score the
+    base, Stage-1-only and two-stage detectors and the proposal sets, under the data's protocol."""
+    test = dataset.test
+    found = detect(
+        trained,
+        test,
+        snippet_seconds=dataset.snippet_seconds,
         device=device,
-        desc="test: classify",
         show_progress=show_progress,
+        desc="test",
     )
-    return {
-        v.name: detections_from_proposals(proposals[v.name], *scores[v.name], config.scoring, base[v.name])
-        for v in videos
-    }
-
-
-def two_stage_detections(
-    classifier: nn.Module,
-    videos: Sequence[Video],
-    proposals: dict[str, Segments],
-    base: dict[str, BaseResult],
-    config: DetectorConfig,
-    *,
-    snippet_seconds: float,
-    device: torch.device | str = "cpu",
-    show_progress: bool = False,
-) -> dict[str, list[Detection]]:
-    """:func:`two_stage_rows` in seconds on each video's clock (:func:`~wstal.data.snippet_clock`;
-    ``snippet_seconds`` for videos without one)."""
-    rows = two_stage_rows(
-        classifier, videos, proposals, base, config, device=device, show_progress=show_progress
-    )
-    return {v.name: to_detections(rows[v.name], *snippet_clock(v, snippet_seconds)) for v in videos}
-
-
-def evaluate(runner: DetectorRunner, trained: TrainedDetector) -> EvaluationResult:
-    """Detect on the test split with ``trained`` and score the base, Stage-1-only and two-stage
-    detectors and the proposal sets, under the data's protocol."""
-    d, c = runner.dataset, runner.config
-    test, sec = d.test, d.snippet_seconds
-    base_out = runner.base_outputs(trained.base, "test")
-    proposals = runner.proposals(trained.stage1, trained.base, "test")
-    candidates = runner.candidates(trained.stage1, trained.base, "test")
-    detected = runner.base_detections(trained.base, "test")
-    results, scoring = base_out.results, c.scoring
-    clocks = {v.name: snippet_clock(v, sec) for v in test}
-    found = {
-        "base": {v.name: to_detections(detected[v.name], *clocks[v.name]) for v in test},
-        "stage1_only": {
-            v.name: to_detections(
-                stage1_detections(proposals.stage1[v.name], results[v.name], scoring), *clocks[v.name]
-            )
-            for v in test
-        },
-        "two_stage": two_stage_detections(
-            trained.classifier,
-            test,
-            candidates,
-            results,
-            c,
-            snippet_seconds=sec,
-            device=runner.device,
-            show_progress=runner.show_progress,
-        ),
-    }
-    protocol = protocol_options(d)
-    tables = {
-        name: evaluate_detections(test, dets, d.num_classes, **protocol) for name, dets in found.items()
-    }
-    sets = {"candidates": candidates, "stage1": proposals.stage1}
-    if proposals.stage1 is not proposals.rpn:  # the T-RPN alone, where it differs from Stage 1
-        sets["rpn"] = proposals.rpn
-    sets["base"] = base_out.segments
-    agnostic = {
-        name: proposals_from_segments(segments, sec, clocks=clocks) for name, segments in sets.items()
-    }
-    agnostic["base_detections"] = found["base"]  # their classes are ignored by the recall
+    detections = {name: found.detections(name) for name in DETECTORS}
+    tables = {name: detection_map(dataset, dets) for name, dets in detections.items()}
+    sets = ["candidates", "stage1"]
+    if found.stage1 is not found.rpn:  # the T-RPN alone, where it differs from Stage 1
+        sets.append("rpn")
+    agnostic = {name: found.proposals(name) for name in sets}
+    agnostic["base"] = found.proposals("grouped")
+    agnostic["base_detections"] = detections["base"]  # their classes are ignored by the recall
+    protocol = protocol_options(dataset)
     quality = {name: evaluate_proposals(test, rows, **protocol) for name, rows in agnostic.items()}
     return EvaluationResult(
         trained.stage1,
         trained.stage2,
         **tables,
-        detections=found["two_stage"],
+        detections=detections["two_stage"],
         proposals=agnostic["stage1"],
         proposal_quality=quality,
+        inference=found,
     )
 
 
 def train_and_evaluate(
-    runner: DetectorRunner, stage1: Optional[str] = None, stage2: Optional[str] = None
+    runner: DetectorRunner,
+    stage1: Optional[str] = None,
+    stage2: Optional[str] = None,
+    *,
+    save_to: Optional[Union[str, os.PathLike]] = None,
 ) -> Optional[EvaluationResult]:
     """Train what is missing of a configuration, then evaluate it. In a distributed run every rank trains,
-    rank 0 evaluates and the others wait for it at a barrier and return None."""
+    rank 0 evaluates (and saves the trained detector to ``save_to``, when given) and the others wait for it
+    at a barrier and return None."""
     trained = runner.train(stage1, stage2)
-    result = evaluate(runner, trained) if runner.dist.is_main else None
+    result = None
+    if runner.dist.is_main:
+        if save_to is not None:
+            trained.save(save_to)
+        result = evaluate(trained, runner.dataset, device=runner.device, show_progress=runner.show_progress)
     runner.dist.barrier()
     return result

@@ -2,13 +2,14 @@
 
     base model -> pseudo segments -> Stage 1 (T-RPN) -> proposals -> Stage 2 (classifier)
 
-Stage 2 is trained on the Stage-1 proposals; at inference it classifies the :meth:`DetectorRunner.candidates`:
-those proposals and the base model's own detected segments, each scored by the T-RPN's support.
+Stage 2 is trained on the Stage-1 proposals of the training videos; at inference
+(:func:`wstal.inference.detect`) it classifies those proposals and the base model's own detected
+segments, each scored by the T-RPN's support.
 
-:class:`DetectorRunner` trains the stages of one or many fusion configurations on one dataset and keeps
-their outputs, typed (:class:`BaseOutputs`, :class:`StageProposals`) and keyed by the key of the stage
-that made them and the split they are on. A split is named (``"train"`` or ``"test"``) and names its
-videos, so an output can never be computed on one split and cached under the other. Each stage
+:class:`DetectorRunner` only trains: it trains the stages of one or many fusion configurations on one
+dataset, keeps the training split's outputs each next stage learns from, typed (:class:`BaseOutputs`:
+the pseudo labels; :class:`StageProposals`: Stage 2's training proposals) and keyed by the key of the
+stage that made them, and returns a :class:`~wstal.trained.TrainedDetector`. Each stage
 (:mod:`.stages`) is trained by one generic :class:`StageTrainer`, which caches the trained network under
 the stage's key (everything upstream of it is part of the key), so the ``--ablation`` grid trains the
 base model once per base fusion, the T-RPN once per Stage-1 fusion and only the Stage-2 classifier per
@@ -17,9 +18,10 @@ cell, and ``--resume`` picks every stage up where it stopped:
     base_<base fusion>.pt -> stage1_<base fusion>_<stage-1 fusion>.pt
                           -> stage2_<base fusion>_<stage-1 fusion>_<stage-2 fusion>.pt
 
-Evaluation is apart (:mod:`.evaluator`): it takes the :class:`TrainedDetector` that :meth:`DetectorRunner.train`
-returns. Nothing here looks at the test split's labels: every model is the one of its last epoch and
-every threshold is fixed in :class:`~wstal.config.DetectorConfig`.
+Inference (:mod:`.inference`) and evaluation (:mod:`.evaluator`) are apart: they take the
+:class:`~wstal.trained.TrainedDetector` that :meth:`DetectorRunner.train` returns. Nothing here reads the
+test split: every model is the one of its last epoch and every threshold is fixed in
+:class:`~wstal.config.DetectorConfig`.
 
 Under ``torchrun`` (a :class:`~wstal.distributed.DistributedContext` with several ranks) every rank
 trains, on its share of each global batch; rank 0 alone computes the pseudo labels and the training
@@ -30,105 +32,70 @@ Axis legend: t snippets, c channels, k classes, n proposals.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal, Optional, TypeVar
+from typing import Callable, Optional, TypeVar
 
 import torch
 from torch import nn
 
-from .config import DetectorConfig, ScoringSettings
+from .config import DetectorConfig
 from .console import log
-from .data import Video, WSTALDataset
-from .detect import (
-    BaseResult,
-    base_detections,
-    proposals_from_snippets,
-    rpn_snippets,
-    run_base,
-    stage1_proposals,
-    stage2_candidates,
-)
+from .data import WSTALDataset
+from .detect import BaseResult, proposals_from_snippets, rpn_snippets, run_base, stage1_proposals
 from .distributed import DistributedContext
-from .model import FusionStrategy
 from .pseudo_labels import Segments, segments_from_scores
 from .stages import BaseStage, ClassifierStage, RPNStage, Stage, StageKey
 from .train import StopAfter, fingerprint, seed_everything, stage_seed, train_stage
+from .trained import FeatureSpec, TrainedDetector, base_strategy_for
 
 __all__ = [
-    "SPLITS",
     "BaseOutputs",
     "DetectorRunner",
-    "Split",
     "StageProposals",
     "StageTrainer",
     "TrainedDetector",
     "base_strategy_for",
 ]
 
-Split = Literal["train", "test"]
-SPLITS: tuple[Split, ...] = ("train", "test")
 T = TypeVar("T")
-
-
-def base_strategy_for(stage1: str, stage2: str) -> str:
-    """The base model's fusion: the single modality when both stages use the same single modality
-    (so a single-modality run never sees the other modality), ``concat`` otherwise (the conventional
-    MIL baseline, shared by every fusion configuration so they differ only in their stages)."""
-    s1, s2 = FusionStrategy.parse(stage1), FusionStrategy.parse(stage2)
-    if s1.name == s2.name and s1.name in ("rgb", "flow"):
-        return s1.name
-    return "concat"
 
 
 @dataclass(frozen=True)
 class BaseOutputs:
-    """The base model's outputs on one split.
+    """The base model's outputs on the training videos.
 
     Attributes:
         key: the base stage's key.
-        split: the split.
         results: per video, the base model's scores (:class:`~wstal.detect.BaseResult`).
         segments: per video, the class-agnostic segments grouped on its attention by the pseudo-label
-            rule: the pseudo segments on ``train``; merged into the Stage-1 proposals on both splits.
+            rule: the pseudo segments Stage 1 learns from, merged into Stage 2's training proposals.
     """
 
     key: StageKey
-    split: Split
     results: dict[str, BaseResult]
     segments: dict[str, Segments]
 
 
 @dataclass(frozen=True)
 class StageProposals:
-    """Stage 1's class-agnostic proposals on one split.
+    """Stage 1's class-agnostic proposals on the training videos, which Stage 2 learns from.
 
     Attributes:
         key: the T-RPN stage's key.
-        split: the split.
         rpn: per video, the T-RPN's own proposals.
         stage1: per video, the Stage-1 proposals Stage 2 is trained on: ``rpn`` merged with the base's
             grouped segments (:func:`~wstal.detect.stage1_proposals`); ``rpn`` itself when the merge is off.
         snippets: per video, the T-RPN's raw output, a segment and an objectness per snippet
-            (:func:`~wstal.detect.rpn_snippets`), from which the candidates' objectness is read.
+            (:func:`~wstal.detect.rpn_snippets`).
     """
 
     key: StageKey
-    split: Split
     rpn: dict[str, Segments]
     stage1: dict[str, Segments]
     snippets: dict[str, Segments]
-
-
-@dataclass(frozen=True)
-class TrainedDetector:
-    """One fusion configuration with all three stages trained: what :mod:`.evaluator` evaluates."""
-
-    stage1: str
-    stage2: str
-    base: str
-    classifier: nn.Module
 
 
 class StageTrainer:
@@ -194,12 +161,16 @@ class StageTrainer:
 
 
 class DetectorRunner:
-    """Train the stages of fusion configurations of the two-stage detector on one dataset, and keep their
-    outputs per split.
+    """Train the stages of fusion configurations of the two-stage detector on one dataset.
+
+    Its public methods are training only: the stages (:meth:`base_stage`, :meth:`rpn_stage`,
+    :meth:`classifier_stage`, trained by :attr:`train_stage`), the training outputs each next stage learns
+    from (:meth:`pseudo_labels`, :meth:`training_proposals`) and :meth:`train`, which returns the
+    :class:`~wstal.trained.TrainedDetector` that inference takes.
 
     Args:
-        dataset: the data (only ``train`` is used for training; the test split's features are read by the
-            outputs the evaluator asks for, never its labels).
+        dataset: the data (only ``train`` is read: its features and labels, and the feature spec and class
+            names the trained detector records).
         config: the run configuration (its ``stage1``/``stage2`` are the defaults of :meth:`train`).
         checkpoint_dir: where stage checkpoints go (None: no checkpoints, no resume).
         resume: continue from the checkpoints in ``checkpoint_dir``.
@@ -239,22 +210,13 @@ class DetectorRunner:
             compile=compile,
         )
         self._stages: dict[tuple[str, ...], Stage] = {}
-        self._base_outputs: dict[tuple[StageKey, Split], BaseOutputs] = {}
-        self._proposals: dict[tuple[StageKey, Split], StageProposals] = {}
-        self._base_detections: dict[tuple[StageKey, Split, ScoringSettings], dict[str, list]] = {}
+        self._base_outputs: dict[StageKey, BaseOutputs] = {}
+        self._proposals: dict[StageKey, StageProposals] = {}
 
-    def videos(self, split: Split) -> list[Video]:
-        """The videos of ``split`` (``"train"`` or ``"test"``)."""
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {', '.join(map(repr, SPLITS))}, got {split!r}")
-        return self.dataset.train if split == "train" else self.dataset.test
-
-    def _on_main(self, split: Split, compute: Callable[[], T]) -> T:
-        """``compute()``; on the training split computed on rank 0 and sent to every rank, so all ranks
-        train on the same pseudo labels and proposals."""
-        if split == "train":
-            return self.dist.broadcast_object(compute() if self.dist.is_main else None)
-        return compute()
+    def _on_main(self, compute: Callable[[], T]) -> T:
+        """``compute()`` on rank 0, sent to every rank, so all ranks train on the same pseudo labels and
+        proposals."""
+        return self.dist.broadcast_object(compute() if self.dist.is_main else None)
 
     def _stage(self, name: tuple[str, ...], make: Callable[[], Stage]) -> Stage:
         if name not in self._stages:
@@ -267,35 +229,31 @@ class DetectorRunner:
         """The base-model stage with ``fusion``."""
         return self._stage(("base", fusion), lambda: BaseStage(fusion, self.config, self.dataset))
 
-    def base_outputs(self, fusion: str, split: Split) -> BaseOutputs:
-        """The base model's scores and grouped segments on ``split`` (trained on first use)."""
-        videos = self.videos(split)
+    def pseudo_labels(self, fusion: str) -> BaseOutputs:
+        """The base model's scores and grouped segments (the pseudo segments) on the training videos
+        (trained on first use)."""
+        videos = self.dataset.train
         stage = self.base_stage(fusion)
         model = self.train_stage(stage)  # every rank trains it
-        cache = (stage.key, split)
-        if cache not in self._base_outputs:
+        if stage.key not in self._base_outputs:
             results = self._on_main(
-                split,
                 lambda: run_base(
                     model,
                     videos,
                     topk_ratio=self.config.base_topk_ratio,
                     device=self.device,
-                    desc=f"{split}: base ({fusion})",
+                    desc=f"train: base ({fusion})",
                     show_progress=self.show_progress,
-                ),
+                )
             )
-            segments = self.grouped_segments(results)
-            if split == "train":
-                count = sum(len(s.segments) for s in segments.values())
-                log(f"[pseudo labels] {count} segments on {len(segments)} training videos (base {fusion})")
-            self._base_outputs[cache] = BaseOutputs(stage.key, split, results, segments)
-        return self._base_outputs[cache]
-
-    def grouped_segments(self, results: dict[str, BaseResult]) -> dict[str, Segments]:
-        """Class-agnostic segments grouped on the base model's attention (the pseudo-label rule)."""
-        p = self.config.pseudo
-        return {name: segments_from_scores(getattr(r, p.source), p.grouping) for name, r in results.items()}
+            p = self.config.pseudo
+            segments = {
+                name: segments_from_scores(getattr(r, p.source), p.grouping) for name, r in results.items()
+            }
+            count = sum(len(s.segments) for s in segments.values())
+            log(f"[pseudo labels] {count} segments on {len(segments)} training videos (base {fusion})")
+            self._base_outputs[stage.key] = BaseOutputs(stage.key, results, segments)
+        return self._base_outputs[stage.key]
 
     # ---------------------------------------------------------------- Stage 1 and its proposals
 
@@ -308,67 +266,37 @@ class DetectorRunner:
                 self.config,
                 self.dataset,
                 self.base_stage(base).key,
-                self.base_outputs(base, "train").segments,
+                self.pseudo_labels(base).segments,
             ),
         )
 
-    def proposals(self, stage1: str, base: str, split: Split) -> StageProposals:
-        """Stage 1's proposals on ``split``: the T-RPN's own and the merged set (trained on first use)."""
-        videos = self.videos(split)
+    def training_proposals(self, stage1: str, base: str) -> StageProposals:
+        """Stage 1's proposals on the training videos, the T-RPN's own and the merged set Stage 2 learns
+        from (trained on first use)."""
+        videos = self.dataset.train
         stage = self.rpn_stage(stage1, base)
         model = self.train_stage(stage)  # every rank trains it
-        cache = (stage.key, split)
-        if cache not in self._proposals:
+        if stage.key not in self._proposals:
             settings = self.config.proposals
             snippets = self._on_main(
-                split,
                 lambda: rpn_snippets(
                     model,
                     videos,
                     device=self.device,
-                    desc=f"{split}: proposals ({stage1})",
+                    desc=f"train: proposals ({stage1})",
                     show_progress=self.show_progress,
-                ),
+                )
             )
             own = {name: proposals_from_snippets(raw, settings) for name, raw in snippets.items()}
             merged = own
             if settings.merge_base_segments or settings.class_segments:
-                outputs = self.base_outputs(base, split)
+                outputs = self.pseudo_labels(base)
                 merged = {
                     name: stage1_proposals(p, outputs.segments[name], settings, outputs.results[name])
                     for name, p in own.items()
                 }
-            self._proposals[cache] = StageProposals(stage.key, split, own, merged, snippets)
-        return self._proposals[cache]
-
-    def base_detections(
-        self, base: str, split: Split, scoring: Optional[ScoringSettings] = None
-    ) -> dict[str, list[tuple[int, float, float, float]]]:
-        """The base model's own detections on ``split`` under ``scoring`` (default: the config's), in
-        snippets (:func:`~wstal.detect.base_detections`); computed once per base, split and scoring."""
-        scoring = scoring or self.config.scoring
-        outputs = self.base_outputs(base, split)
-        cache = (outputs.key, split, scoring)
-        if cache not in self._base_detections:
-            self._base_detections[cache] = {
-                name: base_detections(result, scoring) for name, result in outputs.results.items()
-            }
-        return self._base_detections[cache]
-
-    def candidates(
-        self, stage1: str, base: str, split: Split, scoring: Optional[ScoringSettings] = None
-    ) -> dict[str, Segments]:
-        """What Stage 2 classifies at inference on ``split``: the Stage-1 proposals and the base model's
-        detected segments as ``scoring`` (default: the config's) chooses, scored by the T-RPN's support
-        (:func:`~wstal.detect.stage2_candidates`)."""
-        scoring = scoring or self.config.scoring
-        found = self.proposals(stage1, base, split)
-        results = self.base_outputs(base, split).results
-        detected = self.base_detections(base, split, scoring)
-        return {
-            name: stage2_candidates(p, results[name], detected[name], found.snippets[name], scoring)
-            for name, p in found.stage1.items()
-        }
+            self._proposals[stage.key] = StageProposals(stage.key, own, merged, snippets)
+        return self._proposals[stage.key]
 
     # ---------------------------------------------------------------- Stage 2
 
@@ -381,14 +309,22 @@ class DetectorRunner:
                 self.config,
                 self.dataset,
                 self.rpn_stage(stage1, base).key,
-                self.proposals(stage1, base, "train").stage1,
-                self.base_outputs(base, "train").results,
+                self.training_proposals(stage1, base).stage1,
+                self.pseudo_labels(base).results,
             ),
         )
 
     def train(self, stage1: Optional[str] = None, stage2: Optional[str] = None) -> TrainedDetector:
-        """Train what is missing of the configuration (default: the config's fusions), on every rank."""
+        """Train what is missing of the configuration (default: the config's fusions), on every rank, and
+        return the trained detector (its configuration with these fusions)."""
         stage1, stage2 = stage1 or self.config.stage1, stage2 or self.config.stage2
         base = base_strategy_for(stage1, stage2)
         classifier = self.train_stage(self.classifier_stage(stage1, stage2, base))
-        return TrainedDetector(stage1, stage2, base, classifier)
+        return TrainedDetector(
+            dataclasses.replace(self.config, stage1=stage1, stage2=stage2),
+            tuple(self.dataset.classes),
+            FeatureSpec.of(self.dataset),
+            self.train_stage(self.base_stage(base)),
+            self.train_stage(self.rpn_stage(stage1, base)),
+            classifier,
+        )

@@ -111,7 +111,7 @@ def plot_video(
         [classes[c] for c in colours],
         loc="upper center",
         bbox_to_anchor=(0.5, -0.9),
-        ncol=min(len(colours), 5) or 1,
+        ncol=max(1, min(len(colours), 5)),  # a video without detections or ground truth has no entry
         frameon=False,
         fontsize=8,
     )

@@ -48,11 +48,13 @@ from .pseudo_labels import Segments, dense_targets
 from .train import batch_indices, crop_window, sample_snippets
 
 __all__ = [
+    "NETWORKS",
     "BaseStage",
     "ClassifierStage",
     "RPNStage",
     "Stage",
     "StageKey",
+    "build_network",
     "data_signature",
     "proposal_targets",
 ]
@@ -111,15 +113,41 @@ class Stage(abc.ABC):
         """Named losses of one step, ``total`` among them; ``module`` is the (wrapped) network."""
 
 
-def _fusion(config: DetectorConfig, dataset: WSTALDataset, strategy: str) -> FusionEmbed:
+def _fusion(config: DetectorConfig, rgb_dim: int, flow_dim: int, strategy: str) -> FusionEmbed:
     return FusionEmbed(
         strategy,
-        dataset.rgb_dim,
-        dataset.flow_dim,
+        rgb_dim,
+        flow_dim,
         config.embed_dim,
         alpha=config.alpha,
         attention=config.dmf_attention,
     )
+
+
+NETWORKS = ("base", "rpn", "classifier")
+"""The three networks of a trained detector, by the :class:`~wstal.config.DetectorConfig` field that holds
+their :class:`~wstal.config.StageSettings`."""
+
+
+def build_network(
+    kind: str, fusion: str, config: DetectorConfig, *, rgb_dim: int, flow_dim: int, num_classes: int
+) -> nn.Module:
+    """A freshly initialised network of one stage: ``kind`` one of :data:`NETWORKS` (the MIL base model,
+    the T-RPN, the proposal classifier) on ``fusion`` features of ``rgb_dim`` + ``flow_dim`` channels.
+    What each stage's ``build()`` makes, and what a saved detector is rebuilt from."""
+    if kind not in NETWORKS:
+        raise ValueError(f"kind must be one of {', '.join(map(repr, NETWORKS))}, got {kind!r}")
+    s: StageSettings = getattr(config, kind)
+    embed = _fusion(config, rgb_dim, flow_dim, fusion)
+    if kind == "base":
+        return MILBaseModel(embed, num_classes, hidden=s.hidden, dropout=s.dropout)
+    if kind == "rpn":
+        return TemporalRPN(embed, hidden=s.hidden, dropout=s.dropout)
+    return ProposalClassifier(embed, num_classes, hidden=s.hidden, dropout=s.dropout)
+
+
+def _widths(dataset: WSTALDataset) -> dict[str, int]:
+    return {"rgb_dim": dataset.rgb_dim, "flow_dim": dataset.flow_dim, "num_classes": dataset.num_classes}
 
 
 def _fusion_key(config: DetectorConfig, strategy: str) -> tuple:
@@ -156,9 +184,7 @@ class BaseStage(Stage):
         return f"base_{self.fusion}"
 
     def build(self) -> MILBaseModel:
-        s = self.settings
-        fusion = _fusion(self.config, self.dataset, self.fusion)
-        return MILBaseModel(fusion, self.dataset.num_classes, hidden=s.hidden, dropout=s.dropout)
+        return build_network("base", self.fusion, self.config, **_widths(self.dataset))
 
     def batches(self, generator: torch.Generator, shard: DistributedContext) -> Iterator[Batch]:
         videos, s = self.dataset.train, self.settings
@@ -221,10 +247,7 @@ class RPNStage(Stage):
         return f"stage1_{self.base.fusion}_{self.fusion}"
 
     def build(self) -> TemporalRPN:
-        s = self.settings
-        return TemporalRPN(
-            _fusion(self.config, self.dataset, self.fusion), hidden=s.hidden, dropout=s.dropout
-        )
+        return build_network("rpn", self.fusion, self.config, **_widths(self.dataset))
 
     def batches(self, generator: torch.Generator, shard: DistributedContext) -> Iterator[Batch]:
         videos, s = self.dataset.train, self.settings
@@ -346,9 +369,7 @@ class ClassifierStage(Stage):
         return f"stage2_{self.rpn.upstream.fusion}_{self.rpn.fusion}_{self.fusion}"
 
     def build(self) -> ProposalClassifier:
-        s, d = self.settings, self.dataset
-        fusion = _fusion(self.config, d, self.fusion)
-        return ProposalClassifier(fusion, d.num_classes, hidden=s.hidden, dropout=s.dropout)
+        return build_network("classifier", self.fusion, self.config, **_widths(self.dataset))
 
     def batches(self, generator: torch.Generator, shard: DistributedContext) -> Iterator[Batch]:
         videos = self._videos

@@ -1,11 +1,12 @@
 """Variants of the Stage-1 merge scored on the trained networks of a run: the decision record's tables.
 
     python examples/thumos_two_stage.py --quality-bars --threads 1 --out runs/qb      # trains the networks
-    python examples/merge_variants.py --out runs/qb --seeds 0 1 2 --map              # scores the variants
+    python examples/studies/merge_variants.py --out runs/qb --seeds 0 1 2 --map              # scores the variants
 
 Takes the shared flags of ``thumos_two_stage.py`` (``wstal.launch``: ``--synthetic-from DIR``,
 ``--data-dir DIR``, ``--preset``, ...) and must be given the same ones as the run. For each seed it loads that run's base model, T-RPN and Stage 2
-from ``--out/seed<N>`` (training what is missing), then merges the T-RPN's test proposals with the base
+from ``--out/seed<N>`` (training what is missing) and detects with them
+(:func:`wstal.inference.detect`, the networks run once per seed), merging the T-RPN's test proposals with the base
 model's grouped segments under every combination of the merge's settings
 (:class:`~wstal.config.ProposalSettings`: who wins an overlap, ``merge_iou``, ``merge_min_objectness``),
 and the T-RPN's proposals alone. Per variant and seed it reports:
@@ -18,6 +19,7 @@ and the T-RPN's proposals alone. Per variant and seed it reports:
   trained on the run's configured merge and is not retrained per variant (so the configured variant is
   the run's own two-stage result, and the others are what a change of merge alone does); the variant's
   proposals become Stage 2's candidates as the run's do (:func:`wstal.detect.stage2_candidates`).
+  Without ``--map`` Stage 2 still classifies (detection runs whole), its mAP is just not scored.
 
 The table is printed and written to ``--out/merge_variants.md``.
 """
@@ -31,16 +33,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple, Optional
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/: the wstal package and the studies
+
 from wstal import launch
 from wstal.config import ProposalSettings
 from wstal.console import log
-from wstal.data import WSTALDataset, snippet_clock
-from wstal.detect import stage1_proposals, stage2_candidates
-from wstal.evaluation import evaluate_detections
-from wstal.evaluator import protocol_options, two_stage_detections
-from wstal.pipeline import DetectorRunner, base_strategy_for
-from wstal.pseudo_labels import Segments
-from wstal.recall import ProposalResult, evaluate_proposals, proposals_from_segments, recall_at_equal_budget
+from wstal.data import WSTALDataset
+from wstal.evaluation import Detection
+from wstal.evaluator import detection_map, protocol_options
+from wstal.inference import detect
+from wstal.recall import ProposalResult, evaluate_proposals, recall_at_equal_budget
+from wstal.trained import TrainedDetector
 
 RPN_ALONE = "T-RPN proposals alone"
 
@@ -77,47 +80,26 @@ def merge_grid(configured: ProposalSettings) -> list[ProposalSettings]:
 
 
 def score_variants(
-    runner: DetectorRunner, dataset: WSTALDataset, variants: Sequence[ProposalSettings], *, with_map: bool
+    trained: TrainedDetector, dataset: WSTALDataset, variants: Sequence[ProposalSettings], *, with_map: bool
 ) -> dict[str, VariantScore]:
-    """Every variant's proposals on the test split, scored against the base's grouped segments."""
-    c = runner.config
-    s1, s2 = c.stage1, c.stage2
-    base = base_strategy_for(s1, s2)
-    test, sec = dataset.test, dataset.snippet_seconds
-    clocks = {v.name: snippet_clock(v, sec) for v in test}
-    base_out = runner.base_outputs(base, "test")
-    found = runner.proposals(s1, base, "test")
-    detected = runner.base_detections(base, "test")
-    grouped, rpn = base_out.segments, found.rpn
-    classifier = runner.train(s1, s2).classifier if with_map else None
+    """Every variant's proposals on the test split (:func:`~wstal.inference.detect` with the variant's
+    proposal settings, the networks run once), scored against the base's grouped segments."""
+    test = dataset.test
+    configured = detect(trained, test, snippet_seconds=dataset.snippet_seconds)
     protocol = protocol_options(dataset)
 
-    def quality(sets: dict[str, Segments]) -> ProposalResult:
-        return evaluate_proposals(test, proposals_from_segments(sets, sec, clocks=clocks), **protocol)
+    def quality(proposals: dict[str, list[Detection]]) -> ProposalResult:
+        return evaluate_proposals(test, proposals, **protocol)
 
-    base_quality = quality(grouped)
+    base_quality = quality(configured.proposals("grouped"))
     scores: dict[str, VariantScore] = {}
     for det in variants:
-        sets = {
-            name: stage1_proposals(p, grouped[name], det, base_out.results[name]) for name, p in rpn.items()
-        }
-        variant = quality(sets)
+        found = detect(
+            trained, test, proposals=det, reuse=configured, snippet_seconds=dataset.snippet_seconds
+        )
+        variant = quality(found.proposals("stage1"))
         equal = recall_at_equal_budget({"variant": variant, "base": base_quality}, tiou=0.5)
-        map_avg = None
-        if classifier is not None:
-            candidates = {
-                name: stage2_candidates(
-                    p, base_out.results[name], detected[name], found.snippets[name], c.scoring
-                )
-                for name, p in sets.items()
-            }
-            detections = two_stage_detections(
-                classifier, test, candidates, base_out.results, c, snippet_seconds=sec, device=runner.device
-            )
-            map_avg = (
-                100
-                * evaluate_detections(test, detections, dataset.num_classes, **protocol).averages["0.1:0.7"]
-            )
+        map_avg = 100 * detection_map(dataset, found.detections()).averages["0.1:0.7"] if with_map else None
         scores[variant_name(det)] = VariantScore(
             variant.proposals_per_video,
             equal.budget,
@@ -169,7 +151,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             config = launch.make_config(args, seed=seed)
             runner = launch.make_runner(args, dataset, config, Path(args.out) / f"seed{seed}")
             log(f"=== seed {seed}: scoring {len(variants)} merges ===")
-            per_seed[seed] = score_variants(runner, dataset, variants, with_map=args.map)
+            per_seed[seed] = score_variants(runner.train(), dataset, variants, with_map=args.map)
         text = format_variants(per_seed, variant_name(configured))
         Path(args.out).mkdir(parents=True, exist_ok=True)
         (Path(args.out) / "merge_variants.md").write_text(text + "\n")

@@ -2,9 +2,10 @@
 (``--ablation``: the grid of its Tables 1 and 2) and the quality bars (``--quality-bars``: three seeds,
 RGB-only and Flow-only, and the checks of docs/detector.md).
 
-Each takes the parsed command line and the data, trains through :mod:`.launch`'s runner, writes its
+Each takes the parsed command line and the data, trains through :mod:`wstal.launch`'s runner, writes its
 table (markdown) and its results (JSON, each configuration as :meth:`EvaluationResult.as_dict`) to
-``--out`` and prints the table.
+``--out`` and prints the table; the quality bars save each seed's trained detector as
+``--out/seed<N>/detector.pt``.
 """
 
 from __future__ import annotations
@@ -17,13 +18,13 @@ from typing import Any
 
 import torch
 
-from .config import DetectorConfig
-from .console import log
-from .data import WSTALDataset
-from .evaluator import EvaluationResult, train_and_evaluate
-from .launch import make_config, make_runner, source_stamp
-from .recall import EqualBudget, recall_at_equal_budget
-from .train import StopAfter
+from wstal.config import DetectorConfig
+from wstal.console import log
+from wstal.data import WSTALDataset
+from wstal.evaluator import EvaluationResult, train_and_evaluate
+from wstal.launch import make_config, make_runner, source_stamp
+from wstal.recall import EqualBudget, recall_at_equal_budget
+from wstal.train import StopAfter
 
 __all__ = [
     "GRID",
@@ -136,7 +137,7 @@ def run_quality_bars(args: argparse.Namespace, dataset: WSTALDataset) -> int:
     for seed in (0, 1, 2):
         log(f"=== {args.stage1} / {args.stage2}, seed {seed} ===")
         runner = make_runner(args, dataset, make_config(args, seed=seed), args.out / f"seed{seed}")
-        result = train_and_evaluate(runner)
+        result = train_and_evaluate(runner, save_to=args.out / f"seed{seed}" / "detector.pt")
         if result is not None:  # None on the ranks other than 0 of a distributed run
             runs[f"seed{seed}"] = result
     for modality in ("rgb", "flow"):

@@ -1,8 +1,8 @@
 """The robustness grid: the detector at THUMOS width on three feature models and several difficulties.
 
-    python examples/robustness_grid.py --out runs/grid                          # every cell, seeds 0 1 2
-    python examples/robustness_grid.py --out runs/grid --epochs-scale 0.4 --jobs 2   # shortened, 2 cores
-    python examples/robustness_grid.py --out runs/grid --cells ground-truth:0.5 context:1
+    python examples/studies/robustness_grid.py --out runs/grid                          # every cell, seeds 0 1 2
+    python examples/studies/robustness_grid.py --out runs/grid --epochs-scale 0.4 --jobs 2   # shortened, 2 cores
+    python examples/studies/robustness_grid.py --out runs/grid --cells ground-truth:0.5 context:1
 
 Every cell is 60 + 60 videos (``--videos``) of 1024 + 1024 channels under the ``thumos14`` preset and the
 THUMOS evaluation protocol, so it reads like a THUMOS14 folder of I3D features: the built-in family
@@ -21,9 +21,9 @@ Writes ``--out/grid.md`` (stamped with the commit) and ``--out/grid.json``; exit
 bars hold (the table says which), 2/3/4 as ``thumos_two_stage.py``. With ``--diagnostics`` it also scores,
 on every run's networks and without retraining them, the candidate variants of decision record 0016
 (what Stage 2 classifies at inference, and with which objectness) and the recall of the segment sources
-a pseudo-label rule could trust (:mod:`wstal.candidate_variants`), into ``--out/diagnostics.md`` (and
+a pseudo-label rule could trust (:mod:`studies.candidate_variants`), into ``--out/diagnostics.md`` (and
 ``.json``); with ``--resume`` on a finished grid that costs only the evaluation.
-``examples/compare_schedules.py`` compares two grids' diagnostics: does a shortened schedule rank the
+``examples/studies/compare_schedules.py`` compares two grids' diagnostics: does a shortened schedule rank the
 variants as the full one does?
 """
 
@@ -39,16 +39,19 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/: the wstal package and the studies
+
 import numpy as np
 
-from wstal import candidate_variants, launch
+from studies import candidate_variants
+from studies.experiments import candidate_recall, write_json
+from wstal import launch
 from wstal.console import log
 from wstal.data import WSTALDataset
 from wstal.evaluator import EvaluationResult, train_and_evaluate
-from wstal.experiments import candidate_recall, write_json
 from wstal.synthetic import make_synthetic_thumos
 
-ANNOTATIONS = Path(__file__).resolve().parents[2] / "shared" / "data" / "thumos14"
+ANNOTATIONS = Path(__file__).resolve().parents[3] / "shared" / "data" / "thumos14"
 FAMILIES = ("built-in", *launch.ANNOTATION_FAMILIES)
 DEFAULT_CELLS = ("built-in", "ground-truth:0.5", "ground-truth:1", "context:0", "context:0.5", "context:0.75")
 
@@ -196,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--diagnostics",
         action="store_true",
         help="also score, on every run's networks, the candidate variants and the segment sources' recall "
-        "(wstal.candidate_variants) into --out/diagnostics.md",
+        "(studies.candidate_variants) into --out/diagnostics.md",
     )
     return parser
 
@@ -224,8 +227,9 @@ def run_one(
     )
     found: dict[str, Any] = {"row": row}
     if args.diagnostics:
-        found["variants"] = candidate_variants.score_variants(runner)
-        found["sources"] = candidate_variants.source_recall(runner)
+        trained = runner.train()  # trained above: every stage is cached
+        found["variants"] = candidate_variants.score_variants(trained, dataset, reuse=result.inference)
+        found["sources"] = candidate_variants.source_recall(trained, dataset)
     return found
 
 

@@ -21,12 +21,12 @@ from typing import Optional
 
 import numpy as np
 
-from .data import snippet_clock
-from .detect import segments_of_classes, to_detections
-from .evaluation import evaluate_detections
-from .evaluator import protocol_options, two_stage_rows
-from .pipeline import DetectorRunner
-from .recall import evaluate_proposals, proposals_from_segments
+from wstal.data import WSTALDataset
+from wstal.detect import segments_of_classes
+from wstal.evaluator import detection_map, map_at, protocol_options
+from wstal.inference import Inference, detect
+from wstal.recall import evaluate_proposals, proposals_from_segments
+from wstal.trained import TrainedDetector
 
 VARIANTS: dict[str, Optional[dict[str, str]]] = {
     "two-stage": {},
@@ -42,54 +42,44 @@ base model's detections alone)."""
 SOURCES = ("boundary head (pseudo labels)", "class sequences of the labelled classes")
 
 
-def score_variants(runner: DetectorRunner) -> dict[str, tuple[float, float]]:
-    """Every variant's ``(mAP AVG 0.1:0.7, mAP at tIoU 0.7)`` in percent on the test split, from the
-    runner's trained (or checkpointed) networks."""
-    dataset, config = runner.dataset, runner.config
-    trained = runner.train()
-    test = dataset.test
-    base = runner.base_outputs(trained.base, "test").results
-    protocol = protocol_options(dataset)
-    clocks = {v.name: snippet_clock(v, dataset.snippet_seconds) for v in test}
+def score_variants(
+    trained: TrainedDetector, dataset: WSTALDataset, *, reuse: Optional[Inference] = None
+) -> dict[str, tuple[float, float]]:
+    """Every variant's ``(mAP AVG 0.1:0.7, mAP at tIoU 0.7)`` in percent on the test split, by
+    :func:`~wstal.inference.detect` with the variant's scoring settings (``reuse``: an earlier inference of
+    the test split, whose network outputs are taken)."""
     scores = {}
     for variant, changes in VARIANTS.items():
-        if changes is None:
-            rows = runner.base_detections(trained.base, "test")
-        else:
-            scoring = dataclasses.replace(config.scoring, **changes)
-            candidates = runner.candidates(trained.stage1, trained.base, "test", scoring)
-            rows = two_stage_rows(trained.classifier, test, candidates, base, config, device=runner.device)
-        detections = {name: to_detections(r, *clocks[name]) for name, r in rows.items()}
-        result = evaluate_detections(test, detections, dataset.num_classes, **protocol)
-        at = int(np.argmin(np.abs(result.tiou_thresholds - 0.7)))
-        scores[variant] = (100 * result.averages["0.1:0.7"], 100 * float(result.mean_ap[at]))
+        scoring = dataclasses.replace(trained.config.scoring, **(changes or {}))
+        found = detect(
+            trained, dataset.test, scoring=scoring, reuse=reuse, snippet_seconds=dataset.snippet_seconds
+        )
+        reuse = reuse or found
+        table = detection_map(dataset, found.detections("base" if changes is None else "two_stage"))
+        scores[variant] = (100 * table.averages["0.1:0.7"], map_at(table, 0.7))
     return scores
 
 
 def source_recall(
-    runner: DetectorRunner, splits: Sequence[str] = ("train", "test")
+    trained: TrainedDetector, dataset: WSTALDataset, splits: Sequence[str] = ("train", "test")
 ) -> dict[str, tuple[float, float]]:
     """Recall (%) at tIoU 0.7 and segments per video of every segment source on each split, keyed
     ``"<split>: <source>"``."""
-    dataset, config = runner.dataset, runner.config
-    trained = runner.train()
     protocol = protocol_options(dataset)
+    grouping = trained.config.pseudo.grouping
     recall = {}
     for split in splits:
-        videos = runner.videos(split)
-        outputs = runner.base_outputs(trained.base, split)
+        videos = {"train": dataset.train, "test": dataset.test}[split]
+        found = detect(trained, videos, snippet_seconds=dataset.snippet_seconds)
         sets = {
-            SOURCES[0]: outputs.segments,
+            SOURCES[0]: found.grouped,
             SOURCES[1]: {
-                v.name: segments_of_classes(
-                    outputs.results[v.name], np.flatnonzero(np.asarray(v.label)), config.pseudo.grouping
-                )
+                v.name: segments_of_classes(found.base[v.name], np.flatnonzero(np.asarray(v.label)), grouping)
                 for v in videos
             },
         }
-        clocks = {v.name: snippet_clock(v, dataset.snippet_seconds) for v in videos}
-        for source, found in sets.items():
-            rows = proposals_from_segments(found, dataset.snippet_seconds, clocks=clocks)
+        for source, segments in sets.items():
+            rows = proposals_from_segments(segments, dataset.snippet_seconds, clocks=found.clocks)
             quality = evaluate_proposals(videos, rows, recall_tiou=(0.7,), **protocol)
             recall[f"{split}: {source}"] = (100 * float(quality.recall[0, -1]), quality.proposals_per_video)
     return recall

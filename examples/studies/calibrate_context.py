@@ -3,11 +3,11 @@
 Builds :func:`wstal.synthetic_context.make_synthetic_context` at THUMOS width (1024 + 1024 channels by
 default) on the real THUMOS14 ground truth, trains only the base model of the detector under the
 ``thumos14`` preset (``--epochs`` shortens its schedule) through
-:class:`wstal.pipeline.DetectorRunner`, and prints the base model's detection mAP (THUMOS protocol) per
+:class:`wstal.pipeline.DetectorRunner`, detects with it (:func:`wstal.inference.detect_base`), and prints the base model's detection mAP (THUMOS protocol) per
 difficulty as a markdown table, with the minutes each difficulty took. docs/synthetic_context.md holds
 the calibration it produced.
 
-    python examples/calibrate_context.py --difficulty 0 1 2 --epochs 25 --threads 1
+    python examples/studies/calibrate_context.py --difficulty 0 1 2 --epochs 25 --threads 1
 """
 
 from __future__ import annotations
@@ -18,17 +18,17 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/: the wstal package and the studies
+
 import torch
 
 from wstal.config import preset_config
-from wstal.data import snippet_clock
-from wstal.detect import base_detections, to_detections
-from wstal.evaluation import evaluate_detections
-from wstal.evaluator import protocol_options
+from wstal.evaluator import detection_map
+from wstal.inference import detect_base
 from wstal.launch import ANNOTATION_FAMILIES as FAMILIES
 from wstal.pipeline import DetectorRunner, base_strategy_for
 
-DEFAULT_ANNOTATIONS = Path(__file__).resolve().parents[2] / "shared" / "data" / "thumos14"
+DEFAULT_ANNOTATIONS = Path(__file__).resolve().parents[3] / "shared" / "data" / "thumos14"
 
 
 def base_map(data, *, epochs: int | None, seed: int) -> dict[str, float]:
@@ -37,14 +37,9 @@ def base_map(data, *, epochs: int | None, seed: int) -> dict[str, float]:
     config = preset_config("thumos14").with_options(seed=seed, epochs=epochs)
     runner = DetectorRunner(data, config, show_progress=False)
     fusion = base_strategy_for(config.stage1, config.stage2)
-    results = runner.base_outputs(fusion, "test").results
-    found = {
-        v.name: to_detections(
-            base_detections(results[v.name], config.scoring), *snippet_clock(v, data.snippet_seconds)
-        )
-        for v in data.test
-    }
-    table = evaluate_detections(data.test, found, data.num_classes, **protocol_options(data))
+    model = runner.train_stage(runner.base_stage(fusion))
+    found = detect_base(model, data.test, config, snippet_seconds=data.snippet_seconds)
+    table = detection_map(data, found.detections("base"))
     return {name: 100 * value for name, value in table.averages.items()}
 
 

@@ -1,11 +1,11 @@
 """Does a shortened schedule rank the candidate variants as the full one does? Compares the diagnostics of
-two robustness grids (``examples/robustness_grid.py --diagnostics``), cell by cell:
+two robustness grids (``examples/studies/robustness_grid.py --diagnostics``), cell by cell:
 
-    python examples/robustness_grid.py --out runs/g04 --seeds 0 --epochs-scale 0.4 --diagnostics
-    python examples/robustness_grid.py --out runs/g10 --seeds 0 --diagnostics
-    python examples/compare_schedules.py runs/g04 runs/g10
+    python examples/studies/robustness_grid.py --out runs/g04 --seeds 0 --epochs-scale 0.4 --diagnostics
+    python examples/studies/robustness_grid.py --out runs/g10 --seeds 0 --diagnostics
+    python examples/studies/compare_schedules.py runs/g04 runs/g10
 
-For every cell both grids hold: the variants of :data:`wstal.candidate_variants.VARIANTS` ordered by their
+For every cell both grids hold: the variants of :data:`studies.candidate_variants.VARIANTS` ordered by their
 seed-mean mAP AVG 0.1:0.7 under each grid, Kendall's tau of the two orders (1: the same order) and whether
 the best variant is the same. Printed and written, stamped with the commit, to ``FIRST/schedule_ranking.md``.
 """
@@ -19,15 +19,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/: the wstal package and the studies
+
+from studies.candidate_variants import compare_rankings
 from wstal import launch
-from wstal.candidate_variants import compare_rankings
 
 
 def read_diagnostics(parser: argparse.ArgumentParser, out: Path) -> dict:
     path = out / "diagnostics.json"
     if not path.is_file():
         parser.error(
-            f"no {path}: run examples/robustness_grid.py --out {out} --diagnostics (with --resume) first"
+            f"no {path}: run examples/studies/robustness_grid.py --out {out} --diagnostics (with --resume) first"
         )
     return json.loads(path.read_text())
 
