@@ -31,19 +31,18 @@ from typing import Optional
 
 import torch
 
-from wstal.console import log
+from wstal.console import Parser, log, short_warnings
 from wstal.inference import detect
 from wstal.io import write_activitynet_json
-from wstal.launch import available_cores, positive_float, positive_int, resolve_device
+from wstal.launch import default_threads, positive_float, positive_int, resolve_device
 from wstal.new_videos import read_videos
 from wstal.trained import DetectorFileError, TrainedDetector
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="detect.py",
         description="Detect actions in videos without annotations with a trained detector (detector.pt).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--model", type=Path, required=True, help="a trained detector, OUT/detector.pt")
     parser.add_argument(
@@ -72,17 +71,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--threads",
         type=positive_int,
-        default=available_cores(),
-        help="torch CPU threads (default: the cores this process may use)",
+        default=None,
+        help="torch CPU threads (default: the cores this process may use less those other jobs keep busy)",
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars even on a terminal")
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
+    short_warnings(parser.prog)
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads or default_threads())
     device = resolve_device(args.device)
     if device.startswith("cuda") and not torch.cuda.is_available():
         parser.error(f"argument --device: {device!r} requested but CUDA is not available")

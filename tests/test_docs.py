@@ -158,5 +158,5 @@ def test_config_table_is_current(tmp_path):
     subprocess.run([*script, "--page", str(page)], check=True, timeout=300)
     text = page.read_text()
     assert text.startswith("before\n") and text.endswith("after\n") and "stale" not in text
-    assert "| `rpn.epochs` | `int` | `20` | `50` | passes over the training videos. |" in text
+    assert "| `rpn.epochs` | `int` | `20` | `30` | `50` | passes over the training videos. |" in text
     subprocess.run([*script, "--check", "--page", str(page)], check=True, timeout=300)

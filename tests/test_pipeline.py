@@ -476,7 +476,7 @@ def test_busy_cpus_reads_the_runnable_threads_other_than_this_one(monkeypatch, t
 def test_parse_sets_the_default_threads_and_quick_run(monkeypatch) -> None:
     """``parse`` takes :func:`launch.default_threads` unless ``--threads`` says; ``--quick`` is the quick
     preset with at most QUICK_MAX_VIDEOS videos per split, and refuses another preset."""
-    monkeypatch.setattr(launch, "default_threads", lambda: 1)
+    monkeypatch.setattr(launch, "busy_cpus", lambda: 64.0)  # every core busy: one thread
     monkeypatch.setattr(launch, "init_distributed", lambda device, timeout_minutes: None)
     before = torch.get_num_threads()
     try:

@@ -12,7 +12,6 @@ the calibration it produced.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from dataclasses import replace
@@ -23,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/: the w
 import torch
 
 from wstal.config import preset_config
+from wstal.console import Parser
 from wstal.evaluator import detection_map
 from wstal.inference import detect_base
 from wstal.launch import ANNOTATION_FAMILIES as FAMILIES
@@ -44,7 +44,7 @@ def base_map(data, *, epochs: int | None, seed: int) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = Parser(prog="calibrate_context.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("annotations", nargs="?", type=Path, default=DEFAULT_ANNOTATIONS)
     parser.add_argument("--difficulty", type=float, nargs="+", default=[0.0, 1.0, 2.0])
     parser.add_argument("--family", choices=sorted(FAMILIES), default="context")

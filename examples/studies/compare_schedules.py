@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/: the w
 
 from studies.candidate_variants import compare_rankings
 from wstal import launch
+from wstal.console import Parser
 
 
 def read_diagnostics(parser: argparse.ArgumentParser, out: Path) -> dict:
@@ -35,7 +36,7 @@ def read_diagnostics(parser: argparse.ArgumentParser, out: Path) -> dict:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="compare_schedules.py",
         description="Rank agreement of the candidate variants between two robustness grids' diagnostics.",
     )
