@@ -83,8 +83,8 @@ def run_once(dataset: Any, amp: str, epochs_scale: float) -> dict[str, Any]:
     """Train and evaluate once, timing each phase; returns the row."""
     full = preset_config("thumos14")
     config = full.with_epochs_scaled(epochs_scale)
-    stages = ("base", "rpn", "classifier")
-    s1, s2 = config.stage1, config.stage2
+    stages = ("base", "stage1", "stage2")
+    s1, s2 = config.stage1_fusion, config.stage2_fusion
     base = base_strategy_for(s1, s2)
     with tempfile.TemporaryDirectory() as checkpoints:
         runner = DetectorRunner(

@@ -106,8 +106,8 @@ def workload(stage: str, b: int, t: int, c: int, device: torch.device, *, propos
     config = DetectorConfig()
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    strategy = {"base": base_strategy_for(config.stage1, config.stage2), "stage1": config.stage1, "stage2": config.stage2}[stage]
-    settings = {"base": config.base, "stage1": config.rpn, "stage2": config.classifier}[stage]
+    strategy = {"base": base_strategy_for(config.stage1_fusion, config.stage2_fusion), "stage1": config.stage1_fusion, "stage2": config.stage2_fusion}[stage]
+    settings = {"base": config.base, "stage1": config.stage1, "stage2": config.stage2}[stage]
     fusion = FusionEmbed(strategy, c, c, config.embed_dim, alpha=config.alpha, attention=config.dmf_attention)
     rgb, flow = torch.randn(b, t, c, generator=g), torch.randn(b, t, c, generator=g)
     mask = torch.ones(b, t, dtype=torch.bool)

@@ -5,6 +5,7 @@ not a terminal, one-line warnings, and a plot whose classes and weakest bars can
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import subprocess
@@ -74,17 +75,22 @@ def test_the_cli_takes_the_method_defaults_from_the_configuration() -> None:
     from wstal.config import DetectorConfig
 
     args = launch.build_parser("test", "").parse_args([])
-    assert (args.stage1, args.stage2, args.alpha, args.dmf_attention) == (None, None, None, None)
+    assert (args.stage1_fusion, args.stage2_fusion, args.alpha, args.dmf_attention) == (
+        None,
+        None,
+        None,
+        None,
+    )
     config = launch.make_config(args)
     default = DetectorConfig()
-    assert (config.stage1, config.stage2, config.alpha, config.dmf_attention) == (
-        default.stage1,
-        default.stage2,
+    assert (config.stage1_fusion, config.stage2_fusion, config.alpha, config.dmf_attention) == (
+        default.stage1_fusion,
+        default.stage2_fusion,
         default.alpha,
         default.dmf_attention,
     )
     help_text = launch.build_parser("test", "").format_help()
-    assert f"(default {default.stage1})" in help_text and f"(default {default.alpha})" in help_text
+    assert f"(default {default.stage1_fusion})" in help_text and f"(default {default.alpha})" in help_text
 
 
 def test_a_log_that_is_not_a_terminal_has_no_progress_frames(tmp_path: Path) -> None:
@@ -144,3 +150,34 @@ def test_plot_colours_are_distinct_per_class_and_weak_bars_stay_visible() -> Non
     assert score_opacity(1.0, 1.0) == 1.0
     assert score_opacity(0.5, 1.0) == pytest.approx(MIN_OPACITY + (1 - MIN_OPACITY) / 2)
     assert score_opacity(0.3, 0.0) == 1.0
+
+
+def test_the_documented_quick_example_scores_in_its_documented_range(tmp_path: Path) -> None:
+    """docs/reproduce_thumos14.md's bring-your-own-features example: the built-in data written as 12 + 12
+    per-video files, then ``--data-dir FOLDER --quick``; its two-stage AVG lies in the range the page
+    states (read from the page, so the page and the check cannot drift apart)."""
+    page = (ROOT / "docs" / "reproduce_thumos14.md").read_text()
+    low, high = map(float, re.search(r"AVG 0\.1:0\.7 between (\d+) and (\d+)", page).groups())
+    assert (
+        "--max-videos 12 synthetic_per_video/" in page and "--data-dir synthetic_per_video/ --quick" in page
+    )
+    folder, out = tmp_path / "synthetic_per_video", tmp_path / "out"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    convert = [
+        sys.executable,
+        str(ROOT / "examples" / "convert_thumos14.py"),
+        "--synthetic",
+        "--max-videos",
+        "12",
+    ]
+    subprocess.run([*convert, str(folder)], check=True, capture_output=True, env=env, timeout=300)
+    done = run("--data-dir", str(folder), "--quick", "--threads", "1", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    results = json.loads((out / "results.json").read_text())
+    assert results["preset"] == "quick" and (results["videos"]["train"], results["videos"]["test"]) == (
+        12,
+        12,
+    )
+    avg = 100 * results["results"]["two_stage"]["averages"]["0.1:0.7"]
+    assert low <= avg <= high, f"two-stage AVG {avg:.1f} outside the documented {low:g}-{high:g}"
+    assert f"{avg:.1f} |" in done.stdout  # and it is what the run printed

@@ -190,11 +190,11 @@ def _bad_model(kind: str, run: Path, path: Path) -> str:
         del state["features"]
         expected = "missing part(s) features"
     elif kind == "network":
-        del state["networks"]["rpn"]
-        expected = "missing network(s) rpn"
+        del state["networks"]["stage1"]
+        expected = "missing network(s) stage1"
     elif kind == "weights":
-        state["networks"]["classifier"].popitem()
-        expected = "network 'classifier' does not fit its configuration"
+        state["networks"]["stage2"].popitem()
+        expected = "network 'stage2' does not fit its configuration"
     else:  # a config field gone
         del state["config"]["scoring"]["soft_nms_sigma"]
         expected = "config.scoring: missing fields ['soft_nms_sigma']"
@@ -273,7 +273,11 @@ def test_the_run_saved_the_detector_it_evaluated(run: Path) -> None:
     trained = TrainedDetector.load(run / "detector.pt")
     saved = json.loads((run / "results.json").read_text())
     assert json.loads(json.dumps(trained.config.as_dict())) == saved["config"]  # JSON: tuples become lists
-    assert (trained.stage1, trained.stage2, trained.base) == (saved["stage1"], saved["stage2"], "concat")
+    assert (trained.stage1_fusion, trained.stage2_fusion, trained.base_fusion) == (
+        saved["stage1_fusion"],
+        saved["stage2_fusion"],
+        "concat",
+    )
 
 
 @given(

@@ -36,7 +36,7 @@ def test_tiny_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     printed = capsys.readouterr().out
     assert "| two-stage (Stage-2 detections) |" in printed and "AVG 0.1:0.7" in printed
     results = read(tmp_path, "results.json")
-    assert (results["stage1"], results["stage2"]) == ("mutual+", "concat")
+    assert (results["stage1_fusion"], results["stage2_fusion"]) == ("mutual+", "concat")
     assert results["data"] == "synthetic"
     for detector in ("two_stage", "stage1_only", "base"):
         averages = results["results"][detector]["averages"]
@@ -53,7 +53,7 @@ def test_tiny_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert (tmp_path / "average_recall.png").stat().st_size > 0
     assert not list(tmp_path.rglob("*.tmp"))
     quality = results["proposal_quality"]
-    assert set(quality) == {"candidates", "stage1", "rpn", "base", "base_detections"}
+    assert set(quality) == {"candidates", "stage1", "rpn", "grouped", "base_detections"}
     for name in quality:
         assert all(0.0 <= r <= 1.0 for r in quality[name]["average_recall"] if r is not None)
     for name in (
@@ -66,7 +66,7 @@ def test_tiny_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
         assert printed.count(f"| {name} |") == 2  # the proposal table and the recall-against-count table
     assert "| proposals | R@0.5 / R@0.7 at 10 per video |" in printed and "at 200 per video |" in printed
     # the equal-budget column is the smaller count of the Stage-1 proposals and the base's segments
-    budget = min(quality[name]["proposals_per_video"] for name in ("stage1", "base"))
+    budget = min(quality[name]["proposals_per_video"] for name in ("stage1", "grouped"))
     assert f"R@0.5 @{budget:.1f} (equal)" in printed
 
 
@@ -141,7 +141,7 @@ def test_cli_runs_on_a_folder_in_the_real_thumos_format(
     assert "| two-stage (Stage-2 detections) |" in capsys.readouterr().out
     results = read(out, "results.json")
     assert results["data"] == "thumos14" and results["evaluation_protocol"] == "thumos"
-    assert results["config"]["stage1"] == "mutual+" and results["config"]["stage2"] == "concat"
+    assert results["config"]["stage1_fusion"] == "mutual+" and results["config"]["stage2_fusion"] == "concat"
     assert set(read(out, "detections.json")["results"]) == {f"video_test_{i}" for i in range(3)}
 
 
@@ -240,13 +240,13 @@ def test_quality_bar_checks_follow_the_numbers() -> None:
     videos = make_synthetic_thumos(num_train=1, num_test=3, dim=4, seed=0).test
     exact = {v.name: [Detection(0, 1.0, float(a), float(b)) for a, b in v.segments] for v in videos}
     shifted = {v.name: [Detection(0, 1.0, float(b), float(2 * b - a)) for a, b in v.segments] for v in videos}
-    good = {"stage1": evaluate_proposals(videos, exact), "base": evaluate_proposals(videos, shifted)}
+    good = {"stage1": evaluate_proposals(videos, exact), "grouped": evaluate_proposals(videos, shifted)}
     # the candidates recall everything, the base's detections nothing
-    good["candidates"], good["base_detections"] = good["stage1"], good["base"]
+    good["candidates"], good["base_detections"] = good["stage1"], good["grouped"]
     bad = {
-        "stage1": good["base"],
-        "base": good["stage1"],
-        "candidates": good["base"],
+        "stage1": good["grouped"],
+        "grouped": good["stage1"],
+        "candidates": good["grouped"],
         "base_detections": good["stage1"],
     }
 

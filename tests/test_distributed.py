@@ -329,7 +329,7 @@ def _runner(ctx: DistributedContext, out: str) -> dict[str, Any]:
 
     config = DetectorConfig().with_options(width=16, epochs=2)
     config = dataclasses.replace(
-        config, **{s: dataclasses.replace(getattr(config, s), dropout=0.0, batch_size=3) for s in ("base", "rpn", "classifier")}
+        config, **{s: dataclasses.replace(getattr(config, s), dropout=0.0, batch_size=3) for s in ("base", "stage1", "stage2")}
     )
     data = make_synthetic_thumos(num_train=7, num_test=3, dim=16)
     runner = DetectorRunner(data, config, checkpoint_dir=Path(out), dist=ctx, show_progress=False)

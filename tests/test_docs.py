@@ -122,7 +122,7 @@ def _quality_bars_json(folder: Path, shift: float) -> None:
     sets = {
         "stage1": [Detection(0, 0.9, 2.0, 8.0), Detection(0, 0.8, 20.0 + shift, 30.0)],
         "rpn": [Detection(0, 0.9, 2.0, 8.0)],
-        "base": [Detection(0, 0.7, 21.0, 30.0), Detection(0, 0.6, 0.0, 5.0), Detection(0, 0.5, 9.0, 12.0)],
+        "grouped": [Detection(0, 0.7, 21.0, 30.0), Detection(0, 0.6, 0.0, 5.0), Detection(0, 0.5, 9.0, 12.0)],
     }
     quality = {name: evaluate_proposals([video], {"v": rows}).as_dict() for name, rows in sets.items()}
     folder.mkdir()
@@ -158,5 +158,5 @@ def test_config_table_is_current(tmp_path):
     subprocess.run([*script, "--page", str(page)], check=True, timeout=300)
     text = page.read_text()
     assert text.startswith("before\n") and text.endswith("after\n") and "stale" not in text
-    assert "| `rpn.epochs` | `int` | `20` | `30` | `50` | passes over the training videos. |" in text
+    assert "| `stage1.epochs` | `int` | `20` | `30` | `50` | passes over the training videos. |" in text
     subprocess.run([*script, "--check", "--page", str(page)], check=True, timeout=300)

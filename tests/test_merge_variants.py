@@ -75,9 +75,9 @@ def test_the_configured_merge_scores_what_the_run_evaluates(
     assert result is not None
     scores = mv.score_variants(runner.train(), dataset, mv.merge_grid(config.proposals), with_map=True)
     mine = scores[mv.variant_name(config.proposals)]
-    equal = recall_at_equal_budget(result.proposal_quality, tiou=0.5, budget_from=("stage1", "base"))
+    equal = recall_at_equal_budget(result.proposal_quality, tiou=0.5, budget_from=("stage1", "grouped"))
     assert mine.budget == pytest.approx(equal.budget)
-    assert (mine.recall, mine.base_recall) == pytest.approx((equal.recall["stage1"], equal.recall["base"]))
+    assert (mine.recall, mine.base_recall) == pytest.approx((equal.recall["stage1"], equal.recall["grouped"]))
     assert mine.map_avg == pytest.approx(result.avg())
     alone = scores[mv.RPN_ALONE]
     assert alone.proposals_per_video == pytest.approx(result.proposal_quality["rpn"].proposals_per_video)

@@ -47,8 +47,8 @@ SETTINGS = {
 @pytest.mark.parametrize(
     ("make", "error", "message"),
     [
-        (lambda: DetectorConfig(stage1="mutal+"), ValueError, "DetectorConfig.stage1 must be one of rgb"),
-        (lambda: DetectorConfig(stage2="rgb+"), ValueError, "DetectorConfig.stage2"),
+        (lambda: DetectorConfig(stage1_fusion="mutal+"), ValueError, "DetectorConfig.stage1_fusion must be one of rgb"),
+        (lambda: DetectorConfig(stage2_fusion="rgb+"), ValueError, "DetectorConfig.stage2_fusion"),
         (
             lambda: DetectorConfig(dmf_attention="dots"),
             ValueError,
@@ -132,8 +132,8 @@ def test_a_bad_configuration_fails_at_construction_naming_the_field(make, error,
 def test_replace_validates_too() -> None:
     with pytest.raises(ValueError, match=r"StageSettings\.batch_size"):
         dataclasses.replace(DetectorConfig().base, batch_size=0)
-    with pytest.raises(ValueError, match=r"DetectorConfig\.stage1"):
-        DetectorConfig().with_options(stage1="nope")
+    with pytest.raises(ValueError, match=r"DetectorConfig\.stage1_fusion"):
+        DetectorConfig().with_options(stage1_fusion="nope")
 
 
 def test_configurations_are_hashable_and_equal_by_value() -> None:
@@ -157,7 +157,7 @@ def test_stage_keys_hold_what_each_stage_depends_on(tiny) -> None:
     base = BaseStage("concat", config, tiny)
     assert base.key == BaseStage("concat", _config(), tiny).key
     # the base does not depend on the later stages' settings ...
-    later = dataclasses.replace(config, rpn=dataclasses.replace(config.rpn, lr=1e-2), completeness_weight=0.5)
+    later = dataclasses.replace(config, stage1=dataclasses.replace(config.stage1, lr=1e-2), completeness_weight=0.5)
     assert BaseStage("concat", later, tiny).key == base.key
     # ... but on its own, on the seed and on the data
     assert BaseStage("concat", dataclasses.replace(config, base_topk_ratio=4.0), tiny).key != base.key
@@ -202,7 +202,7 @@ def test_the_runner_trains_each_stage_once_and_uses_the_configured_top_k(tiny, m
     # the training split once (the pseudo labels are kept), the test split once per evaluation: the
     # configured ratio every time
     assert calls == [5.0, 5.0, 5.0]
-    assert set(first.proposal_quality) == {"candidates", "stage1", "rpn", "base", "base_detections"}
+    assert set(first.proposal_quality) == {"candidates", "stage1", "rpn", "grouped", "base_detections"}
     assert first.proposal_quality["stage1"].num_videos == len(tiny.test)
     # the base's own detections, classes ignored: the recall the candidates must reach
     base_rows = {
@@ -242,7 +242,7 @@ def test_the_merge_can_be_switched_off_and_is_part_of_the_classifier_key(tiny) -
     assert result is not None and set(result.proposal_quality) == {
         "candidates",
         "stage1",
-        "base",
+        "grouped",
         "base_detections",
     }
     assert result.inference.stage1 is result.inference.rpn
@@ -257,7 +257,7 @@ def test_the_merge_can_be_switched_off_and_is_part_of_the_classifier_key(tiny) -
     )
     for config in variants:
         stage = ClassifierStage.__new__(ClassifierStage)
-        stage.fusion, stage.config, stage.dataset, stage.rpn = "concat", config, tiny, rpn_key
+        stage.fusion, stage.config, stage.dataset, stage.stage1 = "concat", config, tiny, rpn_key
         keys.append(stage.key)
     assert len(set(keys)) == len(variants)
 
@@ -405,10 +405,10 @@ def test_classifier_key_extends_the_rpn_key(tiny) -> None:
     config = _config()
     rpn_key = StageKey("stage1", "mutual+", (), StageKey("base", "concat", ()))
     stage = ClassifierStage.__new__(ClassifierStage)
-    stage.fusion, stage.config, stage.dataset, stage.rpn = "concat", config, tiny, rpn_key
+    stage.fusion, stage.config, stage.dataset, stage.stage1 = "concat", config, tiny, rpn_key
     assert stage.key.upstream == rpn_key and stage.name == "stage2_concat_mutual+_concat"
     changed = ClassifierStage.__new__(ClassifierStage)
-    changed.fusion, changed.config, changed.dataset, changed.rpn = (
+    changed.fusion, changed.config, changed.dataset, changed.stage1 = (
         "concat",
         _config(completeness_weight=0.0),
         tiny,
@@ -596,7 +596,7 @@ def test_presets_agree_on_every_method_field() -> None:
     configs = {name: _fields(preset_config(name)) for name in PRESETS}
     reference = configs["default"]
     capacity = {name for name in reference if name.split(".")[0] in CAPACITY_FIELDS}
-    assert capacity >= {"embed_dim", "base.epochs", "rpn.max_len", "classifier.dropout"}
+    assert capacity >= {"embed_dim", "base.epochs", "stage1.max_len", "stage2.dropout"}
     for name, fields in configs.items():
         assert fields.keys() == reference.keys()
         differ = {k for k in fields if fields[k] != reference[k]}
@@ -621,7 +621,7 @@ def test_the_preset_flag_is_independent_of_the_data(tmp_path: Path) -> None:
     assert launch.make_config(folder) == preset_config("thumos14")
     crossed = parser.parse_args(["--preset", "thumos14", "--epochs", "3"])
     config = launch.make_config(crossed)
-    assert config.embed_dim == 1024 and config.rpn.max_len == 750 and config.base.epochs == 3
+    assert config.embed_dim == 1024 and config.stage1.max_len == 750 and config.base.epochs == 3
     assert (
         launch.preset_name(parser.parse_args(["--data-dir", str(tmp_path), "--preset", "default"]))
         == "default"
@@ -655,7 +655,7 @@ def _another(value: object) -> object:
 def _classifier_key(tiny: object, config: DetectorConfig) -> StageKey:
     stage = ClassifierStage.__new__(ClassifierStage)  # the key needs no proposals
     stage.fusion, stage.config, stage.dataset = "concat", config, tiny
-    stage.rpn = StageKey("stage1", "mutual+", (), StageKey("base", "concat", ()))
+    stage.stage1 = StageKey("stage1", "mutual+", (), StageKey("base", "concat", ()))
     return stage.key
 
 
@@ -719,12 +719,12 @@ def test_set_overrides_any_field_by_its_dotted_name() -> None:
         0.2,
         0.5,
     )
-    assert override(config, "rpn.epochs", "3").rpn.epochs == 3
+    assert override(config, "stage1.epochs", "3").stage1.epochs == 3
     assert override(config, "completeness_source", "mean").completeness_source == "mean"
     for name, text, message in (
         ("proposals.nope", "1", "ProposalSettings has no field 'nope'; fields: nms_iou"),
         ("proposals", "1", "'proposals' is a group of settings"),
-        ("rpn.epochs", "three", "StageSettings.epochs takes a int, got 'three'"),
+        ("stage1.epochs", "three", "StageSettings.epochs takes a int, got 'three'"),
         ("proposals.merge_base_wins", "yes", "ProposalSettings.merge_base_wins takes a bool"),
         ("completeness_source", "middle", "DetectorConfig.completeness_source must be one of"),
     ):

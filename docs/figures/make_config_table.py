@@ -3,7 +3,7 @@
     python docs/figures/make_config_table.py           # rewrite the table between the page's markers
     python docs/figures/make_config_table.py --check   # exit 1 if the page's table is out of date
 
-One row per field of ``DetectorConfig``, nested settings as dotted names (``rpn.epochs``): its type, its
+One row per field of ``DetectorConfig``, nested settings as dotted names (``stage1.epochs``): its type, its
 default, each preset's value where it differs, and the field's line of its class's ``Attributes:``
 docstring section (empty where the class has none).
 """

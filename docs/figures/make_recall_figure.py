@@ -24,13 +24,13 @@ import matplotlib.pyplot as plt
 SETS = {
     "candidates": "Stage-2 candidates",
     "stage1": "Stage-1 proposals",
-    "base": "base grouped segments",
+    "grouped": "base grouped segments",
     "base_detections": "base detections, classes ignored",
 }
 STYLE = {
     "candidates": ("#1f6fb4", "-"),
     "stage1": ("#d9730d", "--"),
-    "base": ("#222222", ":"),
+    "grouped": ("#222222", ":"),
     "base_detections": ("#2a9d3a", "-."),
 }
 
@@ -51,7 +51,7 @@ def draw(runs: dict[str, Path], output: Path) -> None:
                 axes[row, column].plot(
                     curve["kept_per_video"], [100 * v for v in values], line, color=colour, label=label
                 )
-        base_count = quality["base"]["proposals_per_video"]
+        base_count = quality["grouped"]["proposals_per_video"]
         for row, ylabel in enumerate(("recall at tIoU 0.5 (%)", "recall at tIoU 0.7 (%)")):
             ax = axes[row, column]
             ax.axvline(base_count, color="#888888", linewidth=0.8)

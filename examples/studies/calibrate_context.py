@@ -36,7 +36,7 @@ def base_map(data, *, epochs: int | None, seed: int) -> dict[str, float]:
     data = replace(data, evaluation_protocol="thumos")  # scored as a THUMOS14 folder is
     config = preset_config("thumos14").with_options(seed=seed, epochs=epochs)
     runner = DetectorRunner(data, config, show_progress=False)
-    fusion = base_strategy_for(config.stage1, config.stage2)
+    fusion = base_strategy_for(config.stage1_fusion, config.stage2_fusion)
     model = runner.train_stage(runner.base_stage(fusion))
     found = detect_base(model, data.test, config, snippet_seconds=data.snippet_seconds)
     table = detection_map(data, found.detections("base"))

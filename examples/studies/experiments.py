@@ -87,7 +87,7 @@ def format_ablation(
 ) -> str:
     e = config
     note = (
-        f"Reduced schedule for the grid: {e.base.epochs}/{e.rpn.epochs}/{e.classifier.epochs} epochs "
+        f"Reduced schedule for the grid: {e.base.epochs}/{e.stage1.epochs}/{e.stage2.epochs} epochs "
         f"(base / Stage 1 / Stage 2), {len(dataset.train)} train and {len(dataset.test)} test videos. "
         "Ours: mAP AVG 0.1:0.7 (%) of the two-stage detections; paper: mAP@AVG on THUMOS14, in brackets "
         "where the paper states it. Synthetic-data numbers are not comparable with the paper's."
@@ -135,14 +135,14 @@ def run_quality_bars(args: argparse.Namespace, dataset: WSTALDataset) -> int:
     )  # the code that runs, not what is checked out at the end
     runs: dict[str, EvaluationResult] = {}
     for seed in (0, 1, 2):
-        log(f"=== {args.stage1} / {args.stage2}, seed {seed} ===")
+        log(f"=== {args.stage1_fusion} / {args.stage2_fusion}, seed {seed} ===")
         runner = make_runner(args, dataset, make_config(args, seed=seed), args.out / f"seed{seed}")
         result = train_and_evaluate(runner, save_to=args.out / f"seed{seed}" / "detector.pt")
         if result is not None:  # None on the ranks other than 0 of a distributed run
             runs[f"seed{seed}"] = result
     for modality in ("rgb", "flow"):
         log(f"=== {modality} only, seed 0 ===")
-        config = make_config(args, seed=0, stage1=modality, stage2=modality)
+        config = make_config(args, seed=0, stage1_fusion=modality, stage2_fusion=modality)
         runner = make_runner(args, dataset, config, args.out / "seed0")
         result = train_and_evaluate(runner)
         if result is not None:
@@ -150,7 +150,7 @@ def run_quality_bars(args: argparse.Namespace, dataset: WSTALDataset) -> int:
     if not args.dist.is_main:
         return 0
     seconds = time.perf_counter() - start
-    text, checks = format_quality_bars(runs, args.stage1, args.stage2)
+    text, checks = format_quality_bars(runs, args.stage1_fusion, args.stage2_fusion)
     text = f"{stamp}\n\n{text}"
     write_json(
         args.out / "quality_bars.json",
@@ -171,7 +171,7 @@ def stage1_recall_holds(result: EvaluationResult) -> bool:
     """Stage-1 proposals recall at least as many instances at tIoU 0.5 as the base model's grouped segments,
     both cut to the same average number per video (the smaller set's)."""
     equal = stage1_against_base(result)
-    return equal.recall["stage1"] >= equal.recall["base"]
+    return equal.recall["stage1"] >= equal.recall["grouped"]
 
 
 def candidate_recall(result: EvaluationResult, tiou: float = 0.7) -> dict[str, float]:
@@ -189,7 +189,7 @@ def candidate_recall(result: EvaluationResult, tiou: float = 0.7) -> dict[str, f
 def stage1_against_base(result: EvaluationResult) -> EqualBudget:
     """Recall at tIoU 0.5 of the Stage-1 proposals and of the base model's grouped segments at the
     average number per video of the smaller of the two."""
-    return recall_at_equal_budget(result.proposal_quality, tiou=0.5, budget_from=("stage1", "base"))
+    return recall_at_equal_budget(result.proposal_quality, tiou=0.5, budget_from=("stage1", "grouped"))
 
 
 def format_quality_bars(
@@ -229,7 +229,7 @@ def format_quality_bars(
         lines.append(f"| {name} | " + " | ".join(f"{v:.1f}" for v in values) + f" | {spread(values)} |")
     if all(r.proposal_quality for r in seeds):
         rows = []
-        for name in ("stage1", "base"):
+        for name in ("stage1", "grouped"):
             equal = [stage1_against_base(r).recall[name] * 100 for r in seeds]
             rows.append(
                 f"| R@0.5 at equal budget, {name} | "

@@ -291,15 +291,15 @@ class DetectorConfig:
     protocol belongs to the data (:attr:`wstal.data.WSTALDataset.evaluation_protocol`).
 
     Attributes:
-        stage1: Stage-1 (T-RPN) fusion strategy.
-        stage2: Stage-2 (classifier) fusion strategy.
+        stage1_fusion: Stage-1 (T-RPN) fusion strategy.
+        stage2_fusion: Stage-2 (proposal classifier) fusion strategy.
         dmf_attention: DMF attention form.
         alpha: DMF strength.
         seed: run seed (every stage derives its own).
         embed_dim: width of the fused features every stage starts from.
         base: base model's optimisation and width.
-        rpn: Stage 1's (T-RPN) optimisation and width.
-        classifier: Stage 2's (proposal classifier) optimisation and width.
+        stage1: Stage 1's (T-RPN) optimisation and width.
+        stage2: Stage 2's (proposal classifier) optimisation and width.
         pseudo: how the base's attention becomes pseudo segments.
         proposals: how the Stage-1 proposals are made (part of Stage 2's key).
         scoring: how detections are scored and post-processed (inference only).
@@ -312,15 +312,15 @@ class DetectorConfig:
             average of the two).
     """
 
-    stage1: str = field(default="mutual+", metadata=FUSION_STRATEGY)
-    stage2: str = field(default="concat", metadata=FUSION_STRATEGY)
+    stage1_fusion: str = field(default="mutual+", metadata=FUSION_STRATEGY)
+    stage2_fusion: str = field(default="concat", metadata=FUSION_STRATEGY)
     dmf_attention: Literal["gate", "dot"] = "gate"
     alpha: float = field(default=0.5, metadata=NON_NEGATIVE)
     seed: int = 0
     embed_dim: int = field(default=256, metadata=AT_LEAST_ONE)
     base: StageSettings = StageSettings(20, 5e-4, 1e-3, 16, 320, 256, 0.5)
-    rpn: StageSettings = StageSettings(20, 5e-4, 1e-3, 16, 512, 128, 0.3)
-    classifier: StageSettings = StageSettings(20, 5e-4, 1e-3, 8, 100_000, 128, 0.5)
+    stage1: StageSettings = StageSettings(20, 5e-4, 1e-3, 16, 512, 128, 0.3)
+    stage2: StageSettings = StageSettings(20, 5e-4, 1e-3, 8, 100_000, 128, 0.5)
     pseudo: PseudoLabelSettings = PseudoLabelSettings()
     proposals: ProposalSettings = ProposalSettings()
     scoring: ScoringSettings = ScoringSettings()
@@ -337,8 +337,8 @@ class DetectorConfig:
     def with_options(
         self,
         *,
-        stage1: Optional[str] = None,
-        stage2: Optional[str] = None,
+        stage1_fusion: Optional[str] = None,
+        stage2_fusion: Optional[str] = None,
         dmf_attention: Optional[str] = None,
         alpha: Optional[float] = None,
         seed: Optional[int] = None,
@@ -350,8 +350,8 @@ class DetectorConfig:
         changes: dict[str, Any] = {
             k: v
             for k, v in (
-                ("stage1", stage1),
-                ("stage2", stage2),
+                ("stage1_fusion", stage1_fusion),
+                ("stage2_fusion", stage2_fusion),
                 ("dmf_attention", dmf_attention),
                 ("alpha", alpha),
                 ("seed", seed),
@@ -385,7 +385,7 @@ class DetectorConfig:
         return dataclasses.asdict(self)
 
 
-STAGES = ("base", "rpn", "classifier")
+STAGES = ("base", "stage1", "stage2")
 """The :class:`DetectorConfig` fields that hold a stage's :class:`StageSettings`."""
 
 CAPACITY_FIELDS = ("embed_dim", *STAGES)
@@ -401,10 +401,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         "base": StageSettings(
             epochs=30, lr=5e-4, weight_decay=1e-3, batch_size=4, max_len=320, hidden=128, dropout=0.5
         ),
-        "rpn": StageSettings(
+        "stage1": StageSettings(
             epochs=30, lr=5e-4, weight_decay=1e-3, batch_size=4, max_len=512, hidden=64, dropout=0.3
         ),
-        "classifier": StageSettings(
+        "stage2": StageSettings(
             epochs=30, lr=5e-4, weight_decay=1e-3, batch_size=4, max_len=100_000, hidden=64, dropout=0.5
         ),
     },
@@ -415,10 +415,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         "base": StageSettings(
             epochs=100, lr=1e-4, weight_decay=1e-3, batch_size=10, max_len=320, hidden=1024, dropout=0.7
         ),
-        "rpn": StageSettings(
+        "stage1": StageSettings(
             epochs=50, lr=1e-4, weight_decay=1e-3, batch_size=8, max_len=750, hidden=512, dropout=0.3
         ),
-        "classifier": StageSettings(
+        "stage2": StageSettings(
             epochs=50, lr=1e-4, weight_decay=1e-3, batch_size=8, max_len=100_000, hidden=512, dropout=0.5
         ),
     },

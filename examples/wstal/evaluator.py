@@ -40,7 +40,7 @@ PROPOSAL_SETS = {
     "candidates": "Stage-2 candidates",
     "stage1": "Stage-1 proposals",
     "rpn": "T-RPN proposals alone",
-    "base": "base grouped segments",
+    "grouped": "base grouped segments",
     "base_detections": "base detections, class-agnostic",
 }
 """The proposal sets of :attr:`EvaluationResult.proposal_quality`, with their printed names."""
@@ -51,12 +51,12 @@ class EvaluationResult:
     """Test-split mAP of the three detectors of one configuration, what they detected, and the quality
     (average recall) of the candidates Stage 2 classifies (``candidates``: the Stage-1 proposals and the
     base's detected segments), of the Stage-1 proposals (``stage1``), of the T-RPN's own proposals before the merge
-    (``rpn``, when the base segments are merged), of the base model's grouped segments (``base``) and of
+    (``rpn``, when the base segments are merged), of the base model's grouped segments (``grouped``) and of
     the base model's own detections with their classes ignored (``base_detections``: what the candidates
     handed to Stage 2 must recall at least as well, or Stage 2 cannot beat the base)."""
 
-    stage1: str
-    stage2: str
+    stage1_fusion: str
+    stage2_fusion: str
     base: MAPResult
     stage1_only: MAPResult
     two_stage: MAPResult
@@ -78,8 +78,8 @@ class EvaluationResult:
         """The JSON form every report writes: the fusions, each detector's table and each proposal set's
         quality (detections and proposals are written apart, as ActivityNet JSON)."""
         return {
-            "stage1": self.stage1,
-            "stage2": self.stage2,
+            "stage1_fusion": self.stage1_fusion,
+            "stage2_fusion": self.stage2_fusion,
             "results": {name: getattr(self, name).as_dict() for name in DETECTORS},
             "proposal_quality": {name: r.as_dict() for name, r in self.proposal_quality.items()},
         }
@@ -88,7 +88,7 @@ class EvaluationResult:
         """The printed tables: the three detectors' mAP per tIoU and the proposal quality."""
         header = self.two_stage.table().splitlines()[:2]
         lines = [
-            f"Stage 1 {self.stage1} / Stage 2 {self.stage2}, mAP (%) on the test split",
+            f"Stage 1 {self.stage1_fusion} / Stage 2 {self.stage2_fusion}, mAP (%) on the test split",
             "",
             header[0].replace("| tIoU |", "| detector |"),
             header[1],
@@ -103,7 +103,9 @@ class EvaluationResult:
                 "per video, recall at tIoU 0.5 / 0.7, and recall at tIoU 0.5 with every set cut to the average "
                 "number of the smaller of the Stage-1 proposals and the base's segments",
                 "",
-                format_proposal_table(quality, budget_from=[PROPOSAL_SETS["stage1"], PROPOSAL_SETS["base"]]),
+                format_proposal_table(
+                    quality, budget_from=[PROPOSAL_SETS["stage1"], PROPOSAL_SETS["grouped"]]
+                ),
                 "",
                 "Recall (%) at tIoU 0.5 / 0.7 against the average number of proposals kept per video",
                 "",
@@ -174,13 +176,13 @@ def evaluate(
     if found.stage1 is not found.rpn:  # the T-RPN alone, where it differs from Stage 1
         sets.append("rpn")
     agnostic = {name: found.proposals(name) for name in sets}
-    agnostic["base"] = found.proposals("grouped")
+    agnostic["grouped"] = found.proposals("grouped")
     agnostic["base_detections"] = detections["base"]  # their classes are ignored by the recall
     protocol = protocol_options(dataset)
     quality = {name: evaluate_proposals(test, rows, **protocol) for name, rows in agnostic.items()}
     return EvaluationResult(
-        trained.stage1,
-        trained.stage2,
+        trained.stage1_fusion,
+        trained.stage2_fusion,
         **tables,
         detections=detections["two_stage"],
         proposals=agnostic["stage1"],
@@ -191,15 +193,15 @@ def evaluate(
 
 def train_and_evaluate(
     runner: DetectorRunner,
-    stage1: Optional[str] = None,
-    stage2: Optional[str] = None,
+    stage1_fusion: Optional[str] = None,
+    stage2_fusion: Optional[str] = None,
     *,
     save_to: Optional[Union[str, os.PathLike]] = None,
 ) -> Optional[EvaluationResult]:
     """Train what is missing of a configuration, then evaluate it. In a distributed run every rank trains,
     rank 0 evaluates (and saves the trained detector to ``save_to``, when given) and the others wait for it
     at a barrier and return None."""
-    trained = runner.train(stage1, stage2)
+    trained = runner.train(stage1_fusion, stage2_fusion)
     result = None
     if runner.dist.is_main:
         if save_to is not None:

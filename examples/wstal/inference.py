@@ -205,7 +205,7 @@ def detect(
             trained.rpn.to(device),
             videos,
             device=device,
-            desc=f"{desc}: proposals ({trained.stage1})",
+            desc=f"{desc}: proposals ({trained.stage1_fusion})",
             show_progress=show_progress,
         )
     own = {name: proposals_from_snippets(raw, settings) for name, raw in snippets.items()}

@@ -82,7 +82,7 @@ _ANNOTATION_SOURCES = {  # data source: its flag, what it synthesises (for the l
 
 
 def strategy(text: str) -> str:
-    """argparse type for ``--stage1`` / ``--stage2``: a fusion strategy, validated with a clear message."""
+    """argparse type for ``--stage1-fusion`` / ``--stage2-fusion``: a fusion strategy, validated with a clear message."""
     try:
         return str(FusionStrategy.parse(text))
     except ValueError as error:
@@ -344,17 +344,20 @@ def add_method_arguments(parser: argparse.ArgumentParser) -> None:
         "the method is the same under every preset. Default: thumos14 with --data-dir, else default",
     )
     model.add_argument(
+        "--stage1-fusion",
         "--stage1",
         type=strategy,
         default=None,
         help="Stage-1 (T-RPN) fusion: rgb, flow, concat, mutual; a trailing + applies DMF first "
-        f"(default {_config_default('stage1')})",
+        f"(default {_config_default('stage1_fusion')})",
     )
     model.add_argument(
+        "--stage2-fusion",
         "--stage2",
         type=strategy,
         default=None,
-        help=f"Stage-2 (proposal classifier) fusion, same choices as --stage1 (default {_config_default('stage2')})",
+        help="Stage-2 (proposal classifier) fusion, same choices as --stage1-fusion "
+        f"(default {_config_default('stage2_fusion')})",
     )
     model.add_argument(
         "--dmf-attention",
@@ -568,16 +571,16 @@ def make_config(
     *,
     ablation: bool = False,
     seed: Optional[int] = None,
-    stage1: Optional[str] = None,
-    stage2: Optional[str] = None,
+    stage1_fusion: Optional[str] = None,
+    stage2_fusion: Optional[str] = None,
 ) -> DetectorConfig:
     """The preset's configuration with the command line's fusion, seed, epochs and width applied."""
     config = preset_config(preset_name(args))
     if ablation:
         config = ablation_config(config)
     config = config.with_options(
-        stage1=stage1 or args.stage1,
-        stage2=stage2 or args.stage2,
+        stage1_fusion=stage1_fusion or args.stage1_fusion,
+        stage2_fusion=stage2_fusion or args.stage2_fusion,
         dmf_attention=args.dmf_attention,
         alpha=args.alpha,
         seed=args.seed if seed is None else seed,

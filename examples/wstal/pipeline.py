@@ -257,24 +257,25 @@ class DetectorRunner:
 
     # ---------------------------------------------------------------- Stage 1 and its proposals
 
-    def rpn_stage(self, stage1: str, base: str) -> RPNStage:
-        """The T-RPN stage with ``stage1`` fusion, on the pseudo segments of the ``base`` model."""
+    def rpn_stage(self, stage1_fusion: str, base_fusion: str) -> RPNStage:
+        """The T-RPN stage with fusion ``stage1_fusion``, on the pseudo segments of the base model with
+        fusion ``base_fusion``."""
         return self._stage(
-            ("stage1", stage1, base),
+            ("stage1", stage1_fusion, base_fusion),
             lambda: RPNStage(
-                stage1,
+                stage1_fusion,
                 self.config,
                 self.dataset,
-                self.base_stage(base).key,
-                self.pseudo_labels(base).segments,
+                self.base_stage(base_fusion).key,
+                self.pseudo_labels(base_fusion).segments,
             ),
         )
 
-    def training_proposals(self, stage1: str, base: str) -> StageProposals:
+    def training_proposals(self, stage1_fusion: str, base_fusion: str) -> StageProposals:
         """Stage 1's proposals on the training videos, the T-RPN's own and the merged set Stage 2 learns
         from (trained on first use)."""
         videos = self.dataset.train
-        stage = self.rpn_stage(stage1, base)
+        stage = self.rpn_stage(stage1_fusion, base_fusion)
         model = self.train_stage(stage)  # every rank trains it
         if stage.key not in self._proposals:
             settings = self.config.proposals
@@ -283,14 +284,14 @@ class DetectorRunner:
                     model,
                     videos,
                     device=self.device,
-                    desc=f"train: proposals ({stage1})",
+                    desc=f"train: proposals ({stage1_fusion})",
                     show_progress=self.show_progress,
                 )
             )
             own = {name: proposals_from_snippets(raw, settings) for name, raw in snippets.items()}
             merged = own
             if settings.merge_base_segments or settings.class_segments:
-                outputs = self.pseudo_labels(base)
+                outputs = self.pseudo_labels(base_fusion)
                 merged = {
                     name: stage1_proposals(p, outputs.segments[name], settings, outputs.results[name])
                     for name, p in own.items()
@@ -300,31 +301,35 @@ class DetectorRunner:
 
     # ---------------------------------------------------------------- Stage 2
 
-    def classifier_stage(self, stage1: str, stage2: str, base: str) -> ClassifierStage:
-        """The proposal-classifier stage with ``stage2`` fusion, on the ``stage1`` T-RPN's training proposals."""
+    def classifier_stage(self, stage1_fusion: str, stage2_fusion: str, base_fusion: str) -> ClassifierStage:
+        """The proposal-classifier stage with fusion ``stage2_fusion``, on the training proposals of the
+        T-RPN with fusion ``stage1_fusion``."""
         return self._stage(
-            ("stage2", stage1, stage2, base),
+            ("stage2", stage1_fusion, stage2_fusion, base_fusion),
             lambda: ClassifierStage(
-                stage2,
+                stage2_fusion,
                 self.config,
                 self.dataset,
-                self.rpn_stage(stage1, base).key,
-                self.training_proposals(stage1, base).stage1,
-                self.pseudo_labels(base).results,
+                self.rpn_stage(stage1_fusion, base_fusion).key,
+                self.training_proposals(stage1_fusion, base_fusion).stage1,
+                self.pseudo_labels(base_fusion).results,
             ),
         )
 
-    def train(self, stage1: Optional[str] = None, stage2: Optional[str] = None) -> TrainedDetector:
+    def train(
+        self, stage1_fusion: Optional[str] = None, stage2_fusion: Optional[str] = None
+    ) -> TrainedDetector:
         """Train what is missing of the configuration (default: the config's fusions), on every rank, and
         return the trained detector (its configuration with these fusions)."""
-        stage1, stage2 = stage1 or self.config.stage1, stage2 or self.config.stage2
-        base = base_strategy_for(stage1, stage2)
-        classifier = self.train_stage(self.classifier_stage(stage1, stage2, base))
+        stage1 = stage1_fusion or self.config.stage1_fusion
+        stage2 = stage2_fusion or self.config.stage2_fusion
+        base_fusion = base_strategy_for(stage1, stage2)
+        classifier = self.train_stage(self.classifier_stage(stage1, stage2, base_fusion))
         return TrainedDetector(
-            dataclasses.replace(self.config, stage1=stage1, stage2=stage2),
+            dataclasses.replace(self.config, stage1_fusion=stage1, stage2_fusion=stage2),
             tuple(self.dataset.classes),
             FeatureSpec.of(self.dataset),
-            self.train_stage(self.base_stage(base)),
-            self.train_stage(self.rpn_stage(stage1, base)),
+            self.train_stage(self.base_stage(base_fusion)),
+            self.train_stage(self.rpn_stage(stage1, base_fusion)),
             classifier,
         )

@@ -124,9 +124,9 @@ def _fusion(config: DetectorConfig, rgb_dim: int, flow_dim: int, strategy: str) 
     )
 
 
-NETWORKS = ("base", "rpn", "classifier")
-"""The three networks of a trained detector, by the :class:`~wstal.config.DetectorConfig` field that holds
-their :class:`~wstal.config.StageSettings`."""
+NETWORKS = ("base", "stage1", "stage2")
+"""The three networks of a trained detector, by their stage's name: the stage's kind, and the
+:class:`~wstal.config.DetectorConfig` field that holds its :class:`~wstal.config.StageSettings`."""
 
 
 def build_network(
@@ -141,7 +141,7 @@ def build_network(
     embed = _fusion(config, rgb_dim, flow_dim, fusion)
     if kind == "base":
         return MILBaseModel(embed, num_classes, hidden=s.hidden, dropout=s.dropout)
-    if kind == "rpn":
+    if kind == "stage1":
         return TemporalRPN(embed, hidden=s.hidden, dropout=s.dropout)
     return ProposalClassifier(embed, num_classes, hidden=s.hidden, dropout=s.dropout)
 
@@ -184,7 +184,7 @@ class BaseStage(Stage):
         return f"base_{self.fusion}"
 
     def build(self) -> MILBaseModel:
-        return build_network("base", self.fusion, self.config, **_widths(self.dataset))
+        return build_network(self.kind, self.fusion, self.config, **_widths(self.dataset))
 
     def batches(self, generator: torch.Generator, shard: DistributedContext) -> Iterator[Batch]:
         videos, s = self.dataset.train, self.settings
@@ -235,19 +235,19 @@ class RPNStage(Stage):
 
     @property
     def settings(self) -> StageSettings:
-        return self.config.rpn
+        return self.config.stage1
 
     @functools.cached_property
     def key(self) -> StageKey:
         c = self.config
-        return StageKey(self.kind, self.fusion, (c.rpn, c.pseudo, _fusion_key(c, self.fusion)), self.base)
+        return StageKey(self.kind, self.fusion, (c.stage1, c.pseudo, _fusion_key(c, self.fusion)), self.base)
 
     @property
     def name(self) -> str:
         return f"stage1_{self.base.fusion}_{self.fusion}"
 
     def build(self) -> TemporalRPN:
-        return build_network("rpn", self.fusion, self.config, **_widths(self.dataset))
+        return build_network(self.kind, self.fusion, self.config, **_widths(self.dataset))
 
     def batches(self, generator: torch.Generator, shard: DistributedContext) -> Iterator[Batch]:
         videos, s = self.dataset.train, self.settings
@@ -328,7 +328,7 @@ class ClassifierStage(Stage):
     fusion: str
     config: DetectorConfig
     dataset: WSTALDataset
-    rpn: StageKey
+    stage1: StageKey
     proposals: dict[str, Segments]
     base_results: dict[str, BaseResult]
 
@@ -348,7 +348,7 @@ class ClassifierStage(Stage):
 
     @property
     def settings(self) -> StageSettings:
-        return self.config.classifier
+        return self.config.stage2
 
     @functools.cached_property
     def key(self) -> StageKey:
@@ -356,20 +356,20 @@ class ClassifierStage(Stage):
         # the proposal settings whole (every field shapes the training proposals); the scoring settings
         # are inference only and stay out; the pseudo-label rule is in the upstream T-RPN key
         part = (
-            c.classifier,
+            c.stage2,
             c.proposals,
             c.proposal_topk_ratio,
             c.completeness_weight,
             c.completeness_source,
         )
-        return StageKey(self.kind, self.fusion, (*part, _fusion_key(c, self.fusion)), self.rpn)
+        return StageKey(self.kind, self.fusion, (*part, _fusion_key(c, self.fusion)), self.stage1)
 
     @property
     def name(self) -> str:
-        return f"stage2_{self.rpn.upstream.fusion}_{self.rpn.fusion}_{self.fusion}"
+        return f"stage2_{self.stage1.upstream.fusion}_{self.stage1.fusion}_{self.fusion}"
 
     def build(self) -> ProposalClassifier:
-        return build_network("classifier", self.fusion, self.config, **_widths(self.dataset))
+        return build_network(self.kind, self.fusion, self.config, **_widths(self.dataset))
 
     def batches(self, generator: torch.Generator, shard: DistributedContext) -> Iterator[Batch]:
         videos = self._videos

@@ -111,7 +111,7 @@ class TrainedDetector:
     class names and the features they take.
 
     Attributes:
-        config: the configuration; its ``stage1`` / ``stage2`` are the two stages' fusions, and its
+        config: the configuration; its ``stage1_fusion`` / ``stage2_fusion`` are the two stages' fusions, and its
             proposal and scoring settings are what :func:`~wstal.inference.detect` uses by default.
         classes: class names in class-index order.
         features: the features the networks take (:class:`FeatureSpec`).
@@ -128,19 +128,19 @@ class TrainedDetector:
     classifier: nn.Module
 
     @property
-    def stage1(self) -> str:
+    def stage1_fusion(self) -> str:
         """Stage 1's (T-RPN) fusion."""
-        return self.config.stage1
+        return self.config.stage1_fusion
 
     @property
-    def stage2(self) -> str:
+    def stage2_fusion(self) -> str:
         """Stage 2's (proposal classifier) fusion."""
-        return self.config.stage2
+        return self.config.stage2_fusion
 
     @property
-    def base(self) -> str:
+    def base_fusion(self) -> str:
         """The base model's fusion (:func:`base_strategy_for`)."""
-        return base_strategy_for(self.stage1, self.stage2)
+        return base_strategy_for(self.stage1_fusion, self.stage2_fusion)
 
     @property
     def device(self) -> torch.device:
@@ -149,7 +149,7 @@ class TrainedDetector:
 
     def networks(self) -> dict[str, nn.Module]:
         """The three networks by their name in :data:`~wstal.stages.NETWORKS`."""
-        return {"base": self.base_model, "rpn": self.rpn, "classifier": self.classifier}
+        return {"base": self.base_model, "stage1": self.rpn, "stage2": self.classifier}
 
     def state(self) -> dict[str, Any]:
         """The detector as plain data (what :meth:`save` writes): str, numbers, lists, dicts, CPU tensors."""
@@ -210,12 +210,16 @@ class TrainedDetector:
         missing = [n for n in NETWORKS if n not in weights]
         if missing:
             raise DetectorFileError(f"{where}: missing network(s) {', '.join(missing)}")
-        fusions = {"base": base_strategy_for(config.stage1, config.stage2), "rpn": config.stage1}
+        fusions = {
+            "base": base_strategy_for(config.stage1_fusion, config.stage2_fusion),
+            "stage1": config.stage1_fusion,
+            "stage2": config.stage2_fusion,
+        }
         networks = {}
         for name in NETWORKS:
             net = build_network(
                 name,
-                fusions.get(name, config.stage2),
+                fusions[name],
                 config,
                 rgb_dim=features.rgb_dim,
                 flow_dim=features.flow_dim,
@@ -228,9 +232,7 @@ class TrainedDetector:
                     f"{where}: network {name!r} does not fit its configuration: {error}"
                 ) from None
             networks[name] = net.to(device).eval()
-        return cls(
-            config, tuple(classes), features, networks["base"], networks["rpn"], networks["classifier"]
-        )
+        return cls(config, tuple(classes), features, networks["base"], networks["stage1"], networks["stage2"])
 
     @classmethod
     def load(cls, path: PathLike, *, device: torch.device | str = "cpu") -> TrainedDetector:
