@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from wstal import console
-from wstal.plot import MIN_OPACITY, class_colours, score_opacity
+from wstal.plot import MIN_OPACITY, PROPOSAL_COLOUR, class_colours, score_opacity
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "examples" / "thumos_two_stage.py"
@@ -137,6 +137,7 @@ def test_warnings_print_as_one_line_without_the_source(monkeypatch) -> None:
 
 def test_plot_colours_are_distinct_per_class_and_weak_bars_stay_visible() -> None:
     pytest.importorskip("matplotlib")
+    import matplotlib
     from matplotlib.colors import rgb_to_hsv
 
     colours = class_colours([0, 1, 2, 3, 1, 19, 18, 4, 5, 6, 7, 8])
@@ -145,7 +146,8 @@ def test_plot_colours_are_distinct_per_class_and_weak_bars_stay_visible() -> Non
     hues = hsv[hsv[:, 1] > 0.2, 0]  # the chromatic ones (a grey has no hue)
     gap = np.abs(hues[:, None] - hues[None])
     gap = np.minimum(gap, 1 - gap) + np.eye(len(hues))
-    assert len(hues) >= 9 and gap.min() >= 0.02  # tab20 gave classes 0 and 1 two shades of one blue
+    assert len(hues) == 10 and gap.min() >= 0.02  # tab20 gave classes 0 and 1 two shades of one blue
+    assert matplotlib.colors.to_rgba(PROPOSAL_COLOUR) not in colours.values()  # proposals have no class colour
     assert score_opacity(0.0, 1.0) == MIN_OPACITY >= 0.4
     assert score_opacity(1.0, 1.0) == 1.0
     assert score_opacity(0.5, 1.0) == pytest.approx(MIN_OPACITY + (1 - MIN_OPACITY) / 2)

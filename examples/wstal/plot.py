@@ -15,20 +15,24 @@ from .data import Video, snippet_clock
 from .evaluation import Detection
 from .recall import ProposalResult
 
-__all__ = ["MIN_OPACITY", "class_colours", "plot_average_recall", "plot_video", "score_opacity"]
+__all__ = ["MIN_OPACITY", "PROPOSAL_COLOUR", "class_colours", "plot_average_recall", "plot_video", "score_opacity"]
 
+
+PROPOSAL_COLOUR = "#4d4d4d"
+"""The class-agnostic proposals' colour: a grey, which no class takes."""
 
 MIN_OPACITY = 0.45
 """The opacity of the lowest-scored bar drawn; the best is opaque (every bar also has a solid edge)."""
 
 
 def class_colours(classes: Sequence[int]) -> dict[int, tuple[float, float, float, float]]:
-    """A distinct colour for each class of one picture, in the order given: the ten hues of matplotlib's
-    ``tab10`` first, then ``Set1``/``Dark2`` hues (``tab20``'s neighbours are two shades of one hue, so two
-    classes of one video could not be told apart)."""
+    """A distinct colour for each class of one picture, in the order given: the nine hues of matplotlib's
+    ``tab10`` first, then ``Dark2``'s (``tab20``'s neighbours are two shades of one hue, so two classes of
+    one video could not be told apart). Greys are left out: they draw the class-agnostic proposals."""
     import matplotlib
 
-    palette = [*matplotlib.colormaps["tab10"].colors, *matplotlib.colormaps["Dark2"].colors]
+    colours = [*matplotlib.colormaps["tab10"].colors, *matplotlib.colormaps["Dark2"].colors]
+    palette = [c for c in colours if max(c) - min(c) > 0.05]  # no grey
     return {c: (*palette[i % len(palette)], 1.0) for i, c in enumerate(dict.fromkeys(classes))}
 
 
@@ -80,7 +84,7 @@ def plot_video(
         ranked = sorted(items, key=lambda d: -d.score)[:limit]
         top = max((d.score for d in ranked), default=1.0)
         for row, det in enumerate(ranked):
-            colour = colours[det.label] if by_class else matplotlib.colors.to_rgba("tab:orange")
+            colour = colours[det.label] if by_class else matplotlib.colors.to_rgba(PROPOSAL_COLOUR)
             ax.barh(
                 row,
                 det.end - det.start,
