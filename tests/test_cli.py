@@ -183,3 +183,6 @@ def test_the_documented_quick_example_scores_in_its_documented_range(tmp_path: P
     avg = 100 * results["results"]["two_stage"]["averages"]["0.1:0.7"]
     assert low <= avg <= high, f"two-stage AVG {avg:.1f} outside the documented {low:g}-{high:g}"
     assert f"{avg:.1f} |" in done.stdout  # and it is what the run printed
+    # the converted folder has no Ambiguous regions: one warning line that says so, no Python source line
+    assert "thumos_two_stage.py: warning: " in done.stderr and "Ambiguous filter is off" in done.stderr
+    assert "warnings.warn" not in done.stderr and "UserWarning" not in done.stderr

@@ -493,7 +493,8 @@ def load_per_video(
     }
     if not ambiguous:
         warnings.warn(
-            f"{path}: no Ambiguous annotations: no ambiguous regions, the THUMOS Ambiguous filter is off",
+            f"{path}: no Ambiguous annotations, so the THUMOS Ambiguous filter is off (right for data without "
+            "them; THUMOS14's are annotations labelled 'Ambiguous' or a video entry's 'ambiguous' list)",
             stacklevel=2,
         )
     lengths = Counter(snippet_clock(v)[0] for v in [*train, *test])

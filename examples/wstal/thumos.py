@@ -242,7 +242,9 @@ def _read_annotations(annotation_dir: Path) -> dict[str, np.ndarray]:
 def _read_ambiguous(path: Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         warnings.warn(
-            f"{path} not found: no ambiguous regions, the THUMOS Ambiguous filter is off", stacklevel=3
+            f"{path} not found: no ambiguous regions, so the THUMOS Ambiguous filter is off (right for data "
+            "without them; THUMOS14's file comes with the annotations)",
+            stacklevel=3,
         )
         return {}
     regions: dict[str, list[tuple[float, float]]] = {}
