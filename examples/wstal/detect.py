@@ -22,7 +22,7 @@ Axis legend: t snippets, k classes (``k + 1`` with background), n proposals.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple, Optional
 
 import torch
@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .batching import collate
-from .config import GroupingSettings, ProposalSettings, ScoringSettings
+from .config import GroupingSettings, ProposalSettings, PseudoLabelSettings, ScoringSettings
 from .console import progress
 from .data import Video
 from .evaluation import Detection
@@ -47,7 +47,9 @@ __all__ = [
     "class_sequence",
     "classify_proposals",
     "detections_from_proposals",
+    "grouped_segments",
     "merge_proposals",
+    "proposal_sets",
     "proposals_from_snippets",
     "rpn_snippets",
     "rpn_support",
@@ -297,6 +299,30 @@ def stage1_proposals(
             class_segments(base, config), found, config.class_segments_iou, extra_wins=True
         )
     return found
+
+
+def grouped_segments(results: Mapping[str, BaseResult], pseudo: PseudoLabelSettings) -> dict[str, Segments]:
+    """Per video, the class-agnostic segments the pseudo-label rule groups on the base model's attention
+    (``pseudo.source``): the pseudo labels on the training videos, and on every video the base's
+    segments merged into the Stage-1 proposals."""
+    return {
+        name: segments_from_scores(getattr(r, pseudo.source), pseudo.grouping) for name, r in results.items()
+    }
+
+
+def proposal_sets(
+    snippets: Mapping[str, Segments],
+    grouped: Mapping[str, Segments],
+    results: Mapping[str, BaseResult],
+    config: ProposalSettings,
+) -> tuple[dict[str, Segments], dict[str, Segments]]:
+    """Per video, the T-RPN's own proposals (:func:`proposals_from_snippets`) and the Stage-1 proposals
+    (:func:`stage1_proposals` with the base's ``grouped`` segments and ``results``); when neither the merge
+    nor the class segments are on, the second is the first, the same object."""
+    own = {name: proposals_from_snippets(raw, config) for name, raw in snippets.items()}
+    if not (config.merge_base_segments or config.class_segments):
+        return own, own
+    return own, {name: stage1_proposals(p, grouped[name], config, results[name]) for name, p in own.items()}
 
 
 def class_segments(result: BaseResult, config: ProposalSettings) -> Segments:

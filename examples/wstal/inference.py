@@ -33,16 +33,16 @@ from .detect import (
     base_detections,
     classify_proposals,
     detections_from_proposals,
-    proposals_from_snippets,
+    grouped_segments,
+    proposal_sets,
     rpn_snippets,
     run_base,
     stage1_detections,
-    stage1_proposals,
     stage2_candidates,
     to_detections,
 )
 from .evaluation import Detection
-from .pseudo_labels import Segments, segments_from_scores
+from .pseudo_labels import Segments
 from .recall import proposals_from_segments
 from .trained import TrainedDetector
 
@@ -131,8 +131,7 @@ def detect_base(
             desc=f"{desc}: base",
             show_progress=show_progress,
         )
-    p = config.pseudo
-    grouped = {name: segments_from_scores(getattr(r, p.source), p.grouping) for name, r in base.items()}
+    grouped = grouped_segments(base, config.pseudo)
     rows = {"base": {v.name: base_detections(base[v.name], scoring) for v in videos}}
     clocks = {v.name: _clock(v, snippet_seconds, start_seconds) for v in videos}
     return Inference(base, grouped, {}, {}, {}, {}, rows, clocks)
@@ -208,10 +207,7 @@ def detect(
             desc=f"{desc}: proposals ({trained.stage1_fusion})",
             show_progress=show_progress,
         )
-    own = {name: proposals_from_snippets(raw, settings) for name, raw in snippets.items()}
-    merged = own
-    if settings.merge_base_segments or settings.class_segments:
-        merged = {name: stage1_proposals(p, grouped[name], settings, base[name]) for name, p in own.items()}
+    own, merged = proposal_sets(snippets, grouped, base, settings)
     candidates = {
         name: stage2_candidates(p, base[name], base_rows[name], snippets[name], scoring)
         for name, p in merged.items()

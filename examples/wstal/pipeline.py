@@ -44,9 +44,9 @@ from torch import nn
 from .config import DetectorConfig
 from .console import log
 from .data import WSTALDataset
-from .detect import BaseResult, proposals_from_snippets, rpn_snippets, run_base, stage1_proposals
+from .detect import BaseResult, grouped_segments, proposal_sets, rpn_snippets, run_base
 from .distributed import DistributedContext
-from .pseudo_labels import Segments, segments_from_scores
+from .pseudo_labels import Segments
 from .stages import BaseStage, ClassifierStage, RPNStage, Stage, StageKey
 from .train import StopAfter, fingerprint, seed_everything, stage_seed, train_stage
 from .trained import FeatureSpec, TrainedDetector, base_strategy_for
@@ -246,10 +246,7 @@ class DetectorRunner:
                     show_progress=self.show_progress,
                 )
             )
-            p = self.config.pseudo
-            segments = {
-                name: segments_from_scores(getattr(r, p.source), p.grouping) for name, r in results.items()
-            }
+            segments = grouped_segments(results, self.config.pseudo)
             count = sum(len(s.segments) for s in segments.values())
             log(f"[pseudo labels] {count} segments on {len(segments)} training videos (base {fusion})")
             self._base_outputs[stage.key] = BaseOutputs(stage.key, results, segments)
@@ -288,14 +285,8 @@ class DetectorRunner:
                     show_progress=self.show_progress,
                 )
             )
-            own = {name: proposals_from_snippets(raw, settings) for name, raw in snippets.items()}
-            merged = own
-            if settings.merge_base_segments or settings.class_segments:
-                outputs = self.pseudo_labels(base_fusion)
-                merged = {
-                    name: stage1_proposals(p, outputs.segments[name], settings, outputs.results[name])
-                    for name, p in own.items()
-                }
+            outputs = self.pseudo_labels(base_fusion)
+            own, merged = proposal_sets(snippets, outputs.segments, outputs.results, settings)
             self._proposals[stage.key] = StageProposals(stage.key, own, merged, snippets)
         return self._proposals[stage.key]
 

@@ -15,7 +15,14 @@ from .data import Video, snippet_clock
 from .evaluation import Detection
 from .recall import ProposalResult
 
-__all__ = ["MIN_OPACITY", "PROPOSAL_COLOUR", "class_colours", "plot_average_recall", "plot_video", "score_opacity"]
+__all__ = [
+    "MIN_OPACITY",
+    "PROPOSAL_COLOUR",
+    "class_colours",
+    "plot_average_recall",
+    "plot_video",
+    "score_opacity",
+]
 
 
 PROPOSAL_COLOUR = "#4d4d4d"
