@@ -25,7 +25,7 @@ from typing import Union
 import numpy as np
 
 from .data import Video
-from .per_video import FEATURE_DIRS
+from .per_video import FEATURE_DIRS, read_feature_file
 from .thumos import ANNOTATIONS_DIR, safe_load_object_array
 from .trained import FeatureSpec
 
@@ -60,21 +60,6 @@ def check_features(features: np.ndarray, spec: FeatureSpec, where: str) -> np.nd
     return features.astype(np.float32, copy=False)
 
 
-def _read_npy(path: Path) -> np.ndarray:
-    """A plain ``.npy`` array, read with ``allow_pickle=False``: a pickle is refused, never loaded."""
-    with path.open("rb") as handle:
-        if handle.read(6) != b"\x93NUMPY":
-            raise ValueError(f"{path}: not a readable .npy file (no .npy header)")
-    try:
-        return np.load(path, allow_pickle=False)
-    except ValueError as error:
-        if "allow_pickle" in str(error):
-            raise ValueError(f"{path}: holds a pickled object array, not a plain numeric array") from None
-        raise ValueError(f"{path}: not a readable .npy file ({error})") from None
-    except (OSError, EOFError) as error:
-        raise ValueError(f"{path}: not a readable .npy file ({error})") from None
-
-
 def _video(name: str, features: np.ndarray, spec: FeatureSpec) -> Video:
     rgb, flow = features[:, : spec.rgb_dim], features[:, spec.rgb_dim :]
     empty = np.zeros((0, 2))
@@ -100,7 +85,10 @@ def read_videos(source: PathLike, spec: FeatureSpec) -> list[Video]:
     files = sorted(folder.glob("*.npy"))
     if not files:
         raise ValueError(f"{folder}: no <video>.npy feature files")
-    return [_video(f.stem, check_features(_read_npy(f), spec, str(f)), spec) for f in files]
+    return [
+        _video(f.stem, check_features(read_feature_file(f, str(f), spec.width), spec, str(f)), spec)
+        for f in files
+    ]
 
 
 def _read_joint(path: Path, spec: FeatureSpec) -> list[Video]:

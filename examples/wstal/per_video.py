@@ -67,6 +67,7 @@ __all__ = [
     "PerVideoVariant",
     "find_variant",
     "load_per_video",
+    "read_feature_file",
     "write_per_video",
 ]
 
@@ -328,8 +329,10 @@ def _feature_dir(data_dir: Path) -> Path:
     )
 
 
-def _load_features(path: Path, rel: str, feature_dim: Union[int, str]) -> np.ndarray:
-    """A plain ``.npy`` array, read with ``allow_pickle=False``: a pickle is refused, never loaded."""
+def read_feature_file(path: Path, rel: str, feature_dim: Union[int, str]) -> np.ndarray:
+    """A plain ``.npy`` array, read with ``allow_pickle=False``: a pickle is refused, never loaded; ``rel``
+    names the file in errors, ``feature_dim`` the width a refused pickle should have had. The per-video
+    layout's reader and :func:`wstal.new_videos.read_videos` read each feature file with it."""
     with path.open("rb") as handle:
         if handle.read(6) != b"\x93NUMPY":
             raise ValueError(f"{rel}: not a readable .npy file (no .npy header)")
@@ -457,7 +460,7 @@ def load_per_video(
             rel = str(file.relative_to(data_dir))
             timing = FeatureTiming(fps[truth.name], stride, window)
             video = video_from_features(
-                _load_features(file, rel, width[0] or "2C"),
+                read_feature_file(file, rel, width[0] or "2C"),
                 truth,
                 where=rel,
                 feature_dim=width[0],
