@@ -24,7 +24,7 @@ import numpy as np
 from wstal.data import WSTALDataset
 from wstal.detect import segments_of_classes
 from wstal.evaluator import detection_map, map_at, protocol_options
-from wstal.inference import Inference, detect
+from wstal.inference import Inference, detect, detect_base
 from wstal.recall import evaluate_proposals, proposals_from_segments
 from wstal.trained import TrainedDetector
 
@@ -70,7 +70,10 @@ def source_recall(
     recall = {}
     for split in splits:
         videos = {"train": dataset.train, "test": dataset.test}[split]
-        found = detect(trained, videos, snippet_seconds=dataset.snippet_seconds)
+        # the base model's part of the inference path: the sources are the base's, nothing else need run
+        found = detect_base(
+            trained.base_model, videos, trained.config, snippet_seconds=dataset.snippet_seconds
+        )
         sets = {
             SOURCES[0]: found.grouped,
             SOURCES[1]: {
