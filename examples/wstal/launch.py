@@ -156,8 +156,13 @@ def source_stamp() -> str:
 
 # -------------------------------------------------------------------------------- the parser
 
-DATA_SOURCES = ("--data-dir", "--synthetic-from", "--synthetic-context")
+DATA_SOURCES = ("--data-dir", *(flag for flag, _, _ in _ANNOTATION_SOURCES.values()))
 """The flags that choose the data (at most one; none: the built-in synthetic family)."""
+
+
+def _flag_value(args: argparse.Namespace, flag: str) -> object:
+    """The parsed value of ``flag`` (``--synthetic-from`` -> ``args.synthetic_from``), None if absent."""
+    return getattr(args, flag[2:].replace("-", "_"), None)
 
 
 def busy_cpus(samples: int = 10, interval: float = 0.02) -> float:
@@ -234,7 +239,7 @@ def build_parser(prog: str, description: str, *, data: bool = True) -> argparse.
         type=positive_int,
         default=None,
         metavar="N",
-        help="torch CPU threads. Default: the cores this process may use less the load of other jobs "
+        help="torch CPU threads. Default: the cores this process may use less those other jobs keep busy "
         "(at least 1). CPU results are bit-reproducible for a fixed thread count; --threads 1 reproduces "
         "across machines",
     )
@@ -434,7 +439,7 @@ def parse(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = None)
     (each rank takes its GPU); ``args.dist`` is its context. Warnings print as one line from here on."""
     short_warnings(parser.prog)
     args = parser.parse_args(argv)
-    given = [flag for flag in DATA_SOURCES if getattr(args, flag[2:].replace("-", "_"), None) is not None]
+    given = [flag for flag in DATA_SOURCES if _flag_value(args, flag) is not None]
     if len(given) > 1:
         parser.error(f"argument {given[1]}: not allowed with argument {given[0]} (one data source a run)")
     if args.quick:
@@ -532,7 +537,7 @@ def _load(args: argparse.Namespace) -> WSTALDataset:
         )
     if data_source(args) in _ANNOTATION_SOURCES:
         flag, what, family = _ANNOTATION_SOURCES[data_source(args)]
-        folder, make = getattr(args, flag[2:].replace("-", "_")), ANNOTATION_FAMILIES[family]
+        folder, make = _flag_value(args, flag), ANNOTATION_FAMILIES[family]
         log(
             f"synthesising {args.synthetic_dim} + {args.synthetic_dim} channels{what} around the ground truth of "
             f"{folder} (difficulty {args.difficulty}, data seed {args.data_seed})"
