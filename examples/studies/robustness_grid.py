@@ -3,6 +3,7 @@
     python examples/studies/robustness_grid.py --out runs/grid                          # every cell, seeds 0 1 2
     python examples/studies/robustness_grid.py --out runs/grid --epochs-scale 0.4 --jobs 2   # shortened, 2 cores
     python examples/studies/robustness_grid.py --out runs/grid --cells ground-truth:0.5 context:1
+    python examples/studies/robustness_grid.py --out runs/grid --fusions mutual+/concat mutual/concat concat/concat
 
 Every cell is 60 + 60 videos (``--videos``) of 1024 + 1024 channels under the ``thumos14`` preset and the
 THUMOS evaluation protocol, so it reads like a THUMOS14 folder of I3D features: the built-in family
@@ -25,6 +26,12 @@ a pseudo-label rule could trust (:mod:`studies.candidate_variants`), into ``--ou
 ``.json``); with ``--resume`` on a finished grid that costs only the evaluation.
 ``examples/studies/compare_schedules.py`` compares two grids' diagnostics: does a shortened schedule rank the
 variants as the full one does?
+
+``--fusions S1/S2 ...`` adds a fusion axis (issue: the library's headline block must earn its place): every
+run trains its base model once and the two stages once per Stage-1 / Stage-2 fusion pair, and the grid
+writes ``--out/fusions.md`` (and the ``fusions`` of ``grid.json``): per cell and pair the two stages' and
+the Stage-1-alone AVG (mean ± std over the seeds), the grid's mean, and what each Stage-1 fusion learned
+(:mod:`studies.dmf_attention`). The bars and the diagnostics read the first pair.
 """
 
 from __future__ import annotations
@@ -43,12 +50,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/: the w
 
 import numpy as np
 
-from studies import candidate_variants
+from studies import candidate_variants, dmf_attention
 from studies.experiments import candidate_recall, write_json
 from wstal import launch
 from wstal.console import log
 from wstal.data import WSTALDataset
 from wstal.evaluator import EvaluationResult, train_and_evaluate
+from wstal.model import FusionStrategy
 from wstal.synthetic import make_synthetic_thumos
 
 ANNOTATIONS = Path(__file__).resolve().parents[3] / "shared" / "data" / "thumos14"
@@ -104,12 +112,30 @@ class Cell:
         return replace(data, evaluation_protocol="thumos")
 
 
+def fusion_pair(text: str) -> tuple[str, str]:
+    """``S1/S2``: a Stage-1 and a Stage-2 fusion strategy, e.g. ``mutual+/concat``."""
+    stage1, slash, stage2 = text.partition("/")
+    if not slash:
+        raise argparse.ArgumentTypeError(f"expected STAGE1/STAGE2, e.g. mutual+/concat, got {text!r}")
+    for part in (stage1, stage2):
+        try:
+            FusionStrategy.parse(part)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(f"{error} (in {text!r})") from None
+    return stage1, stage2
+
+
+def pair_name(pair: tuple[str, str]) -> str:
+    return "/".join(pair)
+
+
 def summary(result: EvaluationResult) -> dict[str, float]:
     """The numbers the bars read from one run, in percent."""
     recall = candidate_recall(result)
     return {
         "base": result.avg("base"),
         "two_stage": result.avg("two_stage"),
+        "stage1_only": result.avg("stage1_only"),
         "base@0.7": result.map_at(0.7, "base"),
         "two_stage@0.7": result.map_at(0.7),
         "candidates R@0.7": 100 * recall["candidates"],
@@ -159,6 +185,55 @@ def format_grid(
     return "\n".join(lines), checks
 
 
+def mean_std(values: Sequence[float]) -> str:
+    spread = f" ± {np.std(values, ddof=1):.1f}" if len(values) > 1 else ""
+    return f"{np.mean(values):.1f}{spread}"
+
+
+def format_fusions(
+    fusions: dict[str, dict[str, list[dict[str, float]]]],
+    statistics: dict[str, dict[str, list[dict[str, Optional[float]]]]],
+    seeds: Sequence[int],
+) -> str:
+    """The fusion axis: per cell and fusion pair the two stages' and Stage 1's AVG (mean ± std over the
+    seeds), the grid's mean of each pair and its place, and the Stage-1 fusions' statistics."""
+    pairs = list(fusions)
+    cells = list(fusions[pairs[0]])
+    lines = [f"mAP AVG 0.1:0.7 (%), mean ± std over seeds {' / '.join(map(str, seeds))}; base: the shared base model", ""]
+    for key, title in (("two_stage", "two-stage"), ("stage1_only", "Stage-1 proposals x base classes")):
+        lines += [
+            f"**{title}**",
+            "",
+            "| cell | base | " + " | ".join(pairs) + " |",
+            "| --- | --- | " + " | ".join("---" for _ in pairs) + " |",
+        ]
+        for cell in cells:
+            base = mean_std([run["base"] for run in fusions[pairs[0]][cell]])
+            values = [mean_std([run[key] for run in fusions[p][cell]]) for p in pairs]
+            lines.append(f"| {cell} | {base} | " + " | ".join(values) + " |")
+        means = {p: float(np.mean([np.mean([r[key] for r in fusions[p][c]]) for c in cells])) for p in pairs}
+        base_mean = float(np.mean([np.mean([r["base"] for r in fusions[pairs[0]][c]]) for c in cells]))
+        lines.append(f"| grid mean | {base_mean:.1f} | " + " | ".join(f"{means[p]:.1f}" for p in pairs) + " |")
+        ranked = sorted(pairs, key=lambda p: -means[p])
+        lines += ["", "Order by the grid's mean: " + " > ".join(f"{p} ({means[p]:.1f})" for p in ranked), ""]
+    if statistics:
+        stage1 = list(statistics)
+        lines += [
+            "**What each Stage-1 fusion learned** (test videos, mean over cells and seeds; the statistics are "
+            "defined in `examples/studies/dmf_attention.py`)",
+            "",
+            "| statistic | " + " | ".join(stage1) + " |",
+            "| --- | " + " | ".join("---" for _ in stage1) + " |",
+        ]
+        for name in dmf_attention.STATISTICS:
+            row = []
+            for fusion in stage1:
+                values = [r[name] for runs in statistics[fusion].values() for r in runs if r[name] is not None]
+                row.append(f"{np.nanmean(values):.3f}" if values else "—")
+            lines.append(f"| {name} | " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = launch.build_parser(
         "robustness_grid.py",
@@ -175,6 +250,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="FAMILY[:DIFFICULTY] per cell, families: " + ", ".join(FAMILIES),
     )
     grid.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="run seeds of every cell")
+    grid.add_argument(
+        "--fusions",
+        type=fusion_pair,
+        nargs="+",
+        default=None,
+        metavar="S1/S2",
+        help="Stage-1 / Stage-2 fusion pairs each run trains on its one base model, e.g. mutual+/concat "
+        "mutual/concat (default: --stage1-fusion / --stage2-fusion); the bars read the first",
+    )
     grid.add_argument("--videos", type=launch.positive_int, default=60, help="videos per split")
     grid.add_argument("--dim", type=launch.positive_int, default=1024, help="channels per modality")
     grid.add_argument("--max-seconds", type=launch.positive_float, default=400.0, help="longest video kept")
@@ -216,21 +300,35 @@ def run_one(
     its candidate variants and segment sources. None on a rank other than 0 of a distributed run."""
     config = launch.make_config(args, seed=seed).with_epochs_scaled(args.epochs_scale)
     runner = launch.make_runner(args, dataset, config, run_dir(args, cell, seed))
-    began = time.perf_counter()
-    result = train_and_evaluate(runner)
-    if result is None:
-        return None
-    row = summary(result)
-    log(
-        f"[{cell.name} seed {seed}] {time.perf_counter() - began:.0f} s: "
-        + ", ".join(f"{k} {v:.1f}" for k, v in row.items())
-    )
-    found: dict[str, Any] = {"row": row}
-    if args.diagnostics:
-        trained = runner.train()  # trained above: every stage is cached
-        found["variants"] = candidate_variants.score_variants(trained, dataset, reuse=result.inference)
-        found["sources"] = candidate_variants.source_recall(trained, dataset)
+    found: dict[str, Any] = {"fusions": {}, "statistics": {}}
+    for pair in fusion_pairs(args):
+        began = time.perf_counter()
+        result = train_and_evaluate(runner, *pair)
+        if result is None:
+            return None
+        row = summary(result)
+        log(
+            f"[{cell.name} seed {seed} {pair_name(pair)}] {time.perf_counter() - began:.0f} s: "
+            + ", ".join(f"{k} {v:.1f}" for k, v in row.items())
+        )
+        found["fusions"][pair_name(pair)] = row
+        if pair[0] not in found["statistics"] and len(fusion_pairs(args)) > 1:
+            trained = runner.train(*pair)  # trained above: every stage is cached
+            found["statistics"][pair[0]] = dmf_attention.fusion_statistics(
+                trained, dataset.test, dataset.snippet_seconds, device=str(runner.device)
+            )
+        if "row" not in found:  # the first pair: the bars and the diagnostics read it
+            found["row"] = row
+            if args.diagnostics:
+                trained = runner.train(*pair)
+                found["variants"] = candidate_variants.score_variants(trained, dataset, reuse=result.inference)
+                found["sources"] = candidate_variants.source_recall(trained, dataset)
     return found
+
+
+def fusion_pairs(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """The fusion pairs every run trains: ``--fusions``, else the configured pair."""
+    return list(args.fusions) if args.fusions else [(args.stage1_fusion, args.stage2_fusion)]
 
 
 def run_in_processes(args: argparse.Namespace) -> list[tuple[Cell, int, dict[str, Any]]]:
@@ -289,10 +387,16 @@ def run_grid(args: argparse.Namespace) -> int:
         if args.record_run:
             return 0
     cells: dict[str, list[dict[str, float]]] = {}
+    fusions: dict[str, dict[str, list[dict[str, float]]]] = {}
+    statistics: dict[str, dict[str, list[dict[str, Optional[float]]]]] = {}
     variants: dict[str, list[dict[str, tuple[float, float]]]] = {}
     sources: dict[str, list[dict[str, tuple[float, float]]]] = {}
     for cell, _, one in found:
         cells.setdefault(cell.name, []).append(one["row"])
+        for pair, row in one["fusions"].items():
+            fusions.setdefault(pair, {}).setdefault(cell.name, []).append(row)
+        for stage1, numbers in one["statistics"].items():
+            statistics.setdefault(stage1, {}).setdefault(cell.name, []).append(numbers)
         if args.diagnostics:
             variants.setdefault(cell.name, []).append(one["variants"])
             sources.setdefault(cell.name, []).append(one["sources"])
@@ -309,6 +413,12 @@ def run_grid(args: argparse.Namespace) -> int:
         "checks": checks,
         "cells": cells,
     }
+    if len(fusions) > 1:
+        payload["fusions"] = fusions
+        payload["fusion_statistics"] = statistics
+        fusion_text = f"{stamp}\n\n{format_fusions(fusions, statistics, args.seeds)}"
+        (args.out / "fusions.md").write_text(fusion_text + "\n")
+        print(f"\n{fusion_text}")
     write_json(args.out / "grid.json", payload)
     (args.out / "grid.md").write_text(text + "\n")
     if args.diagnostics:
