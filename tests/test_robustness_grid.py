@@ -7,8 +7,11 @@ import json
 import runpy
 from pathlib import Path
 
+import numpy as np
 import pytest
 from scripts import EXAMPLES, run_script
+
+from studies import dmf_attention
 
 THUMOS_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "thumos14"
 grid = type(
@@ -182,3 +185,129 @@ def test_jobs_report_a_failed_run(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert run_script("studies/robustness_grid.py", [*argv, "--width", "16"]) == 0
     code = run_script("studies/robustness_grid.py", [*argv, "--width", "8", "--resume", "--jobs", "2"])
     assert code == 2 and "built-in seed 0 (exit code 2)" in capsys.readouterr().err
+
+
+def test_fusion_pairs_parse_and_refuse_bad_text() -> None:
+    assert grid.fusion_pair("mutual+/concat") == ("mutual+", "concat")
+    assert grid.pair_name(grid.fusion_pair("concat/concat+")) == "concat/concat+"
+    for text, message in (
+        ("mutual+", "expected STAGE1/STAGE2"),
+        ("mutal/concat", "unknown fusion strategy 'mutal'"),
+        ("mutual/rgb+", "is not defined"),
+    ):
+        with pytest.raises(argparse.ArgumentTypeError, match=message):
+            grid.fusion_pair(text)
+
+
+def test_the_fusion_table_by_hand() -> None:
+    fusions = {
+        "mutual+/concat": {
+            "a": [row(40, 44, 9, 12) | {"stage1_only": 30}, row(42, 42, 11, 10) | {"stage1_only": 32}]
+        },
+        "concat/concat": {
+            "a": [row(40, 46, 9, 12) | {"stage1_only": 33}, row(42, 48, 11, 10) | {"stage1_only": 35}]
+        },
+    }
+    statistics = {
+        "mutual+": {
+            "a": [{"temporal gate": 0.25, "mutual loss": 1.0}, {"temporal gate": 0.75, "mutual loss": 3.0}]
+        },
+        "concat": {"a": [{"temporal gate": None, "mutual loss": None}] * 2},
+    }
+    for numbers in (*statistics["mutual+"]["a"], *statistics["concat"]["a"]):
+        numbers.update({k: numbers.get(k) for k in dmf_attention.STATISTICS})
+    text = grid.format_fusions(fusions, statistics, [0, 1])
+    assert "| a | 41.0 ± 1.4 | 43.0 ± 1.4 | 47.0 ± 1.4 |" in text  # the two stages
+    assert "| a | 41.0 ± 1.4 | 31.0 ± 1.4 | 34.0 ± 1.4 |" in text  # Stage 1 x base classes
+    assert "Order by the grid's mean: concat/concat (47.0) > mutual+/concat (43.0)" in text
+    assert "| temporal gate | 0.500 | — |" in text and "| mutual loss | 2.000 | — |" in text
+
+
+def test_rank_auc_against_every_pair_counted() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        scores = rng.integers(0, 5, size=rng.integers(2, 30)).astype(float)  # many ties
+        positive = rng.random(len(scores)) < 0.4
+        if positive.all() or not positive.any():
+            assert np.isnan(dmf_attention.rank_auc(scores, positive))
+            continue
+        pos, neg = scores[positive], scores[~positive]
+        wins = sum(1.0 if p > n else 0.5 if p == n else 0.0 for p in pos for n in neg)
+        assert dmf_attention.rank_auc(scores, positive) == pytest.approx(wins / (len(pos) * len(neg)))
+
+
+def test_fusion_statistics_against_the_attentions_read_directly() -> None:
+    """On an untrained mutual+ fusion: the statistics are the DMF module's own attentions, summarised in
+    float64 by hand; a fusion without DMF reports only its mutual loss."""
+    import torch
+
+    from wstal.data import Video
+    from wstal.model import FusionEmbed
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(1)
+    videos = [
+        Video(
+            f"v{i}", rng.normal(size=(t, 6)), rng.normal(size=(t, 5)), np.ones(2), [[1.0, 3.0]], [0], t * 0.64
+        )
+        for i, t in enumerate((9, 14))
+    ]
+    fusion = FusionEmbed("mutual+", 6, 5, 4, alpha=0.5)
+    trained = type("T", (), {"rpn": type("R", (), {"fusion": fusion})()})()
+    found = dmf_attention.fusion_statistics(trained, videos, 0.64)
+    assert list(found) == list(dmf_attention.STATISTICS)
+    with torch.no_grad():
+        outs = [
+            fusion.dmf(torch.tensor(v.rgb)[None], torch.tensor(v.flow)[None], return_attention=True)
+            for v in videos
+        ]
+        losses = [
+            float(fusion(torch.tensor(v.rgb)[None], torch.tensor(v.flow)[None]).aux_loss) for v in videos
+        ]
+    a_t = [o.temporal_attention[0].double().numpy() for o in outs]
+    a_c = np.stack([o.channel_attention[0].double().numpy() for o in outs])
+    fg = [dmf_attention.foreground_snippets(v, 0.64) for v in videos]
+    assert found["temporal gate"] == pytest.approx(np.concatenate(a_t).mean())
+    assert found["temporal spread"] == pytest.approx(np.mean([a.std() for a in a_t]))
+    assert found["temporal fg - bg"] == pytest.approx(
+        np.mean([a[f].mean() - a[~f].mean() for a, f in zip(a_t, fg)])
+    )
+    assert found["channel across videos"] == pytest.approx(a_c.std(axis=0).mean())
+    scale = [1 + 0.5 * a for a in a_t]
+    assert found["RGB modulation (%)"] == pytest.approx(np.mean([100 * s.std() / s.mean() for s in scale]))
+    assert found["mutual loss"] == pytest.approx(np.mean(losses))
+    assert 0 <= found["temporal AUC"] <= 1 and 0 < found["gate entropy (bits)"] <= 1
+    plain = dmf_attention.fusion_statistics(
+        type("T", (), {"rpn": type("R", (), {"fusion": FusionEmbed("concat", 6, 5, 4)})()})(), videos, 0.64
+    )
+    assert plain == dict.fromkeys(dmf_attention.STATISTICS)
+
+
+def test_foreground_snippets_by_hand() -> None:
+    from wstal.data import Video
+
+    video = Video("v", np.zeros((6, 2)), np.zeros((6, 2)), np.ones(1), [[0.0, 0.7], [2.5, 9.0]], [0, 0], 3.84)
+    # centres 0.32, 0.96, 1.6, 2.24, 2.88, 3.52 s
+    assert dmf_attention.foreground_snippets(video, 0.64).tolist() == [True, False, False, False, True, True]
+
+
+def test_a_fusion_axis_trains_one_base_per_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--fusions``: each pair is a column of fusions.md over one shared base model; the first pair is the
+    one the bars read; DMF statistics exist for the DMF fusion only."""
+    argv = ["--cells", "built-in", "--seeds", "0", "--videos", "4", "--dim", "8", "--width", "16"]
+    argv += ["--epochs", "1", "--threads", "1", "--quiet", "--out", str(tmp_path)]
+    argv += ["--fusions", "concat/concat", "mutual+/concat"]
+    assert run_script("studies/robustness_grid.py", argv) == 0
+    saved = json.loads((tmp_path / "grid.json").read_text())
+    first, second = (saved["fusions"][p]["built-in"][0] for p in ("concat/concat", "mutual+/concat"))
+    assert saved["cells"]["built-in"][0] == first  # the bars read the first pair
+    assert first["base"] == second["base"]  # one base model per run
+    assert sorted(p.name for p in (tmp_path / "built-in" / "seed0").glob("base_*.pt")) == ["base_concat.pt"]
+    stats = saved["fusion_statistics"]
+    assert stats["concat"]["built-in"][0]["temporal gate"] is None
+    assert 0 < stats["mutual+"]["built-in"][0]["temporal gate"] < 1
+    assert stats["mutual+"]["built-in"][0]["mutual loss"] >= 0
+    text = (tmp_path / "fusions.md").read_text()
+    assert text.startswith("Commit ") and "| cell | base | concat/concat | mutual+/concat |" in text
+    assert "| temporal gate | — |" in text
+    assert "Order by the grid's mean:" in capsys.readouterr().out

@@ -199,7 +199,10 @@ def format_fusions(
     seeds), the grid's mean of each pair and its place, and the Stage-1 fusions' statistics."""
     pairs = list(fusions)
     cells = list(fusions[pairs[0]])
-    lines = [f"mAP AVG 0.1:0.7 (%), mean ± std over seeds {' / '.join(map(str, seeds))}; base: the shared base model", ""]
+    lines = [
+        f"mAP AVG 0.1:0.7 (%), mean ± std over seeds {' / '.join(map(str, seeds))}; base: the shared base model",
+        "",
+    ]
     for key, title in (("two_stage", "two-stage"), ("stage1_only", "Stage-1 proposals x base classes")):
         lines += [
             f"**{title}**",
@@ -213,7 +216,9 @@ def format_fusions(
             lines.append(f"| {cell} | {base} | " + " | ".join(values) + " |")
         means = {p: float(np.mean([np.mean([r[key] for r in fusions[p][c]]) for c in cells])) for p in pairs}
         base_mean = float(np.mean([np.mean([r["base"] for r in fusions[pairs[0]][c]]) for c in cells]))
-        lines.append(f"| grid mean | {base_mean:.1f} | " + " | ".join(f"{means[p]:.1f}" for p in pairs) + " |")
+        lines.append(
+            f"| grid mean | {base_mean:.1f} | " + " | ".join(f"{means[p]:.1f}" for p in pairs) + " |"
+        )
         ranked = sorted(pairs, key=lambda p: -means[p])
         lines += ["", "Order by the grid's mean: " + " > ".join(f"{p} ({means[p]:.1f})" for p in ranked), ""]
     if statistics:
@@ -228,7 +233,9 @@ def format_fusions(
         for name in dmf_attention.STATISTICS:
             row = []
             for fusion in stage1:
-                values = [r[name] for runs in statistics[fusion].values() for r in runs if r[name] is not None]
+                values = [
+                    r[name] for runs in statistics[fusion].values() for r in runs if r[name] is not None
+                ]
                 row.append(f"{np.nanmean(values):.3f}" if values else "—")
             lines.append(f"| {name} | " + " | ".join(row) + " |")
     return "\n".join(lines)
@@ -321,7 +328,9 @@ def run_one(
             found["row"] = row
             if args.diagnostics:
                 trained = runner.train(*pair)
-                found["variants"] = candidate_variants.score_variants(trained, dataset, reuse=result.inference)
+                found["variants"] = candidate_variants.score_variants(
+                    trained, dataset, reuse=result.inference
+                )
                 found["sources"] = candidate_variants.source_recall(trained, dataset)
     return found
 
