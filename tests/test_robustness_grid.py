@@ -208,19 +208,23 @@ def test_the_fusion_table_by_hand() -> None:
             "a": [row(40, 46, 9, 12) | {"stage1_only": 33}, row(42, 48, 11, 10) | {"stage1_only": 35}]
         },
     }
-    statistics = {
+    statistics = {  # cell a: seed means 0.5 and 2.0; cell b: 0.1 and 1.0
         "mutual+": {
-            "a": [{"temporal gate": 0.25, "mutual loss": 1.0}, {"temporal gate": 0.75, "mutual loss": 3.0}]
+            "a": [{"temporal gate": 0.25, "mutual loss": 1.0}, {"temporal gate": 0.75, "mutual loss": 3.0}],
+            "b": [{"temporal gate": 0.1, "mutual loss": 1.0}, {"temporal gate": 0.1, "mutual loss": 1.0}],
         },
         "concat": {"a": [{"temporal gate": None, "mutual loss": None}] * 2},
     }
-    for numbers in (*statistics["mutual+"]["a"], *statistics["concat"]["a"]):
-        numbers.update({k: numbers.get(k) for k in dmf_attention.STATISTICS})
+    for runs in (*statistics["mutual+"].values(), statistics["concat"]["a"]):
+        for numbers in runs:
+            numbers.update({k: numbers.get(k) for k in dmf_attention.STATISTICS})
     text = grid.format_fusions(fusions, statistics, [0, 1])
     assert "| a | 41.0 ± 1.4 | 43.0 ± 1.4 | 47.0 ± 1.4 |" in text  # the two stages
     assert "| a | 41.0 ± 1.4 | 31.0 ± 1.4 | 34.0 ± 1.4 |" in text  # Stage 1 x base classes
     assert "Order by the grid's mean: concat/concat (47.0) > mutual+/concat (43.0)" in text
-    assert "| temporal gate | 0.500 | — |" in text and "| mutual loss | 2.000 | — |" in text
+    # the mean over the cells' seed means, [the lowest, the highest cell]
+    assert "| temporal gate | 0.300 [0.100, 0.500] | — |" in text
+    assert "| mutual loss | 1.500 [1.000, 2.000] | — |" in text
 
 
 def test_rank_auc_against_every_pair_counted() -> None:
@@ -311,3 +315,12 @@ def test_a_fusion_axis_trains_one_base_per_run(tmp_path: Path, capsys: pytest.Ca
     assert text.startswith("Commit ") and "| cell | base | concat/concat | mutual+/concat |" in text
     assert "| temporal gate | — |" in text
     assert "Order by the grid's mean:" in capsys.readouterr().out
+    # --report rewrites both tables from grid.json alone, stamped with the run's commit and command
+    grid_md = (tmp_path / "grid.md").read_text()
+    for name in ("grid.md", "fusions.md"):
+        (tmp_path / name).unlink()
+    assert run_script("studies/robustness_grid.py", ["--report", str(tmp_path)]) == 0
+    assert (tmp_path / "fusions.md").read_text() == text and (tmp_path / "grid.md").read_text() == grid_md
+    assert text.splitlines()[0] == saved["stamp"]
+    assert run_script("studies/robustness_grid.py", ["--report", str(tmp_path / "nothing")]) == 2
+    assert "no grid.json in" in capsys.readouterr().err

@@ -53,6 +53,7 @@ import numpy as np
 from studies import candidate_variants, dmf_attention
 from studies.experiments import candidate_recall, write_json
 from wstal import launch
+from wstal.config import DetectorConfig
 from wstal.console import log
 from wstal.data import WSTALDataset
 from wstal.evaluator import EvaluationResult, train_and_evaluate
@@ -224,8 +225,8 @@ def format_fusions(
     if statistics:
         stage1 = list(statistics)
         lines += [
-            "**What each Stage-1 fusion learned** (test videos, mean over cells and seeds; the statistics are "
-            "defined in `examples/studies/dmf_attention.py`)",
+            "**What each Stage-1 fusion learned** on the test videos (`examples/studies/dmf_attention.py`): "
+            "the mean over the cells of each cell's seed mean, [the lowest, the highest cell]",
             "",
             "| statistic | " + " | ".join(stage1) + " |",
             "| --- | " + " | ".join("---" for _ in stage1) + " |",
@@ -233,10 +234,16 @@ def format_fusions(
         for name in dmf_attention.STATISTICS:
             row = []
             for fusion in stage1:
-                values = [
-                    r[name] for runs in statistics[fusion].values() for r in runs if r[name] is not None
+                cell_means = [
+                    float(np.mean([r[name] for r in runs]))
+                    for runs in statistics[fusion].values()
+                    if all(r[name] is not None for r in runs)
                 ]
-                row.append(f"{np.nanmean(values):.3f}" if values else "—")
+                row.append(
+                    f"{np.mean(cell_means):.3f} [{min(cell_means):.3f}, {max(cell_means):.3f}]"
+                    if cell_means
+                    else "—"
+                )
             lines.append(f"| {name} | " + " | ".join(row) + " |")
     return "\n".join(lines)
 
@@ -287,6 +294,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     grid.add_argument("--record-run", action="store_true", help=argparse.SUPPRESS)  # a process of --jobs
     grid.add_argument(
+        "--report",
+        metavar="OUT",
+        help="alone: rewrite OUT/grid.md (and fusions.md) from OUT/grid.json, training nothing",
+    )
+    grid.add_argument(
         "--diagnostics",
         action="store_true",
         help="also score, on every run's networks, the candidate variants and the segment sources' recall "
@@ -308,7 +320,8 @@ def run_one(
     config = launch.make_config(args, seed=seed).with_epochs_scaled(args.epochs_scale)
     runner = launch.make_runner(args, dataset, config, run_dir(args, cell, seed))
     found: dict[str, Any] = {"fusions": {}, "statistics": {}}
-    for pair in fusion_pairs(args):
+    pairs = fusion_pairs(args, config)
+    for pair in pairs:
         began = time.perf_counter()
         result = train_and_evaluate(runner, *pair)
         if result is None:
@@ -319,7 +332,7 @@ def run_one(
             + ", ".join(f"{k} {v:.1f}" for k, v in row.items())
         )
         found["fusions"][pair_name(pair)] = row
-        if pair[0] not in found["statistics"] and len(fusion_pairs(args)) > 1:
+        if pair[0] not in found["statistics"] and len(pairs) > 1:
             trained = runner.train(*pair)  # trained above: every stage is cached
             found["statistics"][pair[0]] = dmf_attention.fusion_statistics(
                 trained, dataset.test, dataset.snippet_seconds, device=str(runner.device)
@@ -335,9 +348,9 @@ def run_one(
     return found
 
 
-def fusion_pairs(args: argparse.Namespace) -> list[tuple[str, str]]:
+def fusion_pairs(args: argparse.Namespace, config: DetectorConfig) -> list[tuple[str, str]]:
     """The fusion pairs every run trains: ``--fusions``, else the configured pair."""
-    return list(args.fusions) if args.fusions else [(args.stage1_fusion, args.stage2_fusion)]
+    return list(args.fusions) if args.fusions else [(config.stage1_fusion, config.stage2_fusion)]
 
 
 def run_in_processes(args: argparse.Namespace) -> list[tuple[Cell, int, dict[str, Any]]]:
@@ -412,24 +425,20 @@ def run_grid(args: argparse.Namespace) -> int:
     if not args.dist.is_main:
         return 0
     seconds = time.perf_counter() - start
-    text, checks = format_grid(cells, args.seeds)
-    text = f"{stamp}\n\n{text}\n\nGrid run in {seconds / 60:.1f} min."
     payload: dict[str, Any] = {
+        "stamp": stamp,
         "runtime_seconds": round(seconds, 1),
         "seeds": list(args.seeds),
         "epochs_scale": args.epochs_scale,
         "preset": launch.preset_name(args),
-        "checks": checks,
+        "checks": bars(cells),
         "cells": cells,
     }
     if len(fusions) > 1:
         payload["fusions"] = fusions
         payload["fusion_statistics"] = statistics
-        fusion_text = f"{stamp}\n\n{format_fusions(fusions, statistics, args.seeds)}"
-        (args.out / "fusions.md").write_text(fusion_text + "\n")
-        print(f"\n{fusion_text}")
     write_json(args.out / "grid.json", payload)
-    (args.out / "grid.md").write_text(text + "\n")
+    text = write_reports(args.out, payload)
     if args.diagnostics:
         diagnostics = f"{stamp}\n\n{candidate_variants.format_diagnostics(variants, sources)}"
         (args.out / "diagnostics.md").write_text(diagnostics + "\n")
@@ -448,9 +457,41 @@ def run_grid(args: argparse.Namespace) -> int:
     return 0
 
 
+def write_reports(out: Path, payload: dict[str, Any]) -> str:
+    """Write ``grid.md`` (and ``fusions.md`` with a fusion axis) from a grid's ``grid.json`` payload;
+    returns what it wrote, for the terminal."""
+    text, _ = format_grid(payload["cells"], payload["seeds"])
+    stamp = payload.get("stamp", "Trained by an unrecorded commit")
+    text = f"{stamp}\n\n{text}\n\nGrid run in {payload['runtime_seconds'] / 60:.1f} min."
+    (out / "grid.md").write_text(text + "\n")
+    if "fusions" in payload:
+        tables = format_fusions(payload["fusions"], payload["fusion_statistics"], payload["seeds"])
+        fusion_text = f"{stamp}\n\n{tables}"
+        (out / "fusions.md").write_text(fusion_text + "\n")
+        text = f"{fusion_text}\n\n{text}"
+    return text
+
+
+def report(out: Path) -> int:
+    """``--report OUT``: rewrite a finished grid's tables from its ``grid.json``, training nothing (the
+    stamp is the run's; a grid of an earlier version, without one, also says which code rendered it)."""
+    path = out / "grid.json"
+    if not path.is_file():
+        print(f"robustness_grid.py: error: argument --report: no grid.json in {out}", file=sys.stderr)
+        return 2
+    payload = json.loads(path.read_text())
+    payload.setdefault("stamp", f"Trained by an unrecorded commit; rendered by {launch.source_stamp()}")
+    print(write_reports(out, payload))
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--report"]:
+        if len(argv) != 2:
+            parser.error("argument --report: expected --report OUT alone")
+        return report(Path(argv[1]))
     args = launch.parse(parser, argv)
     args.argv = argv
     if any(c.family != "built-in" for c in args.cells) and not args.annotations.is_dir():

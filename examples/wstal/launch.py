@@ -148,10 +148,12 @@ def source_stamp() -> str:
 
     commit = git("rev-parse", "--short", "HEAD") or "unknown"
     dirty = " with local changes" if git("status", "--porcelain", "--untracked-files=no") else ""
-    script = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "?"
-    return f"Commit {commit}{dirty}: `python examples/{script} {' '.join(sys.argv[1:])}`".replace(
-        " `", " `", 1
-    )
+    # the script's path from the project root (examples/studies/... for a study), its name if elsewhere
+    name = "?"
+    if sys.argv and sys.argv[0]:
+        script = Path(sys.argv[0]).resolve()
+        name = script.relative_to(root).as_posix() if script.is_relative_to(root) else script.name
+    return f"Commit {commit}{dirty}: `python {name} {' '.join(sys.argv[1:])}`"
 
 
 # -------------------------------------------------------------------------------- the parser
