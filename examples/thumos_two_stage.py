@@ -8,7 +8,7 @@
 A snippet-level MIL base model turns its attention into pseudo segments; Stage 1, a temporal region
 proposal network on ``--stage1-fusion`` features (default ``mutual+``: DMF, then mutual fusion), learns from
 them; Stage 2, trained on the proposals, classifies them and the base model's detected segments on
-``--stage2-fusion`` features (default ``concat``), each scored by the T-RPN's support. The mAP table is
+``--stage2-fusion`` features (default ``concat+``: DMF, then concat), each scored by the T-RPN's support. The mAP table is
 printed and written to ``--out`` with the detections, the Stage-1 proposals, a checkpoint per stage, the
 trained detector and a plot of one test video. See docs/detector.md for the design, docs/training_at_scale.md for several
 GPUs or machines (``torchrun``), mixed precision (``--amp``) and ``--compile``.

@@ -222,6 +222,11 @@ def test_the_fusion_table_by_hand() -> None:
     assert "| a | 41.0 ± 1.4 | 43.0 ± 1.4 | 47.0 ± 1.4 |" in text  # the two stages
     assert "| a | 41.0 ± 1.4 | 31.0 ± 1.4 | 34.0 ± 1.4 |" in text  # Stage 1 x base classes
     assert "Order by the grid's mean: concat/concat (47.0) > mutual+/concat (43.0)" in text
+    # the bars pair by pair: mutual+/concat's two stages are exactly 2 above its base (43 against 41)
+    assert "- concat/concat: every bar holds" in text and "- mutual+/concat: every bar holds" in text
+    fusions["mutual+/concat"]["a"][0]["two_stage"] = 43.9  # mean 42.95 < 41 + 2
+    text = grid.format_fusions(fusions, statistics, [0, 1])
+    assert "- mutual+/concat: missed: grid mean: two-stage >= base + 2" in text
     # the mean over the cells' seed means, [the lowest, the highest cell]
     assert "| temporal gate | 0.300 [0.100, 0.500] | — |" in text
     assert "| mutual loss | 1.500 [1.000, 2.000] | — |" in text

@@ -222,6 +222,11 @@ def format_fusions(
         )
         ranked = sorted(pairs, key=lambda p: -means[p])
         lines += ["", "Order by the grid's mean: " + " > ".join(f"{p} ({means[p]:.1f})" for p in ranked), ""]
+    lines += ["**The grid's bars, pair by pair**", ""]
+    for pair in pairs:
+        missed = [name for name, ok in bars(fusions[pair]).items() if not ok]
+        lines.append(f"- {pair}: " + ("every bar holds" if not missed else "missed: " + "; ".join(missed)))
+    lines.append("")
     if statistics:
         stage1 = list(statistics)
         lines += [

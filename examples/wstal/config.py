@@ -313,7 +313,7 @@ class DetectorConfig:
     """
 
     stage1_fusion: str = field(default="mutual+", metadata=FUSION_STRATEGY)
-    stage2_fusion: str = field(default="concat", metadata=FUSION_STRATEGY)
+    stage2_fusion: str = field(default="concat+", metadata=FUSION_STRATEGY)
     dmf_attention: Literal["gate", "dot"] = "gate"
     alpha: float = field(default=0.5, metadata=NON_NEGATIVE)
     seed: int = 0
