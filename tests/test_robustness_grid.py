@@ -6,6 +6,7 @@ import argparse
 import json
 import runpy
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -262,7 +263,7 @@ def test_fusion_statistics_against_the_attentions_read_directly() -> None:
         for i, t in enumerate((9, 14))
     ]
     fusion = FusionEmbed("mutual+", 6, 5, 4, alpha=0.5)
-    trained = type("T", (), {"rpn": type("R", (), {"fusion": fusion})()})()
+    trained = SimpleNamespace(rpn=SimpleNamespace(fusion=fusion))  # what fusion_statistics reads
     found = dmf_attention.fusion_statistics(trained, videos, 0.64)
     assert list(found) == list(dmf_attention.STATISTICS)
     with torch.no_grad():
@@ -287,7 +288,7 @@ def test_fusion_statistics_against_the_attentions_read_directly() -> None:
     assert found["mutual loss"] == pytest.approx(np.mean(losses))
     assert 0 <= found["temporal AUC"] <= 1 and 0 < found["gate entropy (bits)"] <= 1
     plain = dmf_attention.fusion_statistics(
-        type("T", (), {"rpn": type("R", (), {"fusion": FusionEmbed("concat", 6, 5, 4)})()})(), videos, 0.64
+        SimpleNamespace(rpn=SimpleNamespace(fusion=FusionEmbed("concat", 6, 5, 4))), videos, 0.64
     )
     assert plain == dict.fromkeys(dmf_attention.STATISTICS)
 
@@ -328,4 +329,7 @@ def test_a_fusion_axis_trains_one_base_per_run(tmp_path: Path, capsys: pytest.Ca
     assert (tmp_path / "fusions.md").read_text() == text and (tmp_path / "grid.md").read_text() == grid_md
     assert text.splitlines()[0] == saved["stamp"]
     assert run_script("studies/robustness_grid.py", ["--report", str(tmp_path / "nothing")]) == 2
+    with pytest.raises(SystemExit) as stop:  # beside other flags it would have trained nothing silently
+        run_script("studies/robustness_grid.py", ["--seeds", "0", "--report", str(tmp_path)])
+    assert stop.value.code == 2
     assert "no grid.json in" in capsys.readouterr().err

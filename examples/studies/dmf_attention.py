@@ -23,8 +23,9 @@ change the features the mutual fusion sees:
 * ``mutual loss``: the mutual loss of the fusion on these videos (mutual strategies only).
 
 The dot form's maps are ``(t, s)`` and ``(c, c)``; for it the temporal numbers read the attention each
-snippet receives (its column mean of ``A_t``) as its gate. Only the gate form's are reported in the
-docs.
+snippet receives (the column mean of ``A_t`` times ``t``: 1 for an even spread) as its gate, and the
+channel numbers the diagonal of ``A_c`` times ``c``. Its enhancement mixes snippets and channels rather
+than scaling them, so its two modulation numbers do not measure it.
 """
 
 from __future__ import annotations
@@ -108,7 +109,7 @@ def fusion_statistics(
     fusion.eval()
     dmf = fusion.dmf
     temporal, channels, fg_minus_bg, rgb_mod, flow_mod, entropy, losses = [], [], [], [], [], [], []
-    gates, labels = [], []
+    labels = []
     for video in videos:
         rgb = torch.from_numpy(video.rgb)[None].to(device)
         flow = torch.from_numpy(video.flow)[None].to(device)
@@ -123,7 +124,6 @@ def fusion_statistics(
         fg = foreground_snippets(video, snippet_seconds)
         temporal.append(a_t)
         channels.append(a_c)
-        gates.append(a_t)
         labels.append(fg)
         if fg.any() and not fg.all():
             fg_minus_bg.append(a_t[fg].mean() - a_t[~fg].mean())
@@ -140,7 +140,7 @@ def fusion_statistics(
         "temporal gate": float(np.mean(np.concatenate(temporal))),
         "temporal spread": float(np.mean([t.std() for t in temporal])),
         "temporal fg - bg": float(np.mean(fg_minus_bg)) if fg_minus_bg else float("nan"),
-        "temporal AUC": rank_auc(np.concatenate(gates), np.concatenate(labels)),
+        "temporal AUC": rank_auc(np.concatenate(temporal), np.concatenate(labels)),
         "RGB modulation (%)": float(np.mean(rgb_mod)),
         "channel gate": float(channel_matrix.mean()),
         "channel spread": float(channel_matrix.std(axis=1).mean()),

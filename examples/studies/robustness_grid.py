@@ -57,7 +57,6 @@ from wstal.config import DetectorConfig
 from wstal.console import log
 from wstal.data import WSTALDataset
 from wstal.evaluator import EvaluationResult, train_and_evaluate
-from wstal.model import FusionStrategy
 from wstal.synthetic import make_synthetic_thumos
 
 ANNOTATIONS = Path(__file__).resolve().parents[3] / "shared" / "data" / "thumos14"
@@ -118,12 +117,10 @@ def fusion_pair(text: str) -> tuple[str, str]:
     stage1, slash, stage2 = text.partition("/")
     if not slash:
         raise argparse.ArgumentTypeError(f"expected STAGE1/STAGE2, e.g. mutual+/concat, got {text!r}")
-    for part in (stage1, stage2):
-        try:
-            FusionStrategy.parse(part)
-        except ValueError as error:
-            raise argparse.ArgumentTypeError(f"{error} (in {text!r})") from None
-    return stage1, stage2
+    try:  # each half as --stage1-fusion / --stage2-fusion read it
+        return launch.strategy(stage1), launch.strategy(stage2)
+    except argparse.ArgumentTypeError as error:
+        raise argparse.ArgumentTypeError(f"{error} (in {text!r})") from None
 
 
 def pair_name(pair: tuple[str, str]) -> str:
@@ -162,6 +159,12 @@ def bars(cells: dict[str, list[dict[str, float]]]) -> dict[str, bool]:
     return checks
 
 
+def mean_std(values: Sequence[float]) -> str:
+    """``mean ± std`` (sample std, left out for one value), one decimal."""
+    spread = f" ± {np.std(values, ddof=1):.1f}" if len(values) > 1 else ""
+    return f"{np.mean(values):.1f}{spread}"
+
+
 def format_grid(
     cells: dict[str, list[dict[str, float]]], seeds: Sequence[int]
 ) -> tuple[str, dict[str, bool]]:
@@ -169,8 +172,7 @@ def format_grid(
 
     def cell(runs: list[dict[str, float]], key: str) -> str:
         values = [run[key] for run in runs]
-        spread = f" ± {np.std(values, ddof=1):.1f}" if len(values) > 1 else ""
-        return f"{np.mean(values):.1f}{spread} ({' / '.join(f'{v:.1f}' for v in values)})"
+        return f"{mean_std(values)} ({' / '.join(f'{v:.1f}' for v in values)})"
 
     keys = ("base", "two_stage", "base@0.7", "two_stage@0.7", "candidates R@0.7", "base detections R@0.7")
     lines = [
@@ -184,11 +186,6 @@ def format_grid(
     checks = bars(cells)
     lines += ["", *(f"- [{'x' if ok else ' '}] {name}" for name, ok in checks.items())]
     return "\n".join(lines), checks
-
-
-def mean_std(values: Sequence[float]) -> str:
-    spread = f" ± {np.std(values, ddof=1):.1f}" if len(values) > 1 else ""
-    return f"{np.mean(values):.1f}{spread}"
 
 
 def format_fusions(
@@ -337,15 +334,14 @@ def run_one(
             + ", ".join(f"{k} {v:.1f}" for k, v in row.items())
         )
         found["fusions"][pair_name(pair)] = row
+        trained = runner.train(*pair)  # trained above: every stage is cached
         if pair[0] not in found["statistics"] and len(pairs) > 1:
-            trained = runner.train(*pair)  # trained above: every stage is cached
             found["statistics"][pair[0]] = dmf_attention.fusion_statistics(
                 trained, dataset.test, dataset.snippet_seconds, device=str(runner.device)
             )
         if "row" not in found:  # the first pair: the bars and the diagnostics read it
             found["row"] = row
             if args.diagnostics:
-                trained = runner.train(*pair)
                 found["variants"] = candidate_variants.score_variants(
                     trained, dataset, reuse=result.inference
                 )
@@ -498,6 +494,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             parser.error("argument --report: expected --report OUT alone")
         return report(Path(argv[1]))
     args = launch.parse(parser, argv)
+    if args.report is not None:  # --report with other flags: it trains nothing, so it takes none
+        parser.error("argument --report: expected --report OUT alone")
     args.argv = argv
     if any(c.family != "built-in" for c in args.cells) and not args.annotations.is_dir():
         parser.error(f"argument --annotations: no THUMOS14 annotation folder at {args.annotations}")
