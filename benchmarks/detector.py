@@ -4,6 +4,7 @@
     python benchmarks/detector.py --size 200+212           # the real THUMOS14 split sizes
     python benchmarks/detector.py --amp off bf16           # one run per precision, same data
     python benchmarks/detector.py --family builtin         # without ../shared: the first synthetic family
+    python benchmarks/detector.py --stage3                 # with the Stage-3 student, and its share
 
 The data are THUMOS-sized: 1024 + 1024 channels (the width of the I3D features) and THUMOS lengths.
 With ``--family annotations`` (the default where ``../shared/data/thumos14`` exists) the second
@@ -14,8 +15,10 @@ with ``--family builtin`` the first family generates N + M videos of its THUMOS-
 Each run trains and evaluates the detector exactly as ``examples/thumos_two_stage.py --data-dir`` does
 (the ``thumos14`` preset, ``mutual+`` / ``concat``, the THUMOS evaluation protocol), with the command line's default threads and
 device, and times the phases in pipeline order: base model, pseudo labels (base inference on the
-training split), Stage 1, training proposals, Stage 2, and the test split (inference of the three
-detectors, evaluation, proposal recall). Peak memory is the process's peak resident set after each
+training split), Stage 1, training proposals, Stage 2, with ``--stage3`` (or where the configuration
+enables it) the two stages' detections on the training split and Stage 3, and the test split
+(inference of every detector, evaluation, proposal recall). With Stage 3 the table also gives the
+run's total without its two phases and what they add to it, measured in the same run. Peak memory is the process's peak resident set after each
 phase (it only grows). The test-split mAP AVG 0.1:0.7 is printed beside the time, so a speed change that
 costs accuracy shows.
 
@@ -54,7 +57,18 @@ from wstal.synthetic import make_synthetic_thumos  # noqa: E402
 from wstal.synthetic_gt import make_synthetic_from_annotations  # noqa: E402
 
 ANNOTATIONS = ROOT.parent / "shared" / "data" / "thumos14"
-PHASES = ("base", "pseudo labels", "Stage 1", "train proposals", "Stage 2", "test: detect + evaluate")
+PHASES = (
+    "base",
+    "pseudo labels",
+    "Stage 1",
+    "train proposals",
+    "Stage 2",
+    "train detections",
+    "Stage 3",
+    "test: detect + evaluate",
+)
+STAGE3_PHASES = ("train detections", "Stage 3")
+"""The phases only a run with the Stage-3 student has."""
 
 
 def peak_rss_gib() -> float:
@@ -79,12 +93,12 @@ def make_data(family: str, num_train: int, num_test: int, max_seconds: float, se
     )
 
 
-def run_once(dataset: Any, amp: str, epochs_scale: float) -> dict[str, Any]:
+def run_once(dataset: Any, amp: str, epochs_scale: float, stage3: bool = False) -> dict[str, Any]:
     """Train and evaluate once, timing each phase; returns the row."""
-    full = preset_config("thumos14")
+    full = preset_config("thumos14").with_options(stage3=stage3 or None)
     config = full.with_epochs_scaled(epochs_scale)
-    stages = ("base", "stage1", "stage2")
-    s1, s2 = config.stage1_fusion, config.stage2_fusion
+    stages = ("base", "stage1", "stage2", "stage3")
+    s1, s2, s3 = config.stage1_fusion, config.stage2_fusion, config.stage3_fusion
     base = base_strategy_for(s1, s2)
     with tempfile.TemporaryDirectory() as checkpoints:
         runner = DetectorRunner(
@@ -96,10 +110,13 @@ def run_once(dataset: Any, amp: str, epochs_scale: float) -> dict[str, Any]:
             "Stage 1": lambda: runner.train_stage(runner.rpn_stage(s1, base)),
             "train proposals": lambda: runner.training_proposals(s1, base),
             "Stage 2": lambda: runner.train_stage(runner.classifier_stage(s1, s2, base)),
+            "train detections": lambda: runner.pseudo_instances(s1, s2),
+            "Stage 3": lambda: runner.train_stage(runner.student_stage(s1, s2, s3, base)),
             "test: detect + evaluate": lambda: evaluate(runner.train(s1, s2), dataset),
         }
+        phases = [p for p in PHASES if config.student.enabled or p not in STAGE3_PHASES]
         seconds, memory, result = {}, {}, None
-        for phase in PHASES:
+        for phase in phases:
             start = time.perf_counter()
             result = steps[phase]()
             seconds[phase] = time.perf_counter() - start
@@ -110,13 +127,10 @@ def run_once(dataset: Any, amp: str, epochs_scale: float) -> dict[str, Any]:
         "seconds": seconds,
         "total_seconds": sum(seconds.values()),
         "peak_rss_gib": memory,
-        "map_avg": {
-            name: 100 * getattr(result, name).averages["0.1:0.7"]
-            for name in ("two_stage", "stage1_only", "base")
-        },
+        "map_avg": {name: 100 * getattr(result, name).averages["0.1:0.7"] for name in result.detectors},
         "epoch_factor": {  # full preset epochs / epochs run, per training phase
             phase: getattr(full, n).epochs / getattr(config, n).epochs
-            for phase, n in zip(("base", "Stage 1", "Stage 2"), stages)
+            for phase, n in zip(("base", "Stage 1", "Stage 2", "Stage 3"), stages)
         },
     }
 
@@ -124,7 +138,7 @@ def run_once(dataset: Any, amp: str, epochs_scale: float) -> dict[str, Any]:
 def extrapolated_minutes(row: dict[str, Any]) -> float:
     """The run's time with the preset's full epochs: training phases scale with their epochs, inference
     does not."""
-    return sum(row["seconds"][p] * row["epoch_factor"].get(p, 1.0) for p in PHASES) / 60
+    return sum(seconds * row["epoch_factor"].get(p, 1.0) for p, seconds in row["seconds"].items()) / 60
 
 
 def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
@@ -152,8 +166,17 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "| --- |" + " --- |" * len(rows),
     ]
     for phase in PHASES:
-        lines.append(f"| {phase} | " + " | ".join(f"{r['seconds'][phase]:.0f}" for r in rows) + " |")
+        if all(phase in r["seconds"] for r in rows):
+            lines.append(f"| {phase} | " + " | ".join(f"{r['seconds'][phase]:.0f}" for r in rows) + " |")
     lines.append("| **total** | " + " | ".join(f"**{r['total_seconds'] / 60:.1f} min**" for r in rows) + " |")
+    if all("Stage 3" in r["seconds"] for r in rows):
+        without = [r["total_seconds"] - sum(r["seconds"][p] for p in STAGE3_PHASES) for r in rows]
+        lines.append("| total without Stage 3 | " + " | ".join(f"{w / 60:.1f} min" for w in without) + " |")
+        lines.append(
+            "| Stage 3 adds | "
+            + " | ".join(f"{100 * (r['total_seconds'] / w - 1):+.0f} %" for r, w in zip(rows, without))
+            + " |"
+        )
     if scale != 1:
         lines.append(
             "| total at the full preset (extrapolated) | "
@@ -163,8 +186,17 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines.append(
         "| peak RSS (GiB) | " + " | ".join(f"{r['peak_rss_gib'][PHASES[-1]]:.2f}" for r in rows) + " |"
     )
-    for name, label in (("two_stage", "two-stage"), ("stage1_only", "Stage 1 + base"), ("base", "base")):
-        lines.append(f"| mAP AVG, {label} | " + " | ".join(f"{r['map_avg'][name]:.1f}" for r in rows) + " |")
+    labels = {
+        "three_stage": "Stage 3",
+        "two_stage": "two-stage",
+        "stage1_only": "Stage 1 + base",
+        "base": "base",
+    }
+    for name, label in labels.items():
+        if all(name in r["map_avg"] for r in rows):
+            lines.append(
+                f"| mAP AVG, {label} | " + " | ".join(f"{r['map_avg'][name]:.1f}" for r in rows) + " |"
+            )
     return "\n".join(lines)
 
 
@@ -179,6 +211,7 @@ def main() -> None:
         "--epochs-scale", type=float, default=1.0, help="scale every stage's epochs (smoke runs)"
     )
     parser.add_argument("--seed", type=int, default=0, help="data seed")
+    parser.add_argument("--stage3", action="store_true", help="train the Stage-3 student too")
     parser.add_argument("--no-markdown", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -190,7 +223,9 @@ def main() -> None:
     for amp in args.amp:
         resolved = resolve_amp(amp, "cpu")
         print(f"amp {amp} -> {resolved}: {len(dataset.train)} + {len(dataset.test)} videos", flush=True)
-        rows.append({**run_once(dataset, resolved, args.epochs_scale), "amp": f"{amp} ({resolved})"})
+        rows.append(
+            {**run_once(dataset, resolved, args.epochs_scale, args.stage3), "amp": f"{amp} ({resolved})"}
+        )
     meta = {
         "machine": roofline.machine(torch.device("cpu"))["name"],
         "size": f"{len(dataset.train)} + {len(dataset.test)}",
@@ -201,7 +236,11 @@ def main() -> None:
         "epochs_scale": args.epochs_scale,
         "command": "python benchmarks/detector.py " + " ".join(sys.argv[1:]),
     }
-    key = f"detector-{args.size}" + ("" if args.epochs_scale == 1 else "-scaled")
+    key = (
+        f"detector-{args.size}"
+        + ("-stage3" if args.stage3 else "")
+        + ("" if args.epochs_scale == 1 else "-scaled")
+    )
     (HERE / "results" / f"{key}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     table = markdown(rows, meta)
     print(table)

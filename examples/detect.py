@@ -109,7 +109,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         show_progress=not args.quiet and len(videos) > 1,
     )
     write_outputs(args.out, trained, videos, found, args.plot)
-    count = sum(len(rows) for rows in found.rows["two_stage"].values())
+    count = sum(len(rows) for rows in found.rows[found.final].values())
     log(f"{count} detections in {len(videos)} video(s); outputs in {args.out}/")
     return 0
 

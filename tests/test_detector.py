@@ -217,7 +217,7 @@ def test_checkpoints_are_atomic_and_checked(tmp_path: Path) -> None:
         load_checkpoint(path, "other")
 
 
-@pytest.mark.parametrize("name", ["wstal.model", "wstal.pseudo_labels", "wstal.train", "wstal.detect"])
+@pytest.mark.parametrize("name", ["wstal.model", "wstal.pseudo_labels", "wstal.train", "wstal.detect", "wstal.student", "wstal.stages"])
 def test_docstring_examples(name: str) -> None:
     import doctest
     import importlib

@@ -333,3 +333,38 @@ def test_a_fusion_axis_trains_one_base_per_run(tmp_path: Path, capsys: pytest.Ca
         run_script("studies/robustness_grid.py", ["--seeds", "0", "--report", str(tmp_path)])
     assert stop.value.code == 2
     assert "no grid.json in" in capsys.readouterr().err
+
+
+def stage3_row(three: tuple[float, float, float], **rows: tuple[float, float, float]) -> dict:
+    """A grid row with Stage 3: each detector's (AVG, @0.1, @0.7)."""
+    found = row(rows["base"][0], rows["two_stage"][0], rows["base"][2], rows["two_stage"][2])
+    for name, (avg, at1, at7) in {"three_stage": three, **rows}.items():
+        found.update({name: avg, f"{name}@0.1": at1, f"{name}@0.7": at7})
+    return found
+
+
+def test_the_stage3_bars_by_hand() -> None:
+    inputs = {"two_stage": (44.0, 60.0, 20.0), "stage1_only": (30.0, 50.0, 10.0), "base": (40.0, 62.0, 15.0)}
+    cells = {
+        # Stage 3 above every row it is built from, on every measure
+        "a": [stage3_row((46.0, 63.0, 22.0), **inputs)],
+        # above on AVG, below the base at tIoU 0.1 (61 < 62) and equal to the two stages at 0.7
+        "b": [stage3_row((47.0, 61.0, 20.0), **inputs)],
+    }
+    checks = grid.bars(cells)
+    stage3 = {k: v for k, v in checks.items() if "Stage 3" in k}
+    assert len(stage3) == 2 * 9 + 1
+    assert [k for k, ok in stage3.items() if not ok] == ["b: Stage 3 >= base at tIoU 0.1"]
+    assert stage3["grid mean: Stage 3 >= base + 5"]  # (46 + 47) / 2 = 46.5 >= 40 + 5
+    cells["a"] = [stage3_row((42.0, 63.0, 22.0), **inputs)]  # (42 + 47) / 2 = 44.5 < 45; below the two stages
+    checks = grid.bars(cells)
+    assert not checks["grid mean: Stage 3 >= base + 5"] and not checks["a: Stage 3 >= two-stage AVG"]
+    text, _ = grid.format_grid(cells, [0])
+    assert "| cell | Stage 3 | two-stage | Stage-1 x base classes | base |" in text
+    assert "| b | 47.0 / 61.0 / 20.0 | 44.0 / 60.0 / 20.0 | 30.0 / 50.0 / 10.0 | 40.0 / 62.0 / 15.0 |" in text
+    assert "| grid mean | 44.5 / 62.0 / 21.0 |" in text
+    # a grid without Stage 3 has neither its bars nor its table
+    plain = {"a": [row(40, 44, 10, 12)]}
+    assert (
+        not any("Stage 3" in k for k in grid.bars(plain)) and "Stage 3" not in grid.format_grid(plain, [0])[0]
+    )

@@ -61,7 +61,15 @@ from wstal.synthetic import make_synthetic_thumos
 
 ANNOTATIONS = Path(__file__).resolve().parents[3] / "shared" / "data" / "thumos14"
 FAMILIES = ("built-in", *launch.ANNOTATION_FAMILIES)
-DEFAULT_CELLS = ("built-in", "ground-truth:0.5", "ground-truth:1", "context:0", "context:0.5", "context:0.75")
+DEFAULT_CELLS = (
+    "built-in",
+    "ground-truth:0.5",
+    "ground-truth:1",
+    "context:0",
+    "context:0.5",
+    "context:0.75",
+    "broadcast:1",
+)
 
 
 @dataclass(frozen=True)
@@ -127,10 +135,15 @@ def pair_name(pair: tuple[str, str]) -> str:
     return "/".join(pair)
 
 
+STAGE3_INPUTS = {"two_stage": "two-stage", "stage1_only": "Stage-1 x base classes", "base": "base"}
+"""The rows Stage 3 is built from, each a bar it must not rank below (by AVG, at tIoU 0.1 and 0.7)."""
+
+
 def summary(result: EvaluationResult) -> dict[str, float]:
-    """The numbers the bars read from one run, in percent."""
+    """The numbers the bars read from one run, in percent (with a Stage-3 student, each detector's AVG
+    and mAP at tIoU 0.1 and 0.7)."""
     recall = candidate_recall(result)
-    return {
+    row = {
         "base": result.avg("base"),
         "two_stage": result.avg("two_stage"),
         "stage1_only": result.avg("stage1_only"),
@@ -139,6 +152,13 @@ def summary(result: EvaluationResult) -> dict[str, float]:
         "candidates R@0.7": 100 * recall["candidates"],
         "base detections R@0.7": 100 * recall["base_detections"],
     }
+    if result.three_stage is not None:
+        row["three_stage"] = result.avg("three_stage")
+        row["student"] = result.avg("student")
+        for detector in ("three_stage", *STAGE3_INPUTS):
+            for tiou in (0.1, 0.7):
+                row[f"{detector}@{tiou}"] = result.map_at(tiou, detector)
+    return row
 
 
 def bars(cells: dict[str, list[dict[str, float]]]) -> dict[str, bool]:
@@ -156,6 +176,16 @@ def bars(cells: dict[str, list[dict[str, float]]]) -> dict[str, bool]:
     grid_two = float(np.mean([m["two_stage"] for m in mean.values()]))
     grid_base = float(np.mean([m["base"] for m in mean.values()]))
     checks["grid mean: two-stage >= base + 2"] = grid_two >= grid_base + 2
+    if all("three_stage" in m for m in mean.values()):
+        for name, m in mean.items():
+            for row, printed in STAGE3_INPUTS.items():
+                checks[f"{name}: Stage 3 >= {printed} AVG"] = m["three_stage"] >= m[row]
+                for tiou in (0.1, 0.7):
+                    checks[f"{name}: Stage 3 >= {printed} at tIoU {tiou}"] = (
+                        m[f"three_stage@{tiou}"] >= m[f"{row}@{tiou}"]
+                    )
+        grid_three = float(np.mean([m["three_stage"] for m in mean.values()]))
+        checks["grid mean: Stage 3 >= base + 5"] = grid_three >= grid_base + 5
     return checks
 
 
@@ -183,9 +213,34 @@ def format_grid(
     ]
     for name, runs in cells.items():
         lines.append(f"| {name} | " + " | ".join(cell(runs, k) for k in keys) + " |")
+    if all("three_stage" in runs[0] for runs in cells.values()):
+        lines += ["", *format_stage3(cells)]
     checks = bars(cells)
     lines += ["", *(f"- [{'x' if ok else ' '}] {name}" for name, ok in checks.items())]
     return "\n".join(lines), checks
+
+
+def format_stage3(cells: dict[str, list[dict[str, float]]]) -> list[str]:
+    """Stage 3 beside the rows it is built from: per cell, each detector's AVG / mAP at tIoU 0.1 / at
+    0.7 (means over the seeds), and the grid's mean of each."""
+    detectors = {"three_stage": "Stage 3", **STAGE3_INPUTS}
+    lines = [
+        "Stage 3 and the rows it is built from: AVG 0.1:0.7 / mAP at tIoU 0.1 / at 0.7 (%), means over the seeds",
+        "",
+        "| cell | " + " | ".join(detectors.values()) + " |",
+        "| --- | " + " | ".join("---" for _ in detectors) + " |",
+    ]
+    grid = {d: [] for d in detectors}
+    for name, runs in cells.items():
+        values = []
+        for d in detectors:
+            m = [float(np.mean([r[k] for r in runs])) for k in (d, f"{d}@0.1", f"{d}@0.7")]
+            grid[d].append(m)
+            values.append(" / ".join(f"{v:.1f}" for v in m))
+        lines.append(f"| {name} | " + " | ".join(values) + " |")
+    means = [" / ".join(f"{v:.1f}" for v in np.mean(grid[d], axis=0)) for d in detectors]
+    lines.append("| grid mean | " + " | ".join(means) + " |")
+    return lines
 
 
 def format_fusions(

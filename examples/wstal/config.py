@@ -42,6 +42,7 @@ __all__ = [
     "PseudoLabelSettings",
     "ScoringSettings",
     "StageSettings",
+    "StudentSettings",
     "ablation_config",
     "from_dict",
     "override",
@@ -271,6 +272,40 @@ class ScoringSettings:
         validate(self)
 
 
+@dataclass(frozen=True)
+class StudentSettings:
+    """Stage 3, the boundary-regression student (:mod:`wstal.student`): whether it runs, how its pseudo
+    instances are made from the two stages' detections on the training videos, its pyramid, and how its
+    output refines the two stages' detections. The whole dataclass is part of Stage 3's key.
+
+    Attributes:
+        enabled: train Stage 3 and report its detections (the ``three_stage`` detector).
+        min_score: a training video's detections scoring below this fraction of its best are dropped.
+        nms_iou: hard-NMS tIoU among a class's detections before they become instances.
+        max_instances: pseudo instances kept per video.
+        levels: pyramid levels (strides 1, 2, ..., ``2**(levels - 1)``).
+        radius: centre sampling radius, in strides of the level.
+        regression_weight: weight of the distance-IoU loss against the focal loss.
+        vote_iou: Stage 3's output refines each two-stage detection's boundaries by the student's
+            segments of its class that overlap it by at least this tIoU (:func:`wstal.student.refine`).
+        score_weight: the student's weight in the refined score, a weighted geometric mean of the
+            detection's two-stage score and the student's support for it (0: the two-stage score).
+    """
+
+    enabled: bool = False
+    min_score: float = field(default=0.1, metadata=PROBABILITY)
+    nms_iou: float = field(default=0.5, metadata=PROBABILITY)
+    max_instances: int = field(default=100, metadata=AT_LEAST_ONE)
+    levels: int = field(default=5, metadata=AT_LEAST_ONE)
+    radius: float = field(default=1.5, metadata=POSITIVE)
+    regression_weight: float = field(default=1.0, metadata=NON_NEGATIVE)
+    vote_iou: float = field(default=0.5, metadata=PROBABILITY)
+    score_weight: float = field(default=0.3, metadata=PROBABILITY)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
 def _is_strategy(value: str) -> bool:
     try:
         FusionStrategy.parse(value)
@@ -293,6 +328,7 @@ class DetectorConfig:
     Attributes:
         stage1_fusion: Stage-1 (T-RPN) fusion strategy.
         stage2_fusion: Stage-2 (proposal classifier) fusion strategy.
+        stage3_fusion: Stage-3 (boundary-regression student) fusion strategy.
         dmf_attention: DMF attention form.
         alpha: DMF strength.
         seed: run seed (every stage derives its own).
@@ -300,6 +336,8 @@ class DetectorConfig:
         base: base model's optimisation and width.
         stage1: Stage 1's (T-RPN) optimisation and width.
         stage2: Stage 2's (proposal classifier) optimisation and width.
+        stage3: Stage 3's (student) optimisation and width.
+        student: whether Stage 3 runs, its pseudo instances and its pyramid.
         pseudo: how the base's attention becomes pseudo segments.
         proposals: how the Stage-1 proposals are made (part of Stage 2's key).
         scoring: how detections are scored and post-processed (inference only).
@@ -314,6 +352,7 @@ class DetectorConfig:
 
     stage1_fusion: str = field(default="mutual+", metadata=FUSION_STRATEGY)
     stage2_fusion: str = field(default="concat+", metadata=FUSION_STRATEGY)
+    stage3_fusion: str = field(default="concat+", metadata=FUSION_STRATEGY)
     dmf_attention: Literal["gate", "dot"] = "gate"
     alpha: float = field(default=0.5, metadata=NON_NEGATIVE)
     seed: int = 0
@@ -321,6 +360,8 @@ class DetectorConfig:
     base: StageSettings = StageSettings(20, 5e-4, 1e-3, 16, 320, 256, 0.5)
     stage1: StageSettings = StageSettings(20, 5e-4, 1e-3, 16, 512, 128, 0.3)
     stage2: StageSettings = StageSettings(20, 5e-4, 1e-3, 8, 100_000, 128, 0.5)
+    stage3: StageSettings = StageSettings(20, 5e-4, 1e-3, 8, 512, 128, 0.1)
+    student: StudentSettings = StudentSettings()
     pseudo: PseudoLabelSettings = PseudoLabelSettings()
     proposals: ProposalSettings = ProposalSettings()
     scoring: ScoringSettings = ScoringSettings()
@@ -339,19 +380,23 @@ class DetectorConfig:
         *,
         stage1_fusion: Optional[str] = None,
         stage2_fusion: Optional[str] = None,
+        stage3_fusion: Optional[str] = None,
+        stage3: Optional[bool] = None,
         dmf_attention: Optional[str] = None,
         alpha: Optional[float] = None,
         seed: Optional[int] = None,
         epochs: Optional[int] = None,
         width: Optional[int] = None,
     ) -> DetectorConfig:
-        """A copy with the command-line options applied (``None`` keeps the current value); ``epochs``
-        sets every stage's epochs, ``width`` the fused width and every stage's hidden width."""
+        """A copy with the command-line options applied (``None`` keeps the current value); ``stage3``
+        enables or disables the student, ``epochs`` sets every stage's epochs, ``width`` the fused width
+        and every stage's hidden width."""
         changes: dict[str, Any] = {
             k: v
             for k, v in (
                 ("stage1_fusion", stage1_fusion),
                 ("stage2_fusion", stage2_fusion),
+                ("stage3_fusion", stage3_fusion),
                 ("dmf_attention", dmf_attention),
                 ("alpha", alpha),
                 ("seed", seed),
@@ -367,6 +412,8 @@ class DetectorConfig:
             changes[name] = settings
         if width is not None:
             changes["embed_dim"] = width
+        if stage3 is not None:
+            changes["student"] = dataclasses.replace(self.student, enabled=stage3)
         return dataclasses.replace(self, **changes)
 
     def with_epochs_scaled(self, factor: float) -> DetectorConfig:
@@ -385,7 +432,7 @@ class DetectorConfig:
         return dataclasses.asdict(self)
 
 
-STAGES = ("base", "stage1", "stage2")
+STAGES = ("base", "stage1", "stage2", "stage3")
 """The :class:`DetectorConfig` fields that hold a stage's :class:`StageSettings`."""
 
 CAPACITY_FIELDS = ("embed_dim", *STAGES)
@@ -407,6 +454,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "stage2": StageSettings(
             epochs=30, lr=5e-4, weight_decay=1e-3, batch_size=4, max_len=100_000, hidden=64, dropout=0.5
         ),
+        "stage3": StageSettings(
+            epochs=30, lr=5e-4, weight_decay=1e-3, batch_size=4, max_len=512, hidden=64, dropout=0.1
+        ),
     },
     # THUMOS14 I3D width (1024 + 1024), close to the paper's lineage (CO2-Net / P-MIL): wider networks,
     # longer training, lower learning rates, 750-snippet Stage-1 clips
@@ -420,6 +470,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         ),
         "stage2": StageSettings(
             epochs=50, lr=1e-4, weight_decay=1e-3, batch_size=8, max_len=100_000, hidden=512, dropout=0.5
+        ),
+        "stage3": StageSettings(
+            epochs=50, lr=5e-4, weight_decay=1e-3, batch_size=4, max_len=750, hidden=256, dropout=0.1
         ),
     },
 }

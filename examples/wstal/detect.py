@@ -43,6 +43,7 @@ __all__ = [
     "base_contrast",
     "base_detections",
     "base_segments",
+    "blended_video_scores",
     "class_segments",
     "class_sequence",
     "classify_proposals",
@@ -464,6 +465,19 @@ def classify_proposals(
     return found
 
 
+def blended_video_scores(video_scores: Tensor, base: BaseResult, weight: float) -> Tensor:
+    """Stage 2's video scores blended with the base model's: the weighted geometric mean
+    ``v2(c)^(1 - w) v_base(c)^w``, renormalised over the classes (the two-stage detector's video scores).
+
+    Example:
+        >>> base = BaseResult(None, None, None, torch.tensor([0.25, 1.0]))
+        >>> blended_video_scores(torch.tensor([1.0, 0.25]), base, 0.5).tolist()  # both sqrt(1/4)
+        [0.5, 0.5]
+    """
+    scores = video_scores.clamp_min(1e-8) ** (1 - weight) * base.video_scores.clamp_min(1e-8) ** weight
+    return scores / scores.sum()
+
+
 def detections_from_proposals(
     proposals: Segments,
     class_probs: Tensor,
@@ -481,8 +495,7 @@ def detections_from_proposals(
     """
     w = config.base_weight if base is not None else 0.0
     if w > 0:
-        video_scores = video_scores.clamp_min(1e-8) ** (1 - w) * base.video_scores.clamp_min(1e-8) ** w
-        video_scores = video_scores / video_scores.sum()
+        video_scores = blended_video_scores(video_scores, base, w)
     per_class = {}
     for c in select_classes(video_scores, config.class_threshold):
         score = class_probs[:, c]

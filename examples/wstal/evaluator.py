@@ -1,5 +1,4 @@
-"""Evaluation of a trained two-stage detector on the test split: the three detectors' mAP, the proposal
-sets' recall, and the result's one serialised form and one printed table.
+"""Evaluation of a trained detector on the test split: its detectors' mAP, the proposal sets' recall, and the result's one serialised form and one printed table.
 
 Evaluation is inference plus mAP: :func:`evaluate` runs :func:`wstal.inference.detect` on the test
 videos with the :class:`~wstal.trained.TrainedDetector` that :meth:`~wstal.pipeline.DetectorRunner.train`
@@ -48,7 +47,8 @@ PROPOSAL_SETS = {
 
 @dataclass
 class EvaluationResult:
-    """Test-split mAP of the three detectors of one configuration, what they detected, and the quality
+    """Test-split mAP of the detectors of one configuration (``three_stage`` where it has a Stage-3
+    student), what the final detector (:attr:`final`) detected, and the quality
     (average recall) of the candidates Stage 2 classifies (``candidates``: the Stage-1 proposals and the
     base's detected segments), of the Stage-1 proposals (``stage1``), of the T-RPN's own proposals before the merge
     (``rpn``, when the base segments are merged), of the base model's grouped segments (``grouped``) and of
@@ -65,6 +65,19 @@ class EvaluationResult:
     proposal_quality: dict[str, ProposalResult] = field(default_factory=dict)
     inference: Optional[Inference] = field(default=None, repr=False, compare=False)
     """What the detector found on the test videos (not serialised)."""
+    three_stage: Optional[MAPResult] = None
+    student: Optional[MAPResult] = None
+    stage3_fusion: Optional[str] = None
+
+    @property
+    def detectors(self) -> list[str]:
+        """The detectors evaluated, in :data:`DETECTORS` order."""
+        return [name for name in DETECTORS if getattr(self, name) is not None]
+
+    @property
+    def final(self) -> str:
+        """The detector whose detections are the output (``detections``): the first of :attr:`detectors`."""
+        return self.detectors[0]
 
     def avg(self, detector: str = "two_stage") -> float:
         """mAP AVG over tIoU 0.1:0.7 of ``detector`` (a key of :data:`DETECTORS`), in percent."""
@@ -77,23 +90,28 @@ class EvaluationResult:
     def as_dict(self) -> dict[str, Any]:
         """The JSON form every report writes: the fusions, each detector's table and each proposal set's
         quality (detections and proposals are written apart, as ActivityNet JSON)."""
+        fusions = {"stage1_fusion": self.stage1_fusion, "stage2_fusion": self.stage2_fusion}
+        if self.stage3_fusion is not None:
+            fusions["stage3_fusion"] = self.stage3_fusion
         return {
-            "stage1_fusion": self.stage1_fusion,
-            "stage2_fusion": self.stage2_fusion,
-            "results": {name: getattr(self, name).as_dict() for name in DETECTORS},
+            **fusions,
+            "final": self.final,
+            "results": {name: getattr(self, name).as_dict() for name in self.detectors},
             "proposal_quality": {name: r.as_dict() for name, r in self.proposal_quality.items()},
         }
 
     def table(self) -> str:
         """The printed tables: the three detectors' mAP per tIoU and the proposal quality."""
         header = self.two_stage.table().splitlines()[:2]
+        stage3 = f" / Stage 3 {self.stage3_fusion}" if self.three_stage is not None else ""
         lines = [
-            f"Stage 1 {self.stage1_fusion} / Stage 2 {self.stage2_fusion}, mAP (%) on the test split",
+            f"Stage 1 {self.stage1_fusion} / Stage 2 {self.stage2_fusion}{stage3}, mAP (%) on the test split",
             "",
             header[0].replace("| tIoU |", "| detector |"),
             header[1],
         ]
-        for name, printed in DETECTORS.items():
+        for name in self.detectors:
+            printed = DETECTORS[name]
             lines.append(getattr(self, name).table().splitlines()[2].replace("| mAP (%) |", f"| {printed} |"))
         if self.proposal_quality:
             quality = {PROPOSAL_SETS[k]: v for k, v in self.proposal_quality.items()}
@@ -160,7 +178,8 @@ def evaluate(
     show_progress: bool = False,
 ) -> EvaluationResult:
     """Detect on ``dataset``'s test split with ``trained`` (:func:`~wstal.inference.detect`) and score the
-    base, Stage-1-only and two-stage detectors and the proposal sets, under the data's protocol."""
+    base, Stage-1-only, two-stage (and Stage-3) detectors and the proposal sets, under the data's
+    protocol."""
     test = dataset.test
     found = detect(
         trained,
@@ -170,7 +189,7 @@ def evaluate(
         show_progress=show_progress,
         desc="test",
     )
-    detections = {name: found.detections(name) for name in DETECTORS}
+    detections = {name: found.detections(name) for name in DETECTORS if name in found.rows}
     tables = {name: detection_map(dataset, dets) for name, dets in detections.items()}
     sets = ["candidates", "stage1"]
     if found.stage1 is not found.rpn:  # the T-RPN alone, where it differs from Stage 1
@@ -184,10 +203,11 @@ def evaluate(
         trained.stage1_fusion,
         trained.stage2_fusion,
         **tables,
-        detections=detections["two_stage"],
+        detections=detections[found.final],
         proposals=agnostic["stage1"],
         proposal_quality=quality,
         inference=found,
+        stage3_fusion=trained.config.stage3_fusion if trained.student is not None else None,
     )
 
 
@@ -195,13 +215,14 @@ def train_and_evaluate(
     runner: DetectorRunner,
     stage1_fusion: Optional[str] = None,
     stage2_fusion: Optional[str] = None,
+    stage3_fusion: Optional[str] = None,
     *,
     save_to: Optional[Union[str, os.PathLike]] = None,
 ) -> Optional[EvaluationResult]:
     """Train what is missing of a configuration, then evaluate it. In a distributed run every rank trains,
     rank 0 evaluates (and saves the trained detector to ``save_to``, when given) and the others wait for it
     at a barrier and return None."""
-    trained = runner.train(stage1_fusion, stage2_fusion)
+    trained = runner.train(stage1_fusion, stage2_fusion, stage3_fusion)
     result = None
     if runner.dist.is_main:
         if save_to is not None:

@@ -20,17 +20,18 @@ Axis legend: t snippets, k classes, n proposals.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from .config import DetectorConfig, ProposalSettings, ScoringSettings
 from .data import SNIPPET_SECONDS, Video, snippet_clock
 from .detect import (
     BaseResult,
     base_detections,
+    blended_video_scores,
     classify_proposals,
     detections_from_proposals,
     grouped_segments,
@@ -44,6 +45,7 @@ from .detect import (
 from .evaluation import Detection
 from .pseudo_labels import Segments
 from .recall import proposals_from_segments
+from .student import refine, run_student, student_detections
 from .trained import TrainedDetector
 
 __all__ = ["DETECTORS", "SEGMENT_SETS", "Inference", "Rows", "detect", "detect_base"]
@@ -52,11 +54,14 @@ Rows = list[tuple[int, float, float, float]]
 """One video's detections as ``(class, score, start, end)``, start and end in snippets, best first."""
 
 DETECTORS = {
+    "three_stage": "Stage 3 (two stages refined by the student)",
+    "student": "Stage-3 student alone",
     "two_stage": "two-stage (Stage-2 detections)",
     "stage1_only": "Stage-1 proposals x base classes (no Stage 2)",
     "base": "base MIL model alone",
 }
-"""The three detectors of an :class:`Inference`, by name, with their printed names."""
+"""The detectors of an :class:`Inference`, by name, with their printed names (``three_stage`` and ``student``
+only where the trained detector has a Stage-3 student)."""
 
 SEGMENT_SETS = ("candidates", "stage1", "rpn", "grouped")
 """The class-agnostic segment sets of an :class:`Inference` (its fields of that name)."""
@@ -73,8 +78,10 @@ class Inference:
         rpn: the T-RPN's own proposals.
         stage1: the Stage-1 proposals (``rpn`` merged with ``grouped``, as the proposal settings say).
         candidates: what Stage 2 classified (:func:`~wstal.detect.stage2_candidates`).
-        rows: per detector of :data:`DETECTORS`, its detections (:data:`Rows`).
+        rows: per detector of :data:`DETECTORS` that ran, its detections (:data:`Rows`).
         clocks: ``(snippet_seconds, start_seconds)`` of each video (:func:`~wstal.data.snippet_clock`).
+        student: the Stage-3 student's raw output, every location's segment and class probabilities
+            (:func:`~wstal.student.run_student`; empty without a student).
     """
 
     base: dict[str, BaseResult]
@@ -85,9 +92,18 @@ class Inference:
     candidates: dict[str, Segments]
     rows: dict[str, dict[str, Rows]]
     clocks: dict[str, tuple[float, float]]
+    student: dict[str, tuple[Tensor, Tensor]] = field(default_factory=dict)
 
-    def detections(self, detector: str = "two_stage") -> dict[str, list[Detection]]:
-        """``detector``'s detections (a key of :data:`DETECTORS`) in seconds on each video's clock."""
+    @property
+    def final(self) -> str:
+        """The detector whose detections are the output: ``three_stage`` where it ran, else ``two_stage``
+        (``base`` for :func:`detect_base`)."""
+        return next(name for name in DETECTORS if name in self.rows)
+
+    def detections(self, detector: Optional[str] = None) -> dict[str, list[Detection]]:
+        """``detector``'s detections (a key of :data:`DETECTORS`; default :attr:`final`) in seconds on each
+        video's clock."""
+        detector = self.final if detector is None else detector
         if detector not in self.rows:
             raise ValueError(f"detector must be one of {', '.join(map(repr, self.rows))}, got {detector!r}")
         return {name: to_detections(rows, *self.clocks[name]) for name, rows in self.rows[detector].items()}
@@ -156,7 +172,8 @@ def detect(
     show_progress: bool = False,
     desc: str = "detect",
 ) -> Inference:
-    """Run ``trained`` on ``videos``: candidates, proposals and the three detectors' detections.
+    """Run ``trained`` on ``videos``: candidates, proposals and the detectors' detections (the Stage-3
+    student's too, where ``trained`` has one).
 
     Args:
         trained: the detector.
@@ -164,7 +181,8 @@ def detect(
         scoring: how candidates are chosen and detections scored (default: the detector's).
         proposals: how the Stage-1 proposals are made (default: the detector's).
         reuse: an earlier :class:`Inference` of the same videos and detector whose network outputs (the
-            base model's scores and the T-RPN's snippets) are taken instead of running the two networks.
+            base model's scores, the T-RPN's snippets, the student's locations) are taken instead of
+            running those networks.
         snippet_seconds: the clock of videos without their own timing: seconds per feature (default: the
             detector's :attr:`~wstal.trained.FeatureSpec.snippet_seconds`)...
         start_seconds: ... and the time of snippet position 0 (default: the detector's
@@ -229,7 +247,25 @@ def detect(
         "stage1_only": {n: stage1_detections(merged[n], base[n], scoring) for n in names},
         "base": base_rows,
     }
-    return Inference(base, grouped, snippets, own, merged, candidates, rows, found.clocks)
+    student = {}
+    if trained.student is not None:
+        if reuse is not None and reuse.student:
+            student = reuse.student
+        else:
+            student = run_student(
+                trained.student.to(device),
+                videos,
+                device=device,
+                desc=f"{desc}: student ({trained.config.stage3_fusion})",
+                show_progress=show_progress,
+            )
+        w = scoring.base_weight
+        video_scores = {n: blended_video_scores(scores[n][1], base[n], w) for n in names}
+        alone = {n: student_detections(*student[n], video_scores[n], scoring) for n in names}
+        settings = config.student
+        refined = {n: refine(rows["two_stage"][n], alone[n], *student[n], settings, scoring) for n in names}
+        rows = {"three_stage": refined, "student": alone, **rows}
+    return Inference(base, grouped, snippets, own, merged, candidates, rows, found.clocks, student)
 
 
 def _check_features(trained: TrainedDetector, videos: Sequence[Video]) -> None:

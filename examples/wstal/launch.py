@@ -37,6 +37,7 @@ from .model import FusionStrategy
 from .per_video import DEFAULT_TIMING
 from .pipeline import DetectorRunner
 from .synthetic import SYNTHETIC_DIM, make_synthetic_thumos
+from .synthetic_broadcast import make_synthetic_broadcast
 from .synthetic_context import make_synthetic_context
 from .synthetic_gt import make_synthetic_from_annotations
 from .train import CheckpointMismatchError, StopAfter, TrainingDiverged, TrainingInterrupted
@@ -68,13 +69,18 @@ __all__ = [
 ]
 
 
-ANNOTATION_FAMILIES = {"ground-truth": make_synthetic_from_annotations, "context": make_synthetic_context}
+ANNOTATION_FAMILIES = {
+    "ground-truth": make_synthetic_from_annotations,
+    "context": make_synthetic_context,
+    "broadcast": make_synthetic_broadcast,
+}
 """The synthetic families laid around the ground truth of an annotation folder, by name: each takes
 ``(annotation_dir, *, seed, dim, difficulty, max_videos_per_split, max_seconds)``."""
 
 _ANNOTATION_SOURCES = {  # data source: its flag, what it synthesises (for the log), its family
     "synthetic-from-annotations": ("--synthetic-from", "", "ground-truth"),
     "synthetic-context": ("--synthetic-context", " of action-context confusion", "context"),
+    "synthetic-broadcast": ("--synthetic-broadcast", " of broadcast video", "broadcast"),
 }
 
 
@@ -278,17 +284,26 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
         "around the same ground truth (docs/synthetic_context.md)",
     )
     data.add_argument(
+        "--synthetic-broadcast",
+        type=Path,
+        default=None,
+        metavar="ANNOTATIONS_DIR",
+        help="the fourth synthetic family: the third with broadcast structure, unannotated slow-motion replays "
+        "and graphics overlays switching at shot cuts (docs/synthetic_broadcast.md)",
+    )
+    data.add_argument(
         "--difficulty",
         type=non_negative_float,
         default=1.0,
         help="difficulty of --synthetic-from data (noise and distractors: 0 clean, 1 calibrated, 2 hard) and "
-        "of --synthetic-context data (the confusion: 0, 0.5 and 0.75 are the grid's levels)",
+        "of --synthetic-context data (the confusion: 0, 0.5 and 0.75 are the grid's levels); of "
+        "--synthetic-broadcast data the confusion and the replays' and overlays' scale",
     )
     data.add_argument(
         "--max-seconds",
         type=positive_float,
         default=None,
-        help="--synthetic-from, --synthetic-context: keep only videos at most this long",
+        help="--synthetic-from, --synthetic-context, --synthetic-broadcast: keep only videos at most this long",
     )
     data.add_argument(
         "--repair-nonfinite",
@@ -365,6 +380,21 @@ def add_method_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="Stage-2 (proposal classifier) fusion, same choices as --stage1-fusion "
         f"(default {_config_default('stage2_fusion')})",
+    )
+    model.add_argument(
+        "--stage3",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="train Stage 3, a student that regresses boundaries from the two stages' detections on the "
+        "training videos, and report its detections as the output "
+        f"(default {'on' if DetectorConfig().student.enabled else 'off'}; docs/detector.md, Stage 3)",
+    )
+    model.add_argument(
+        "--stage3-fusion",
+        type=strategy,
+        default=None,
+        help="Stage-3 (student) fusion, same choices as --stage1-fusion "
+        f"(default {_config_default('stage3_fusion')})",
     )
     model.add_argument(
         "--dmf-attention",
@@ -505,12 +535,14 @@ def _exit_code(parser: argparse.ArgumentParser, args: argparse.Namespace, body: 
 
 
 def data_source(args: argparse.Namespace) -> str:
-    """What the run's data are, for results.json: ``thumos14``, ``synthetic-from-annotations`` or
-    ``synthetic``."""
+    """What the run's data are, for results.json: ``thumos14``, ``synthetic-from-annotations``,
+    ``synthetic-context``, ``synthetic-broadcast`` or ``synthetic``."""
     if args.data_dir is not None:
         return "thumos14"
     if args.synthetic_context is not None:
         return "synthetic-context"
+    if args.synthetic_broadcast is not None:
+        return "synthetic-broadcast"
     return "synthetic-from-annotations" if args.synthetic_from is not None else "synthetic"
 
 
@@ -588,6 +620,8 @@ def make_config(
     config = config.with_options(
         stage1_fusion=stage1_fusion or args.stage1_fusion,
         stage2_fusion=stage2_fusion or args.stage2_fusion,
+        stage3_fusion=args.stage3_fusion,
+        stage3=args.stage3,
         dmf_attention=args.dmf_attention,
         alpha=args.alpha,
         seed=args.seed if seed is None else seed,

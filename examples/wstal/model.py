@@ -47,6 +47,7 @@ __all__ = [
     "masked_topk_mean",
     "proposal_mil_losses",
     "proposal_video_logits",
+    "residual_blocks",
     "roi_features",
     "rpn_losses",
     "snippet_video_logits",
@@ -461,6 +462,12 @@ class _ResidualBlock(nn.Module):
         return zero_padding(x + self.dropout(F.relu(self.conv(self.norm(x), mask))), mask)
 
 
+def residual_blocks(dim: int, dilations: tuple[int, ...], dropout: float) -> nn.ModuleList:
+    """One pre-norm residual dilated temporal convolution per dilation (the T-RPN's backbone, the student's
+    pyramid)."""
+    return nn.ModuleList(_ResidualBlock(dim, d, dropout) for d in dilations)
+
+
 class TemporalRPN(nn.Module):
     """Stage 1: a temporal region proposal network, anchor-free.
 
@@ -494,7 +501,7 @@ class TemporalRPN(nn.Module):
         self.max_log_offset = max_log_offset
         self.stem = nn.Linear(fusion.dim, hidden)
         self.input_dropout = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(_ResidualBlock(hidden, d, dropout) for d in dilations)
+        self.blocks = residual_blocks(hidden, dilations, dropout)
         self.norm = nn.LayerNorm(hidden)
         self.objectness_head = TemporalConv(hidden, 1, 3)
         self.offset_head = TemporalConv(hidden, 2, 3)

@@ -1,10 +1,12 @@
 """The two-stage detector's training graph, stage by stage:
 
     base model -> pseudo segments -> Stage 1 (T-RPN) -> proposals -> Stage 2 (classifier)
+        -> (optional) two-stage detections on the training videos -> pseudo instances -> Stage 3 (student)
 
 Stage 2 is trained on the Stage-1 proposals of the training videos; at inference
 (:func:`wstal.inference.detect`) it classifies those proposals and the base model's own detected
-segments, each scored by the T-RPN's support.
+segments, each scored by the T-RPN's support. Stage 3 (:mod:`.student`, where
+``config.student.enabled``) learns boundaries from the two stages' detections on the training videos.
 
 :class:`DetectorRunner` only trains: it trains the stages of one or many fusion configurations on one
 dataset, keeps the training split's outputs each next stage learns from, typed (:class:`BaseOutputs`:
@@ -17,6 +19,7 @@ cell, and ``--resume`` picks every stage up where it stopped:
 
     base_<base fusion>.pt -> stage1_<base fusion>_<stage-1 fusion>.pt
                           -> stage2_<base fusion>_<stage-1 fusion>_<stage-2 fusion>.pt
+                          -> stage3_<base fusion>_<stage-1 fusion>_<stage-2 fusion>_<stage-3 fusion>.pt
 
 Inference (:mod:`.inference`) and evaluation (:mod:`.evaluator`) are apart: they take the
 :class:`~wstal.trained.TrainedDetector` that :meth:`DetectorRunner.train` returns. Nothing here reads the
@@ -46,8 +49,10 @@ from .console import log
 from .data import WSTALDataset
 from .detect import BaseResult, grouped_segments, proposal_sets, rpn_snippets, run_base
 from .distributed import DistributedContext
+from .inference import detect
 from .pseudo_labels import Segments
-from .stages import BaseStage, ClassifierStage, RPNStage, Stage, StageKey
+from .stages import BaseStage, ClassifierStage, RPNStage, Stage, StageKey, StudentStage
+from .student import Instances, pseudo_instances
 from .train import StopAfter, fingerprint, seed_everything, stage_seed, train_stage
 from .trained import FeatureSpec, TrainedDetector, base_strategy_for
 
@@ -212,6 +217,7 @@ class DetectorRunner:
         self._stages: dict[tuple[str, ...], Stage] = {}
         self._base_outputs: dict[StageKey, BaseOutputs] = {}
         self._proposals: dict[StageKey, StageProposals] = {}
+        self._instances: dict[StageKey, dict[str, Instances]] = {}
 
     def _on_main(self, compute: Callable[[], T]) -> T:
         """``compute()`` on rank 0, sent to every rank, so all ranks train on the same pseudo labels and
@@ -307,20 +313,85 @@ class DetectorRunner:
             ),
         )
 
-    def train(
-        self, stage1_fusion: Optional[str] = None, stage2_fusion: Optional[str] = None
-    ) -> TrainedDetector:
-        """Train what is missing of the configuration (default: the config's fusions), on every rank, and
-        return the trained detector (its configuration with these fusions)."""
-        stage1 = stage1_fusion or self.config.stage1_fusion
-        stage2 = stage2_fusion or self.config.stage2_fusion
-        base_fusion = base_strategy_for(stage1, stage2)
-        classifier = self.train_stage(self.classifier_stage(stage1, stage2, base_fusion))
+    def two_stage(self, stage1_fusion: str, stage2_fusion: str) -> TrainedDetector:
+        """The trained two-stage detector of the two fusions (its stages trained on first use), without
+        Stage 3."""
+        base_fusion = base_strategy_for(stage1_fusion, stage2_fusion)
+        classifier = self.train_stage(self.classifier_stage(stage1_fusion, stage2_fusion, base_fusion))
+        config = dataclasses.replace(
+            self.config,
+            stage1_fusion=stage1_fusion,
+            stage2_fusion=stage2_fusion,
+            student=dataclasses.replace(self.config.student, enabled=False),
+        )
         return TrainedDetector(
-            dataclasses.replace(self.config, stage1_fusion=stage1, stage2_fusion=stage2),
+            config,
             tuple(self.dataset.classes),
             FeatureSpec.of(self.dataset),
             self.train_stage(self.base_stage(base_fusion)),
-            self.train_stage(self.rpn_stage(stage1, base_fusion)),
+            self.train_stage(self.rpn_stage(stage1_fusion, base_fusion)),
             classifier,
         )
+
+    # ---------------------------------------------------------------- Stage 3
+
+    def pseudo_instances(self, stage1_fusion: str, stage2_fusion: str) -> dict[str, Instances]:
+        """The two stages' detections on the training videos as Stage 3's pseudo instances
+        (:func:`~wstal.student.pseudo_instances`; the two stages trained on first use)."""
+        key = self.classifier_stage(
+            stage1_fusion, stage2_fusion, base_strategy_for(stage1_fusion, stage2_fusion)
+        ).key
+        if key not in self._instances:
+            trained = self.two_stage(stage1_fusion, stage2_fusion)
+            videos = self.dataset.train
+            rows = self._on_main(
+                lambda: detect(
+                    trained,
+                    videos,
+                    snippet_seconds=self.dataset.snippet_seconds,
+                    device=self.device,
+                    show_progress=self.show_progress,
+                    desc="train: detections",
+                ).rows["two_stage"]
+            )
+            instances = {v.name: pseudo_instances(rows[v.name], v.label, self.config.student) for v in videos}
+            count = sum(len(i.classes) for i in instances.values())
+            log(f"[pseudo instances] {count} on {len(instances)} training videos (Stage 2 {stage2_fusion})")
+            self._instances[key] = instances
+        return self._instances[key]
+
+    def student_stage(
+        self, stage1_fusion: str, stage2_fusion: str, stage3_fusion: str, base_fusion: str
+    ) -> StudentStage:
+        """The Stage-3 student with fusion ``stage3_fusion``, on the pseudo instances of the two stages with
+        fusions ``stage1_fusion`` / ``stage2_fusion``."""
+        return self._stage(
+            ("stage3", stage1_fusion, stage2_fusion, stage3_fusion, base_fusion),
+            lambda: StudentStage(
+                stage3_fusion,
+                self.config,
+                self.dataset,
+                self.classifier_stage(stage1_fusion, stage2_fusion, base_fusion).key,
+                self.pseudo_instances(stage1_fusion, stage2_fusion),
+            ),
+        )
+
+    def train(
+        self,
+        stage1_fusion: Optional[str] = None,
+        stage2_fusion: Optional[str] = None,
+        stage3_fusion: Optional[str] = None,
+    ) -> TrainedDetector:
+        """Train what is missing of the configuration (default: the config's fusions; Stage 3 where the
+        config's student is enabled), on every rank, and return the trained detector (its configuration
+        with these fusions)."""
+        stage1 = stage1_fusion or self.config.stage1_fusion
+        stage2 = stage2_fusion or self.config.stage2_fusion
+        stage3 = stage3_fusion or self.config.stage3_fusion
+        two_stage = self.two_stage(stage1, stage2)
+        config = dataclasses.replace(two_stage.config, student=self.config.student, stage3_fusion=stage3)
+        if not self.config.student.enabled:
+            return dataclasses.replace(two_stage, config=config)
+        base_fusion = base_strategy_for(stage1, stage2)
+        student = self.train_stage(self.student_stage(stage1, stage2, stage3, base_fusion))
+        return dataclasses.replace(two_stage, config=config, student=student)

@@ -8,9 +8,10 @@ A :class:`Stage` is everything :class:`~wstal.pipeline.StageTrainer` needs to tr
 * ``build()``: a fresh network; ``batches(generator, shard)``: one epoch of training batches;
   ``losses(module, batch)``: the named losses of one step.
 
-The three stages, in pipeline order:
+The stages, in pipeline order:
 
     BaseStage (snippet MIL)  -> pseudo segments ->  RPNStage (T-RPN)  -> proposals ->  ClassifierStage
+        -> the two stages' detections on the training videos -> pseudo instances -> StudentStage (optional)
 
 Axis legend: t snippets, k classes, n proposals.
 """
@@ -45,6 +46,7 @@ from .model import (
 )
 from .proposals import outer_inner_contrast, whole_snippets
 from .pseudo_labels import Segments, dense_targets
+from .student import BoundaryStudent, Instances, student_losses, student_targets
 from .train import batch_indices, crop_window, sample_snippets
 
 __all__ = [
@@ -54,6 +56,7 @@ __all__ = [
     "RPNStage",
     "Stage",
     "StageKey",
+    "StudentStage",
     "build_network",
     "data_signature",
     "proposal_targets",
@@ -124,9 +127,10 @@ def _fusion(config: DetectorConfig, rgb_dim: int, flow_dim: int, strategy: str) 
     )
 
 
-NETWORKS = ("base", "stage1", "stage2")
-"""The three networks of a trained detector, by their stage's name: the stage's kind, and the
-:class:`~wstal.config.DetectorConfig` field that holds its :class:`~wstal.config.StageSettings`."""
+NETWORKS = ("base", "stage1", "stage2", "stage3")
+"""The networks of a trained detector, by their stage's name: the stage's kind, and the
+:class:`~wstal.config.DetectorConfig` field that holds its :class:`~wstal.config.StageSettings`
+(``stage3``, the student, only where :attr:`~wstal.config.StudentSettings.enabled`)."""
 
 
 def build_network(
@@ -143,7 +147,11 @@ def build_network(
         return MILBaseModel(embed, num_classes, hidden=s.hidden, dropout=s.dropout)
     if kind == "stage1":
         return TemporalRPN(embed, hidden=s.hidden, dropout=s.dropout)
-    return ProposalClassifier(embed, num_classes, hidden=s.hidden, dropout=s.dropout)
+    if kind == "stage2":
+        return ProposalClassifier(embed, num_classes, hidden=s.hidden, dropout=s.dropout)
+    return BoundaryStudent(
+        embed, num_classes, hidden=s.hidden, levels=config.student.levels, dropout=s.dropout
+    )
 
 
 def _widths(dataset: WSTALDataset) -> dict[str, int]:
@@ -402,4 +410,96 @@ class ClassifierStage(Stage):
             topk_ratio=c.proposal_topk_ratio,
             completeness_weight=c.completeness_weight,
             mutual_weight=c.mutual_weight,
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# Stage 3: the boundary-regression student
+# --------------------------------------------------------------------------------------------------
+
+
+def window_instances(instances: Instances, start: int, end: int, *, keep: float = 0.5) -> Instances:
+    """The instances seen by a training window ``[start, end)``, in its own snippets: each clipped to the
+    window and kept when at least ``keep`` of its length lies inside (a boundary the window cut is not
+    the action's).
+
+    Example:
+        >>> found = Instances(torch.tensor([[2.0, 6.0], [9.0, 14.0]]), torch.tensor([0, 1]), torch.ones(2))
+        >>> window_instances(found, 4, 12).segments.tolist()  # half of the first inside, 3/5 of the second
+        [[0.0, 2.0], [5.0, 8.0]]
+        >>> window_instances(found, 5, 12).segments.tolist()
+        [[4.0, 7.0]]
+    """
+    segments = instances.segments
+    if segments.shape[0] == 0:
+        return instances
+    clipped = segments.clamp(start, end)
+    inside = (clipped[:, 1] - clipped[:, 0]) >= keep * (segments[:, 1] - segments[:, 0]).clamp_min(1e-6)
+    return Instances(clipped[inside] - start, instances.classes[inside], instances.weights[inside])
+
+
+@dataclass
+class StudentStage(Stage):
+    """Stage 3: the boundary-regression student (:mod:`wstal.student`), trained on the pseudo instances the
+    two stages' detections on the training videos make."""
+
+    kind: ClassVar[str] = "stage3"
+    fusion: str
+    config: DetectorConfig
+    dataset: WSTALDataset
+    stage2: StageKey
+    instances: dict[str, Instances]
+
+    @property
+    def settings(self) -> StageSettings:
+        return self.config.stage3
+
+    @functools.cached_property
+    def key(self) -> StageKey:
+        c = self.config
+        # the scoring settings shape the two stages' detections the instances come from
+        part = (c.stage3, c.student, c.scoring)
+        return StageKey(self.kind, self.fusion, (*part, _fusion_key(c, self.fusion)), self.stage2)
+
+    @property
+    def name(self) -> str:
+        s1 = self.stage2.upstream
+        return f"stage3_{s1.upstream.fusion}_{s1.fusion}_{self.stage2.fusion}_{self.fusion}"
+
+    def build(self) -> BoundaryStudent:
+        return build_network(self.kind, self.fusion, self.config, **_widths(self.dataset))
+
+    def batches(self, generator: torch.Generator, shard: DistributedContext) -> Iterator[Batch]:
+        videos, s, student = self.dataset.train, self.settings, self.config.student
+        lengths = [min(v.num_snippets, s.max_len) for v in videos]
+        for idx in batch_indices(len(videos), s.batch_size, generator, lengths=lengths):
+            group = [videos[i] for i in idx]
+            windows = [crop_window(v.num_snippets, s.max_len, generator) for v in group]
+            per_level: dict[str, list[Tensor]] = {}
+            for v, (a, b) in zip(group, windows):
+                found = window_instances(self.instances[v.name], a, b)
+                levels = student_targets(
+                    found, b - a, self.dataset.num_classes, levels=student.levels, radius=student.radius
+                )
+                for level, parts in enumerate(levels):
+                    for part, value in zip(("cls", "segment", "weight"), parts):
+                        per_level.setdefault(f"{part}{level}", []).append(value)
+            yield collate(
+                [v.name for v in group],
+                [v.rgb[a:b] for v, (a, b) in zip(group, windows)],
+                [v.flow[a:b] for v, (a, b) in zip(group, windows)],
+                [v.label for v in group],
+                targets=per_level,
+                shard=shard,
+            )
+
+    def losses(self, module: nn.Module, batch: Batch) -> dict[str, Tensor]:
+        c, t = self.config, batch.targets
+        targets = [(t[f"cls{i}"], t[f"segment{i}"], t[f"weight{i}"]) for i in range(c.student.levels)]
+        return student_losses(
+            module(batch.rgb, batch.flow, batch.mask),
+            targets,
+            regression_weight=c.student.regression_weight,
+            mutual_weight=c.mutual_weight,
+            input_mask=batch.mask,
         )

@@ -48,7 +48,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Union
+from typing import Callable, NamedTuple, Optional, Union
 
 import numpy as np
 
@@ -217,9 +217,10 @@ def _codes(rng: np.random.Generator, classes: tuple[str, ...], dim: int, family_
     )
 
 
-def _video_rng(seed: int, name: str) -> np.random.Generator:
+def _video_rng(seed: int, name: str, tag: int = _FAMILY_TAG) -> np.random.Generator:
+    """The stream of one video, keyed by ``seed``, its name and a family ``tag``."""
     key = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "little")
-    return np.random.default_rng(np.random.SeedSequence([seed, key, _FAMILY_TAG]))
+    return np.random.default_rng(np.random.SeedSequence([seed, key, tag]))
 
 
 def _noise(rng: np.random.Generator, t: int, dim: int) -> np.ndarray:
@@ -242,6 +243,14 @@ def _shots(rng: np.random.Generator, t: int) -> np.ndarray:
     return np.searchsorted(np.cumsum(lengths), np.arange(t), side="right")
 
 
+class _Drawn(NamedTuple):
+    """One video of this family: its features and the shots they were laid on."""
+
+    rgb: np.ndarray  # (t, c) float32
+    flow: np.ndarray  # (t, c) float32
+    shot: np.ndarray  # (t,) shot index of each snippet
+
+
 def _features(
     rng: np.random.Generator,
     t: int,
@@ -253,8 +262,8 @@ def _features(
     codes: _Codes,
     conf: Confusion,
     dim: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    """RGB and Flow of one video from its instances (snippet ``start``/``end``, class, amplitude)."""
+) -> _Drawn:
+    """RGB, Flow and shots of one video from its instances (snippet ``start``/``end``, class, amplitude)."""
     k, n = len(codes.action), len(start)
     centre = np.arange(t) + 0.5
     start, end, amp = start[:, None], end[:, None], amp[:, None]
@@ -321,7 +330,39 @@ def _features(
     flow += (_CLASS_MOTION * motion * tracking).T @ codes.class_motion
     flow += camera_strength[shot][:, None] * codes.camera[camera[shot]]  # code -1 is weighted 0
     flow += np.outer(background_strength[shot] * (acting == 0), codes.background)
-    return rgb.astype(np.float32, copy=False), flow.astype(np.float32, copy=False)
+    return _Drawn(rgb.astype(np.float32, copy=False), flow.astype(np.float32, copy=False), shot)
+
+
+def _video_model(
+    seed: int, classes: tuple[str, ...], dim: int, difficulty: float
+) -> Callable[[GroundTruth, np.ndarray], _Drawn]:
+    """The per-video generator of this family for ``classes``: a video's ground truth and its ambiguous
+    regions (seconds, ``(n, 2)``) to its features and shots. Shared with :mod:`wstal.synthetic_broadcast`."""
+    conf = confusion(difficulty)
+    codes = _codes(np.random.default_rng([seed, 0, _FAMILY_TAG]), classes, dim, conf.family_share)
+
+    def draw(truth: GroundTruth, regions: np.ndarray) -> _Drawn:
+        t = max(1, round(truth.duration / SNIPPET_SECONDS))
+        rng = _video_rng(seed, truth.name)
+        spans = truth.segments / SNIPPET_SECONDS
+        keep = spans[:, 0] < t  # a segment that starts after the features end leaves no evidence
+        fallback = int(np.flatnonzero(truth.label)[0]) if truth.label.any() else 0
+        regions = regions / SNIPPET_SECONDS
+        regions = regions[regions[:, 0] < t]
+        unclear = [
+            _nearest_class(a, b, truth.segments / SNIPPET_SECONDS, truth.segment_classes, fallback)
+            for a, b in regions
+        ]
+        start = np.concatenate([spans[keep, 0], regions[:, 0]])
+        end = np.concatenate([spans[keep, 1], regions[:, 1]])
+        cls = np.concatenate([truth.segment_classes[keep], np.array(unclear, dtype=np.int64)])
+        amp = np.concatenate(
+            [rng.uniform(0.7, 1.3, int(keep.sum())), np.full(len(regions), _AMBIGUOUS_STRENGTH)]
+        )
+        video_classes = np.union1d(truth.segment_classes, np.flatnonzero(truth.label)).astype(np.int64)
+        return _features(rng, t, start, end, cls, amp, video_classes, codes, conf, dim)
+
+    return draw
 
 
 def make_synthetic_context(
@@ -357,29 +398,10 @@ def make_synthetic_context(
     """
     _check_arguments(seed, dim, difficulty, max_videos_per_split, max_seconds)
     annotation_dir, classes, truths, ambiguous = _read_folder(annotation_dir)
-    conf = confusion(difficulty)
-    codes = _codes(np.random.default_rng([seed, 0, _FAMILY_TAG]), classes, dim, conf.family_share)
+    draw = _video_model(seed, classes, dim, difficulty)
 
     def video(truth: GroundTruth) -> Video:
-        t = max(1, round(truth.duration / SNIPPET_SECONDS))
-        rng = _video_rng(seed, truth.name)
-        spans = truth.segments / SNIPPET_SECONDS
-        keep = spans[:, 0] < t  # a segment that starts after the features end leaves no evidence
-        fallback = int(np.flatnonzero(truth.label)[0]) if truth.label.any() else 0
-        regions = ambiguous.get(truth.name, np.zeros((0, 2))) / SNIPPET_SECONDS
-        regions = regions[regions[:, 0] < t]
-        unclear = [
-            _nearest_class(a, b, truth.segments / SNIPPET_SECONDS, truth.segment_classes, fallback)
-            for a, b in regions
-        ]
-        start = np.concatenate([spans[keep, 0], regions[:, 0]])
-        end = np.concatenate([spans[keep, 1], regions[:, 1]])
-        cls = np.concatenate([truth.segment_classes[keep], np.array(unclear, dtype=np.int64)])
-        amp = np.concatenate(
-            [rng.uniform(0.7, 1.3, int(keep.sum())), np.full(len(regions), _AMBIGUOUS_STRENGTH)]
-        )
-        video_classes = np.union1d(truth.segment_classes, np.flatnonzero(truth.label)).astype(np.int64)
-        rgb, flow = _features(rng, t, start, end, cls, amp, video_classes, codes, conf, dim)
+        rgb, flow, _ = draw(truth, ambiguous.get(truth.name, np.zeros((0, 2))))
         return Video(
             truth.name, rgb, flow, truth.label, truth.segments, truth.segment_classes, truth.duration
         )

@@ -1,7 +1,8 @@
 """The trained two-stage detector as one object, saved as one file and loaded without running code from it.
 
-A :class:`TrainedDetector` holds what detection needs and nothing of training: the three networks (the
-MIL base model, the T-RPN, the proposal classifier), the configuration, the class names and the features
+A :class:`TrainedDetector` holds what detection needs and nothing of training: the networks (the MIL
+base model, the T-RPN, the proposal classifier, and the Stage-3 student where the configuration enables
+it), the configuration, the class names and the features
 it expects (:class:`FeatureSpec`: width per modality, seconds per feature). :meth:`DetectorRunner.train
 <wstal.pipeline.DetectorRunner.train>` returns one; :func:`wstal.inference.detect` applies it to any
 videos; ``examples/thumos_two_stage.py`` saves it as ``OUT/detector.pt`` and ``examples/detect.py``
@@ -24,7 +25,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 import torch
 from torch import nn
@@ -46,8 +47,9 @@ __all__ = [
 FORMAT = "dmf-fusion trained detector"
 """The ``format`` entry of a detector file."""
 
-FORMAT_VERSION = 1
-"""The version of the file layout this code writes and reads; any other is refused."""
+FORMAT_VERSION = 2
+"""The version of the file layout this code writes and reads; any other is refused (version 2: the
+configuration gained Stage 3, and the file its network where it is enabled)."""
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -107,8 +109,8 @@ class FeatureSpec:
 
 @dataclass(frozen=True, eq=False)
 class TrainedDetector:
-    """The trained two-stage detector: its three networks, the configuration they were trained under, the
-    class names and the features they take.
+    """The trained detector: its networks, the configuration they were trained under, the class names and
+    the features they take.
 
     Attributes:
         config: the configuration; its ``stage1_fusion`` / ``stage2_fusion`` are the two stages' fusions, and its
@@ -118,6 +120,8 @@ class TrainedDetector:
         base_model: the snippet-level MIL base model (:class:`~wstal.model.MILBaseModel`).
         rpn: the Stage-1 T-RPN (:class:`~wstal.model.TemporalRPN`).
         classifier: the Stage-2 proposal classifier (:class:`~wstal.model.ProposalClassifier`).
+        student: the Stage-3 student (:class:`~wstal.student.BoundaryStudent`), present exactly where
+            ``config.student.enabled``.
     """
 
     config: DetectorConfig
@@ -126,6 +130,15 @@ class TrainedDetector:
     base_model: nn.Module
     rpn: nn.Module
     classifier: nn.Module
+    student: Optional[nn.Module] = None
+
+    def __post_init__(self) -> None:
+        if (self.student is not None) != self.config.student.enabled:
+            state = "enabled" if self.config.student.enabled else "disabled"
+            raise ValueError(
+                f"student: the configuration has Stage 3 {state}, got "
+                f"{'no student' if self.student is None else 'a student'}"
+            )
 
     @property
     def stage1_fusion(self) -> str:
@@ -148,8 +161,12 @@ class TrainedDetector:
         return next(self.classifier.parameters()).device
 
     def networks(self) -> dict[str, nn.Module]:
-        """The three networks by their name in :data:`~wstal.stages.NETWORKS`."""
-        return {"base": self.base_model, "stage1": self.rpn, "stage2": self.classifier}
+        """The networks by their name in :data:`~wstal.stages.NETWORKS` (``stage3`` where there is a
+        student)."""
+        found = {"base": self.base_model, "stage1": self.rpn, "stage2": self.classifier}
+        if self.student is not None:
+            found["stage3"] = self.student
+        return found
 
     def state(self) -> dict[str, Any]:
         """The detector as plain data (what :meth:`save` writes): str, numbers, lists, dicts, CPU tensors."""
@@ -207,16 +224,23 @@ class TrainedDetector:
         weights = state["networks"]
         if not isinstance(weights, dict):
             raise DetectorFileError(f"{where}: networks must be a dict of state dicts")
-        missing = [n for n in NETWORKS if n not in weights]
+        names = NETWORKS if config.student.enabled else NETWORKS[:3]
+        missing = [n for n in names if n not in weights]
         if missing:
             raise DetectorFileError(f"{where}: missing network(s) {', '.join(missing)}")
+        unexpected = sorted(set(map(str, weights)) - set(names))
+        if unexpected:
+            raise DetectorFileError(
+                f"{where}: network(s) {', '.join(unexpected)} its configuration has no use for"
+            )
         fusions = {
             "base": base_strategy_for(config.stage1_fusion, config.stage2_fusion),
             "stage1": config.stage1_fusion,
             "stage2": config.stage2_fusion,
+            "stage3": config.stage3_fusion,
         }
         networks = {}
-        for name in NETWORKS:
+        for name in names:
             net = build_network(
                 name,
                 fusions[name],
@@ -232,7 +256,15 @@ class TrainedDetector:
                     f"{where}: network {name!r} does not fit its configuration: {error}"
                 ) from None
             networks[name] = net.to(device).eval()
-        return cls(config, tuple(classes), features, networks["base"], networks["stage1"], networks["stage2"])
+        return cls(
+            config,
+            tuple(classes),
+            features,
+            networks["base"],
+            networks["stage1"],
+            networks["stage2"],
+            networks.get("stage3"),
+        )
 
     @classmethod
     def load(cls, path: PathLike, *, device: torch.device | str = "cpu") -> TrainedDetector:
