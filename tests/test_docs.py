@@ -144,6 +144,28 @@ def test_recall_figure_script_runs(tmp_path):
     assert "figures/proposal_recall.png" in (ROOT / "docs" / "detector.md").read_text()
 
 
+def test_broadcast_statistics_are_the_pages():
+    """The table and the probe's ranges in docs/synthetic_broadcast.md are what the script prints."""
+    annotations = ROOT.parent / "shared" / "data" / "thumos14"
+    if not annotations.is_dir():
+        pytest.skip("../shared/data/thumos14 is not available")
+    script = ROOT / "docs" / "figures" / "broadcast_statistics.py"
+    run = subprocess.run(
+        [sys.executable, str(script), str(annotations)], capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0, run.stderr
+    page = (ROOT / "docs" / "synthetic_broadcast.md").read_text()
+    rows = [line for line in run.stdout.splitlines() if line.startswith("| ")]
+    assert len(rows) == 7, run.stdout
+    stale = [row for row in rows if row not in page]
+    assert not stale, f"rerun docs/figures/broadcast_statistics.py; rows not in the page: {stale}"
+    probe = re.findall(r"replay snippets \(slow motion\) (\d+) %, other background (\d+) %", run.stdout)
+    assert len(probe) == 3, run.stdout
+    for found in zip(*probe):
+        low, high = min(map(int, found)), max(map(int, found))
+        assert f"{low}–{high} %" in page, (found, "rerun docs/figures/broadcast_statistics.py")
+
+
 def test_config_table_is_current(tmp_path):
     """The configuration table of docs/detector.md is the one the dataclasses give; a stale one is caught."""
     script = [sys.executable, str(ROOT / "docs" / "figures" / "make_config_table.py")]

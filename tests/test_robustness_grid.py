@@ -368,3 +368,37 @@ def test_the_stage3_bars_by_hand() -> None:
     assert (
         not any("Stage 3" in k for k in grid.bars(plain)) and "Stage 3" not in grid.format_grid(plain, [0])[0]
     )
+
+
+def test_stage3_outputs_score_the_grid_networks_again(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A tiny grid with Stage 3, then the output variants on its networks: the two-stage and the Stage-3
+    rows are the grid's own numbers, nothing is retrained."""
+    argv = ["--cells", "built-in", "--seeds", "0", "1", "--videos", "8", "--dim", "16", "--width", "16"]
+    argv += ["--epochs", "10", "--threads", "1", "--quiet", "--out", str(tmp_path), "--stage3"]
+    argv += [
+        item for stage in ("base", "stage1", "stage2", "stage3") for item in ("--set", f"{stage}.lr=0.01")
+    ]
+    assert run_script("studies/robustness_grid.py", argv) == 0
+    saved = json.loads((tmp_path / "grid.json").read_text())
+    runs = saved["cells"]["built-in"]
+    assert all({"three_stage", "student", "three_stage@0.1", "stage1_only@0.7"} <= set(r) for r in runs)
+    assert any(r["three_stage"] > 0 for r in runs)  # the tiny networks detect something
+    stamp = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.pt")}
+    capsys.readouterr()
+    assert run_script("studies/stage3_outputs.py", argv) == 0
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.pt")} == stamp  # nothing retrained
+    scores = json.loads((tmp_path / "stage3_outputs.json").read_text())["cells"]["built-in"]
+    for run, found in zip(runs, scores):
+        assert found["two-stage"][0] == pytest.approx(run["two_stage"])
+        assert found["refined: voted and rescored (Stage 3)"] == pytest.approx(
+            [run["three_stage"], run["three_stage@0.1"], run["three_stage@0.7"]]
+        )
+        assert found["student alone"][0] == pytest.approx(run["student"])
+    text = (tmp_path / "stage3_outputs.md").read_text()
+    assert text.startswith("Commit ") and "| union, fused scores (w 0.3) |" in text
+    # without --stage3 there are no Stage-3 outputs to score
+    with pytest.raises(SystemExit) as refused:
+        run_script("studies/stage3_outputs.py", [a for a in argv if a != "--stage3"])
+    assert refused.value.code == 2 and "argument --stage3" in capsys.readouterr().err

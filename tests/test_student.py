@@ -368,6 +368,11 @@ def test_a_detector_file_must_hold_the_student_its_configuration_names(tiny, tmp
         TrainedDetector.from_state(state)
     with pytest.raises(ValueError, match="student: the configuration has Stage 3 enabled, got no student"):
         dataclasses.replace(trained, student=None)
+    # a file written before Stage 3 (version 1) is refused with what to do
+    state = trained.state()
+    state["version"] = 1
+    with pytest.raises(DetectorFileError, match="format version 1; this code reads version 2 \\(retrain"):
+        TrainedDetector.from_state(state)
 
 
 def test_stage3_key_follows_its_inputs(tiny) -> None:
@@ -444,3 +449,10 @@ def test_refine_by_hand() -> None:
     # w = 0 keeps the two stages' scores
     plain = refine(teacher, student, locations, probs, StudentSettings(score_weight=0.0), ScoringSettings())
     assert sorted(r[1] for r in plain) == pytest.approx([0.5, 0.8, 0.9])
+
+
+def test_a_single_modality_run_gives_stage3_that_modality_alone(tiny) -> None:
+    runner = DetectorRunner(tiny, _config(), show_progress=False)
+    trained = runner.train("rgb", "rgb")
+    assert trained.config.stage3_fusion == "rgb" and trained.student.fusion.strategy.modalities == ("rgb",)
+    assert runner.train("rgb", "rgb", "flow").config.stage3_fusion == "flow"  # named outright, it is used

@@ -386,7 +386,7 @@ def add_method_arguments(parser: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="train Stage 3, a student that regresses boundaries from the two stages' detections on the "
-        "training videos, and report its detections as the output "
+        "training videos; the two stages' detections refined by it are the output "
         f"(default {'on' if DetectorConfig().student.enabled else 'off'}; docs/detector.md, Stage 3)",
     )
     model.add_argument(

@@ -383,15 +383,16 @@ class DetectorRunner:
         stage3_fusion: Optional[str] = None,
     ) -> TrainedDetector:
         """Train what is missing of the configuration (default: the config's fusions; Stage 3 where the
-        config's student is enabled), on every rank, and return the trained detector (its configuration
-        with these fusions)."""
+        config's student is enabled, on the single modality of a single-modality run), on every rank, and
+        return the trained detector (its configuration with these fusions)."""
         stage1 = stage1_fusion or self.config.stage1_fusion
         stage2 = stage2_fusion or self.config.stage2_fusion
-        stage3 = stage3_fusion or self.config.stage3_fusion
+        base_fusion = base_strategy_for(stage1, stage2)
+        single = base_fusion if base_fusion in ("rgb", "flow") else None  # never shown the other modality
+        stage3 = stage3_fusion or single or self.config.stage3_fusion
         two_stage = self.two_stage(stage1, stage2)
         config = dataclasses.replace(two_stage.config, student=self.config.student, stage3_fusion=stage3)
         if not self.config.student.enabled:
             return dataclasses.replace(two_stage, config=config)
-        base_fusion = base_strategy_for(stage1, stage2)
         student = self.train_stage(self.student_stage(stage1, stage2, stage3, base_fusion))
         return dataclasses.replace(two_stage, config=config, student=student)
