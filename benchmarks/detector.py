@@ -135,10 +135,11 @@ def run_once(dataset: Any, amp: str, epochs_scale: float, stage3: bool = False) 
     }
 
 
-def extrapolated_minutes(row: dict[str, Any]) -> float:
-    """The run's time with the preset's full epochs: training phases scale with their epochs, inference
-    does not."""
-    return sum(seconds * row["epoch_factor"].get(p, 1.0) for p, seconds in row["seconds"].items()) / 60
+def extrapolated_minutes(row: dict[str, Any], without: tuple[str, ...] = ()) -> float:
+    """The run's time with the preset's full epochs (leaving out the phases ``without``): training phases
+    scale with their epochs, inference does not."""
+    seconds = {p: s for p, s in row["seconds"].items() if p not in without}
+    return sum(s * row["epoch_factor"].get(p, 1.0) for p, s in seconds.items()) / 60
 
 
 def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
@@ -183,6 +184,15 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             + " | ".join(f"{extrapolated_minutes(r):.0f} min" for r in rows)
             + " |"
         )
+        if all("Stage 3" in r["seconds"] for r in rows):
+            shares = [
+                extrapolated_minutes(r) / extrapolated_minutes(r, without=STAGE3_PHASES) - 1 for r in rows
+            ]
+            lines.append(
+                "| Stage 3 adds at the full preset (extrapolated) | "
+                + " | ".join(f"{100 * share:+.0f} %" for share in shares)
+                + " |"
+            )
     lines.append(
         "| peak RSS (GiB) | " + " | ".join(f"{r['peak_rss_gib'][PHASES[-1]]:.2f}" for r in rows) + " |"
     )
