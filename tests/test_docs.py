@@ -167,7 +167,7 @@ def test_broadcast_statistics_are_the_pages():
 
 
 def test_config_table_is_current(tmp_path):
-    """The configuration table of docs/detector.md is the one the dataclasses give; a stale one is caught."""
+    """The configuration table of docs/configuration.md is the one the dataclasses give; a stale one is caught."""
     script = [sys.executable, str(ROOT / "docs" / "figures" / "make_config_table.py")]
     check = subprocess.run([*script, "--check"], capture_output=True, text=True, timeout=300)
     assert check.returncode == 0, f"{check.stdout}{check.stderr}: rerun docs/figures/make_config_table.py"

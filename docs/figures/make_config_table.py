@@ -1,4 +1,4 @@
-"""Write the configuration table of docs/detector.md from the dataclasses of ``wstal.config``.
+"""Write the configuration table of docs/configuration.md from the dataclasses of ``wstal.config``.
 
     python docs/figures/make_config_table.py           # rewrite the table between the page's markers
     python docs/figures/make_config_table.py --check   # exit 1 if the page's table is out of date
@@ -24,7 +24,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "examples")]  # this tree's dmf_fusion and
 
 from wstal import config  # noqa: E402  (needs the path above)
 
-PAGE = ROOT / "docs" / "detector.md"
+PAGE = ROOT / "docs" / "configuration.md"
 START, END = "<!-- config-table:start -->", "<!-- config-table:end -->"
 
 

@@ -415,7 +415,7 @@ def add_method_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="FIELD=VALUE",
         help="set any configuration field by its dotted name, e.g. --set proposals.class_segments=true "
-        "(docs/detector.md, configuration); repeatable; applied after the preset and the other flags",
+        "(docs/configuration.md); repeatable; applied after the preset and the other flags",
     )
     model.add_argument(
         "--width",
