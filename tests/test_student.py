@@ -387,6 +387,11 @@ def test_stage3_key_follows_its_inputs(tiny) -> None:
         other = DetectorRunner(tiny, dataclasses.replace(runner.config, **change), show_progress=False)
         other._instances = runner._instances  # the key needs no training
         assert other.student_stage("mutual+", "concat+", "concat+", "concat").key != stage.key
+    # how the output refines the two stages' detections is inference only: the same trained student
+    refined = dataclasses.replace(runner.config.student, vote_iou=0.9, score_weight=0.0)
+    other = DetectorRunner(tiny, dataclasses.replace(runner.config, student=refined), show_progress=False)
+    other._instances = runner._instances
+    assert other.student_stage("mutual+", "concat+", "concat+", "concat").key == stage.key
 
 
 def test_the_command_line_runs_stage3_and_resumes_it(

@@ -276,7 +276,8 @@ class ScoringSettings:
 class StudentSettings:
     """Stage 3, the boundary-regression student (:mod:`wstal.student`): whether it runs, how its pseudo
     instances are made from the two stages' detections on the training videos, its pyramid, and how its
-    output refines the two stages' detections. The whole dataclass is part of Stage 3's key.
+    output refines the two stages' detections. Every field but the last two (inference only) is part of
+    Stage 3's key.
 
     Attributes:
         enabled: train Stage 3 and report its detections (the ``three_stage`` detector).

@@ -19,6 +19,7 @@ Axis legend: t snippets, k classes, n proposals.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import functools
 import hashlib
 from collections.abc import Iterator, Sequence
@@ -457,8 +458,10 @@ class StudentStage(Stage):
     @functools.cached_property
     def key(self) -> StageKey:
         c = self.config
-        # the scoring settings shape the two stages' detections the instances come from
-        part = (c.stage3, c.student, c.scoring)
+        # the scoring settings shape the two stages' detections the instances come from; how the output
+        # refines them is inference only and stays out
+        training = dataclasses.replace(c.student, vote_iou=0.0, score_weight=0.0)
+        part = (c.stage3, training, c.scoring)
         return StageKey(self.kind, self.fusion, (*part, _fusion_key(c, self.fusion)), self.stage2)
 
     @property
