@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from scripts import two_stage
 
 from wstal.config import DetectorConfig, ScoringSettings, StudentSettings
+from wstal.detect import support
 from wstal.evaluator import evaluate
 from wstal.inference import detect
 from wstal.model import FusionEmbed
@@ -36,7 +37,6 @@ from wstal.student import (
     student_losses,
     student_segments,
     student_targets,
-    support,
 )
 from wstal.synthetic import make_synthetic_thumos
 from wstal.trained import DetectorFileError, TrainedDetector

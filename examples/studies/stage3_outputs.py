@@ -29,10 +29,10 @@ from studies.experiments import write_json
 from wstal import launch
 from wstal.config import ScoringSettings, StudentSettings
 from wstal.data import WSTALDataset
-from wstal.detect import soft_nms_per_class, to_detections
+from wstal.detect import soft_nms_per_class, support, to_detections
 from wstal.evaluator import detection_map, map_at
 from wstal.inference import Inference, Rows, detect
-from wstal.student import refine, support
+from wstal.student import refine
 
 Output = Callable[[Inference, str, StudentSettings, ScoringSettings], Rows]
 """One video's output rows from an inference with a student, the student's and the scoring settings."""
@@ -53,7 +53,7 @@ def _refined(**changes: float) -> Output:
 
 def _union(weight: float) -> Output:
     """Every two-stage and every student detection of a class, each scored by a weighted geometric mean
-    of the two sets' support for it (:func:`~wstal.student.support`)."""
+    of the two sets' support for it (:func:`~wstal.detect.support`)."""
 
     def make(found: Inference, name: str, settings: StudentSettings, scoring: ScoringSettings) -> Rows:
         teacher, student = found.rows["two_stage"][name], found.rows["student"][name]

@@ -60,6 +60,7 @@ __all__ = [
     "stage1_detections",
     "stage1_proposals",
     "stage2_candidates",
+    "support",
     "to_detections",
     "vote_boundaries",
 ]
@@ -344,11 +345,30 @@ def segments_of_classes(result: BaseResult, classes: Sequence[int], grouping: Gr
     return Segments(segments[order], scores[order])
 
 
+def support(segments: Tensor, reference: Tensor, scores: Tensor) -> Tensor:
+    """The support of scored ``reference`` segments for each of ``segments``: the largest ``score x tIoU``
+    over them (0 without any). The T-RPN's support (:func:`rpn_support`) and the Stage-3 student's
+    (:func:`wstal.student.refine`) are this.
+
+    Shape:
+        segments: (n, 2); reference: (m, 2); scores: (m,). Returns (n,).
+
+    Example:
+        >>> support(torch.tensor([[0.0, 4.0]]), torch.tensor([[0.0, 2.0], [0.0, 4.0]]), torch.tensor([1.0, 0.6]))
+        tensor([0.6000])
+    """
+    if segments.shape[0] == 0 or reference.shape[0] == 0:
+        return torch.zeros(segments.shape[0])
+    a, b = segments.float().T, reference.T
+    iou = segment_iou(a[0, :, None], a[1, :, None], b[0], b[1])
+    return (iou * scores[None]).amax(1)
+
+
 def rpn_support(segments: Tensor, snippets: Segments) -> Tensor:
     """The T-RPN's support for arbitrary segments: for each, the largest ``objectness x tIoU`` between it
-    and the segments the T-RPN regresses at the video's snippets (:func:`rpn_snippets`). One objectness
-    for every candidate, whatever made it: high only where the T-RPN both fires and agrees on the
-    boundaries.
+    and the segments the T-RPN regresses at the video's snippets (:func:`rpn_snippets`; :func:`support`).
+    One objectness for every candidate, whatever made it: high only where the T-RPN both fires and agrees
+    on the boundaries.
 
     Shape:
         segments: (n, 2) in snippets. Returns (n,).
@@ -358,11 +378,7 @@ def rpn_support(segments: Tensor, snippets: Segments) -> Tensor:
         >>> rpn_support(torch.tensor([[0.0, 4.0], [2.0, 4.0], [10.0, 12.0], [20.0, 30.0]]), snippets)
         tensor([0.9000, 0.4500, 0.2000, 0.0000])
     """
-    if segments.shape[0] == 0 or snippets.segments.shape[0] == 0:
-        return torch.zeros(segments.shape[0])
-    a, b = segments.float().T, snippets.segments.T
-    iou = segment_iou(a[0, :, None], a[1, :, None], b[0], b[1])
-    return (iou * snippets.scores[None]).amax(1)
+    return support(segments, snippets.segments, snippets.scores)
 
 
 def base_segments(

@@ -44,7 +44,7 @@ from dmf_fusion.functional import zero_padding
 from .config import ScoringSettings, StudentSettings
 from .console import progress
 from .data import Video
-from .detect import _batches, _collate, select_classes, soft_nms_per_class
+from .detect import _batches, _collate, select_classes, soft_nms_per_class, support
 from .distributed import global_denominator, global_rescale
 from .model import FusionEmbed, TemporalConv, residual_blocks
 from .proposals import nms_1d, segment_iou
@@ -64,7 +64,6 @@ __all__ = [
     "student_losses",
     "student_segments",
     "student_targets",
-    "support",
 ]
 
 
@@ -406,25 +405,6 @@ def student_detections(
     return soft_nms_per_class(per_class, config)
 
 
-def support(segments: Tensor, reference: Tensor, scores: Tensor) -> Tensor:
-    """The support of ``reference`` segments for each of ``segments``: the largest ``score x tIoU`` over
-    them (0 without any).
-
-    Shape:
-        segments: (n, 2); reference: (m, 2); scores: (m,). Returns (n,).
-
-    Example:
-        >>> support(torch.tensor([[0.0, 4.0]]), torch.tensor([[0.0, 2.0], [0.0, 4.0]]), torch.tensor([1.0, 0.6]))
-        tensor([0.6000])
-    """
-    if segments.shape[0] == 0 or reference.shape[0] == 0:
-        return segments.new_zeros(segments.shape[0])
-    iou = segment_iou(
-        segments[:, None, 0], segments[:, None, 1], reference[None, :, 0], reference[None, :, 1]
-    )
-    return (iou * scores[None]).max(1).values
-
-
 def refine(
     teacher: Sequence[tuple[int, float, float, float]],
     student: Sequence[tuple[int, float, float, float]],
@@ -443,7 +423,7 @@ def refine(
       probabilities in the video (it counts as much as the student's most confident location);
     * **score**: ``teacher^(1 - w) x support^w``, ``w = settings.score_weight``, where the support is the
       largest ``score x tIoU`` over the student's own detections of the class (``student``,
-      :func:`student_detections`);
+      :func:`student_detections`; :func:`~wstal.detect.support`);
 
     then soft-NMS per class (:func:`~wstal.detect.soft_nms_per_class`). ``w = 0`` and ``vote_iou = 1``
     without an exact match give the teacher's detections back (up to the second soft-NMS).
