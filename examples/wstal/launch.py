@@ -440,6 +440,15 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="epochs of each of the three stages (default: the preset's)",
     )
+    run_group.add_argument(
+        "--checkpoint-every",
+        type=non_negative_float,
+        default=60.0,
+        metavar="SECONDS",
+        help="write a stage's checkpoint after an epoch once this many seconds have passed since the last "
+        "write (0: after every epoch); the last epoch is always written, so an interrupted run loses at "
+        "most this long plus one epoch (default: 60)",
+    )
     run_group.add_argument("--stop-after-epochs", type=positive_int, default=None, help=argparse.SUPPRESS)
     scale = parser.add_argument_group(
         "scale", "launch with torchrun for several GPUs or machines (docs/training_at_scale.md)"
@@ -642,7 +651,8 @@ def make_runner(
     *,
     stop: Optional[StopAfter] = None,
 ) -> DetectorRunner:
-    """A runner with the command line's device, resume, progress, distributed, AMP and compile options."""
+    """A runner with the command line's device, resume, progress, distributed, AMP, compile and
+    checkpoint options."""
     return DetectorRunner(
         dataset,
         config,
@@ -654,4 +664,5 @@ def make_runner(
         dist=args.dist,
         amp=args.amp,
         compile=args.compile,
+        checkpoint_every=args.checkpoint_every,
     )

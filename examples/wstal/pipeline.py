@@ -53,7 +53,7 @@ from .inference import detect
 from .pseudo_labels import Segments
 from .stages import BaseStage, ClassifierStage, RPNStage, Stage, StageKey, StudentStage
 from .student import Instances, pseudo_instances
-from .train import StopAfter, fingerprint, seed_everything, stage_seed, train_stage
+from .train import StopAfter, adam, fingerprint, seed_everything, stage_seed, train_stage
 from .trained import FeatureSpec, TrainedDetector, base_strategy_for
 
 __all__ = [
@@ -117,6 +117,8 @@ class StageTrainer:
         show_progress: tqdm bars for batches.
         amp: mixed precision of the training steps, ``"off"``, ``"bf16"`` or ``"fp16"``.
         compile: train each network through ``torch.compile``.
+        checkpoint_every: seconds between two checkpoints of a stage (0: after every epoch; the last
+            epoch is always written): :func:`~wstal.train.train_stage`.
     """
 
     def __init__(
@@ -130,9 +132,11 @@ class StageTrainer:
         show_progress: bool = True,
         amp: str = "off",
         compile: bool = False,
+        checkpoint_every: float = 60.0,
     ) -> None:
         self.seed, self.dist, self.checkpoint_dir, self.resume = seed, dist, checkpoint_dir, resume
         self.stop, self.show_progress, self.amp, self.compile = stop, show_progress, amp, compile
+        self.checkpoint_every = checkpoint_every
         self._trained: dict[StageKey, nn.Module] = {}
 
     def __call__(self, stage: Stage) -> nn.Module:
@@ -141,7 +145,7 @@ class StageTrainer:
             s = stage.settings
             generator = seed_everything(stage_seed(self.seed, stage.kind), self.dist.rank)
             model = stage.build().to(self.dist.device)
-            optimizer = torch.optim.Adam(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+            optimizer = adam(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
             architecture = [(name, tuple(value.shape)) for name, value in model.state_dict().items()]
             checkpoint = None if self.checkpoint_dir is None else self.checkpoint_dir / f"{stage.name}.pt"
             train_stage(
@@ -160,6 +164,7 @@ class StageTrainer:
                 dist=self.dist,
                 amp=self.amp,
                 compile=self.compile,
+                checkpoint_every=self.checkpoint_every,
             )
             self._trained[stage.key] = model
         return self._trained[stage.key]
@@ -185,6 +190,8 @@ class DetectorRunner:
         dist: the distributed context (None: one process on ``device``).
         amp: mixed precision of the training steps, ``"off"``, ``"bf16"`` or ``"fp16"``.
         compile: train each network through ``torch.compile``.
+        checkpoint_every: seconds between two checkpoints of a stage (0: after every epoch; the last
+            epoch is always written).
     """
 
     def __init__(
@@ -200,6 +207,7 @@ class DetectorRunner:
         dist: Optional[DistributedContext] = None,
         amp: str = "off",
         compile: bool = False,
+        checkpoint_every: float = 60.0,
     ) -> None:
         self.dataset, self.config, self.show_progress = dataset, config, show_progress
         self.dist = dist if dist is not None else DistributedContext(device=torch.device(device))
@@ -213,6 +221,7 @@ class DetectorRunner:
             show_progress=show_progress,
             amp=amp,
             compile=compile,
+            checkpoint_every=checkpoint_every,
         )
         self._stages: dict[tuple[str, ...], Stage] = {}
         self._base_outputs: dict[StageKey, BaseOutputs] = {}

@@ -11,9 +11,10 @@ The loop is plain; distributed data parallel, mixed precision and ``torch.compil
   torch RNG (dropout) is seeded per stage and rank, so a stage's result does not depend on what ran
   before it;
 * a checkpoint holds the model, optimizer, scheduler, gradient scaler, epoch, the RNG states (of every
-  rank) and the loss history; rank 0 writes it each epoch to a temporary file and moves it into place
-  with ``os.replace`` (atomic on POSIX), so an interrupted run always leaves the last complete epoch
-  behind;
+  rank) and the loss history; rank 0 writes it after an epoch (after every epoch, or once
+  ``checkpoint_every`` seconds have passed since the last write, and always after the last) to a
+  temporary file and moves it into place with ``os.replace`` (atomic on POSIX), so an interrupted run
+  always leaves a complete epoch behind;
 * a NaN or inf loss stops the stage at once with :class:`TrainingDiverged`, before the diverged epoch's
   checkpoint is written, so the last good epoch's checkpoint is what stays on disk;
 * only rank 0 logs and shows progress bars.
@@ -27,6 +28,7 @@ import hashlib
 import json
 import math
 import os
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -44,6 +46,7 @@ __all__ = [
     "StopAfter",
     "TrainingDiverged",
     "TrainingInterrupted",
+    "adam",
     "batch_indices",
     "fingerprint",
     "load_checkpoint",
@@ -145,6 +148,23 @@ def crop_window(length: int, max_len: int, generator: torch.Generator) -> tuple[
     return start, start + max_len
 
 
+def adam(params: Iterable[nn.Parameter], *, lr: float, weight_decay: float) -> torch.optim.Adam:
+    """The stages' optimizer: Adam, in its fused form (one kernel for every parameter) where this torch
+    has it for the parameters' device (CUDA; the CPU from torch 2.4), else its for-each form. Both compute
+    the update of the plain loop, several times faster on the CPU than its per-tensor default.
+
+    Example:
+        >>> optimizer = adam(nn.Linear(2, 1).parameters(), lr=1e-3, weight_decay=0.0)
+        >>> optimizer.defaults["fused"] or optimizer.defaults["foreach"]
+        True
+    """
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
+    except RuntimeError:  # no fused kernel for this device in this torch
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, foreach=True)
+
+
 # --------------------------------------------------------------------------------------------------
 # checkpoints
 # --------------------------------------------------------------------------------------------------
@@ -196,6 +216,11 @@ class StopAfter:
 
     def __init__(self, epochs: Optional[int]) -> None:
         self.remaining = epochs
+
+    @property
+    def last_epoch(self) -> bool:
+        """Whether the next :meth:`epoch_done` interrupts (the epoch before it is always checkpointed)."""
+        return self.remaining is not None and self.remaining <= 1
 
     def epoch_done(self) -> None:
         if self.remaining is None:
@@ -297,8 +322,9 @@ def train_stage(
     dist: Optional[DistributedContext] = None,
     amp: str = "off",
     compile: bool = False,
+    checkpoint_every: float = 0.0,
 ) -> list[dict[str, float]]:
-    """Train ``model`` for ``epochs`` epochs, checkpointing after each; resume from ``checkpoint`` if asked.
+    """Train ``model`` for ``epochs`` epochs, checkpointing after epochs; resume from ``checkpoint`` if asked.
 
     Args:
         name: stage name, for progress lines.
@@ -321,6 +347,10 @@ def train_stage(
             for every rank.
         amp: mixed precision, ``"off"``, ``"bf16"`` or ``"fp16"`` (with gradient scaling).
         compile: train through ``torch.compile(model)``.
+        checkpoint_every: write the checkpoint after an epoch only when at least this many seconds have
+            passed since this call started or last wrote it (0: after every epoch); the last epoch and an
+            epoch after which ``stop`` interrupts are always written. An interrupted run loses at most
+            this long plus one epoch.
 
     Returns:
         The per-epoch mean losses of the global batches (the whole history, also across a resume).
@@ -348,6 +378,7 @@ def train_stage(
     runner = TrainStep(model, optimizer, dist=ctx, amp=amp, compile=compile, grad_clip=grad_clip)
     if state is not None:
         runner.load_state_dict(state.get("train_step", {}))
+    written = time.monotonic()  # the stage's start counts as its last write
     for epoch in range(first_epoch, epochs):
         model.train()
         sums: dict[str, float] = {}
@@ -366,7 +397,9 @@ def train_stage(
         means = {k: v / max(count, 1) for k, v in sums.items()}
         history.append(means)
         log(f"[{name}] epoch {epoch + 1}/{epochs} " + " ".join(f"{k} {v:.4f}" for k, v in means.items()))
-        if checkpoint is not None:
+        # every rank takes rank 0's decision, since writing the checkpoint is a collective
+        due = ctx.broadcast_object(time.monotonic() - written >= checkpoint_every)
+        if checkpoint is not None and (due or epoch + 1 == epochs or (stop is not None and stop.last_epoch)):
             rng = _rng_state(generator, ctx)  # a collective: every rank takes part
             if ctx.is_main:
                 state = {
@@ -383,7 +416,7 @@ def train_stage(
                 if scheduler is not None:
                     state["scheduler"] = scheduler.state_dict()
                 save_checkpoint(checkpoint, state)
-            good_epoch = epoch + 1
+            good_epoch, written = epoch + 1, time.monotonic()
         if stop is not None:
             stop.epoch_done()
     model.eval()
