@@ -449,11 +449,24 @@ def test_refine_by_hand() -> None:
     assert by_class[0][2:] == pytest.approx((start, end), rel=1e-6)
     # class 1: no location overlaps [10, 14]: its boundaries stay; score sqrt(0.5 x 0.5)
     assert by_class[1][2:] == pytest.approx((10.0, 14.0)) and by_class[1][1] == pytest.approx(0.5)
-    # class 2: nothing of the student supports it: sqrt(0.9 x 1e-8) falls below soft-NMS's floor
-    assert 2 not in by_class
+    # class 2: nothing of the student supports it: sqrt(0.9 x 1e-8), last
+    assert by_class[2][1] == pytest.approx(math.sqrt(0.9 * 1e-8), rel=1e-5) and rows[-1][0] == 2
+    assert [r[1] for r in rows] == sorted((r[1] for r in rows), reverse=True)
     # w = 0 keeps the two stages' scores
     plain = refine(teacher, student, locations, probs, StudentSettings(score_weight=0.0), ScoringSettings())
     assert sorted(r[1] for r in plain) == pytest.approx([0.5, 0.8, 0.9])
+
+
+def test_refine_without_votes_or_support_gives_the_two_stages_detections_back() -> None:
+    """No second suppression: overlapping detections of the two stages keep their (soft-NMS'd) scores."""
+    teacher = [(0, 0.9, 2.0, 6.0), (0, 0.6, 2.5, 6.0), (1, 0.7, 0.0, 3.0), (0, 0.2, 2.0, 5.5)]
+    locations, probs = torch.tensor([[20.0, 22.0]]), torch.tensor([[1.0, 1.0]])
+    settings = StudentSettings(vote_iou=1.0, score_weight=0.0)
+    rows = refine(teacher, [], locations, probs, settings, ScoringSettings())
+    expected = sorted(teacher, key=lambda r: -r[1])
+    assert [r[0] for r in rows] == [r[0] for r in expected]
+    assert [v for r in rows for v in r[1:]] == pytest.approx([v for r in expected for v in r[1:]])
+    assert len(refine(teacher, [], locations, probs, settings, ScoringSettings(max_detections=2))) == 2
 
 
 def test_a_single_modality_run_gives_stage3_that_modality_alone(tiny) -> None:

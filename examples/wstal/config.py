@@ -473,7 +473,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             epochs=50, lr=1e-4, weight_decay=1e-3, batch_size=8, max_len=100_000, hidden=512, dropout=0.5
         ),
         "stage3": StageSettings(
-            epochs=50, lr=5e-4, weight_decay=1e-3, batch_size=4, max_len=750, hidden=256, dropout=0.1
+            epochs=40, lr=5e-4, weight_decay=1e-3, batch_size=4, max_len=750, hidden=256, dropout=0.1
         ),
     },
 }

@@ -43,6 +43,7 @@ __all__ = [
     "base_contrast",
     "base_detections",
     "base_segments",
+    "best_detections",
     "blended_video_scores",
     "class_segments",
     "class_sequence",
@@ -57,6 +58,7 @@ __all__ = [
     "run_base",
     "segments_of_classes",
     "select_classes",
+    "soft_nms_per_class",
     "stage1_detections",
     "stage1_proposals",
     "stage2_candidates",
@@ -127,15 +129,34 @@ def soft_nms_per_class(
 ) -> list[tuple[int, float, float, float]]:
     """Detections ``(class, score, start, end)`` from each class's ``(segments, scores)``: soft-NMS per
     class (``config.soft_nms_sigma``), then the best ``config.max_detections`` over all classes, best first."""
-    rows: list[tuple[int, float, float, float]] = []
+    suppressed = {}
     for c, (segments, scores) in per_class.items():
         if segments.shape[0] == 0:
             continue
         keep, decayed = soft_nms_1d(
             segments, scores, sigma=config.soft_nms_sigma, max_keep=config.max_detections
         )
-        kept = segments[keep].tolist()
-        rows.extend((c, float(s), float(a), float(b)) for (a, b), s in zip(kept, decayed.tolist()))
+        suppressed[c] = (segments[keep], decayed)
+    return best_detections(suppressed, config)
+
+
+def best_detections(
+    per_class: dict[int, tuple[Tensor, Tensor]], config: ScoringSettings
+) -> list[tuple[int, float, float, float]]:
+    """Detections ``(class, score, start, end)`` from each class's ``(segments, scores)`` as they are (no
+    suppression): the best ``config.max_detections`` over all classes, best first.
+
+    Example:
+        >>> per_class = {0: (torch.tensor([[0.0, 2.0], [1.0, 2.0]]), torch.tensor([0.2, 0.9])),
+        ...              1: (torch.tensor([[4.0, 5.0]]), torch.tensor([0.5]))}
+        >>> best_detections(per_class, ScoringSettings(max_detections=2))
+        [(0, 0.8999999761581421, 1.0, 2.0), (1, 0.5, 4.0, 5.0)]
+    """
+    rows = [
+        (c, float(s), float(a), float(b))
+        for c, (segments, scores) in per_class.items()
+        for (a, b), s in zip(segments.tolist(), scores.tolist())
+    ]
     rows.sort(key=lambda r: -r[1])
     return rows[: config.max_detections]
 

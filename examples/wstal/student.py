@@ -44,7 +44,7 @@ from dmf_fusion.functional import zero_padding
 from .config import ScoringSettings, StudentSettings
 from .console import progress
 from .data import Video
-from .detect import _batches, _collate, select_classes, soft_nms_per_class, support
+from .detect import _batches, _collate, best_detections, select_classes, soft_nms_per_class, support
 from .distributed import global_denominator, global_rescale
 from .model import FusionEmbed, TemporalConv, residual_blocks
 from .proposals import nms_1d, segment_iou
@@ -425,8 +425,9 @@ def refine(
       largest ``score x tIoU`` over the student's own detections of the class (``student``,
       :func:`student_detections`; :func:`~wstal.detect.support`);
 
-    then soft-NMS per class (:func:`~wstal.detect.soft_nms_per_class`). ``w = 0`` and ``vote_iou = 1``
-    without an exact match give the teacher's detections back (up to the second soft-NMS).
+    the best ``config.max_detections`` of them, with no second suppression (:func:`~wstal.detect.best_detections`:
+    the two stages' scores are soft-NMS'd already). ``w = 0`` and ``vote_iou = 1`` without an exact match
+    give the teacher's detections back.
 
     Shape:
         segments: (m, 2) every student location's segment; probs: (m, k) its class probabilities.
@@ -460,4 +461,4 @@ def refine(
             total = (own + votes.sum(1, keepdim=True)).clamp_min(1e-12)
             found = (found * own + votes @ segments.float()) / total
         per_class[c] = (found, scores)
-    return soft_nms_per_class(per_class, config)
+    return best_detections(per_class, config)
