@@ -397,9 +397,13 @@ def train_stage(
         means = {k: v / max(count, 1) for k, v in sums.items()}
         history.append(means)
         log(f"[{name}] epoch {epoch + 1}/{epochs} " + " ".join(f"{k} {v:.4f}" for k, v in means.items()))
-        # every rank takes rank 0's decision, since writing the checkpoint is a collective
-        due = ctx.broadcast_object(time.monotonic() - written >= checkpoint_every)
-        if checkpoint is not None and (due or epoch + 1 == epochs or (stop is not None and stop.last_epoch)):
+        write = checkpoint is not None and (
+            epoch + 1 == epochs
+            or (stop is not None and stop.last_epoch)
+            # rank 0's clock decides for every rank, since writing the checkpoint is a collective
+            or ctx.broadcast_object(time.monotonic() - written >= checkpoint_every)
+        )
+        if write:
             rng = _rng_state(generator, ctx)  # a collective: every rank takes part
             if ctx.is_main:
                 state = {
