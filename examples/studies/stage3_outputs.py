@@ -29,7 +29,7 @@ from studies.experiments import write_json
 from wstal import launch
 from wstal.config import ScoringSettings, StudentSettings
 from wstal.data import WSTALDataset
-from wstal.detect import soft_nms_per_class, support, to_detections
+from wstal.detect import class_detections, soft_nms_per_class, support, to_detections
 from wstal.evaluator import detection_map, map_at
 from wstal.inference import Inference, Rows, detect
 from wstal.student import refine
@@ -59,11 +59,7 @@ def _union(weight: float) -> Output:
         teacher, student = found.rows["two_stage"][name], found.rows["student"][name]
         per_class = {}
         for c in sorted({int(r[0]) for r in (*teacher, *student)}):
-            sets = []
-            for rows in (teacher, student):
-                mine = [r for r in rows if int(r[0]) == c]
-                segments = torch.tensor([[r[2], r[3]] for r in mine], dtype=torch.float32).reshape(-1, 2)
-                sets.append((segments, torch.tensor([r[1] for r in mine], dtype=torch.float32)))
+            sets = [class_detections(rows, c) for rows in (teacher, student)]
             segments = torch.cat([sets[0][0], sets[1][0]])
             a, b = (support(segments, *s).clamp_min(1e-8) for s in sets)
             per_class[c] = (segments, a ** (1 - weight) * b**weight)

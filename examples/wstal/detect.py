@@ -45,6 +45,7 @@ __all__ = [
     "base_segments",
     "best_detections",
     "blended_video_scores",
+    "class_detections",
     "class_segments",
     "class_sequence",
     "classify_proposals",
@@ -138,6 +139,21 @@ def soft_nms_per_class(
         )
         suppressed[c] = (segments[keep], decayed)
     return best_detections(suppressed, config)
+
+
+def class_detections(rows: Sequence[tuple[int, float, float, float]], c: int) -> tuple[Tensor, Tensor]:
+    """The detections ``(class, score, start, end)`` of class ``c`` among ``rows`` as ``(segments (n, 2),
+    scores (n,))`` float32 tensors, in their order (``n`` may be 0): the per-class form
+    :func:`best_detections` takes.
+
+    Example:
+        >>> class_detections([(0, 0.9, 1.0, 2.0), (1, 0.5, 4.0, 5.0), (0, 0.2, 0.0, 2.0)], 0)
+        (tensor([[1., 2.],
+                [0., 2.]]), tensor([0.9000, 0.2000]))
+    """
+    mine = [r for r in rows if int(r[0]) == c]
+    segments = torch.tensor([[r[2], r[3]] for r in mine], dtype=torch.float32).reshape(-1, 2)
+    return segments, torch.tensor([r[1] for r in mine], dtype=torch.float32)
 
 
 def best_detections(

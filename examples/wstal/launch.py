@@ -40,7 +40,7 @@ from .synthetic import SYNTHETIC_DIM, make_synthetic_thumos
 from .synthetic_broadcast import make_synthetic_broadcast
 from .synthetic_context import make_synthetic_context
 from .synthetic_gt import make_synthetic_from_annotations
-from .train import CheckpointMismatchError, StopAfter, TrainingDiverged, TrainingInterrupted
+from .train import CHECKPOINT_EVERY, CheckpointMismatchError, StopAfter, TrainingDiverged, TrainingInterrupted
 
 __all__ = [
     "ANNOTATION_FAMILIES",
@@ -443,11 +443,11 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     run_group.add_argument(
         "--checkpoint-every",
         type=non_negative_float,
-        default=60.0,
+        default=CHECKPOINT_EVERY,
         metavar="SECONDS",
         help="write a stage's checkpoint after an epoch once this many seconds have passed since the last "
         "write (0: after every epoch); the last epoch is always written, so an interrupted run loses at "
-        "most this long plus one epoch (default: 60)",
+        f"most this long plus one epoch (default: {CHECKPOINT_EVERY:g})",
     )
     run_group.add_argument("--stop-after-epochs", type=positive_int, default=None, help=argparse.SUPPRESS)
     scale = parser.add_argument_group(

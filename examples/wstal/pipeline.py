@@ -53,7 +53,7 @@ from .inference import detect
 from .pseudo_labels import Segments
 from .stages import BaseStage, ClassifierStage, RPNStage, Stage, StageKey, StudentStage
 from .student import Instances, pseudo_instances
-from .train import StopAfter, adam, fingerprint, seed_everything, stage_seed, train_stage
+from .train import CHECKPOINT_EVERY, StopAfter, adam, fingerprint, seed_everything, stage_seed, train_stage
 from .trained import FeatureSpec, TrainedDetector, base_strategy_for
 
 __all__ = [
@@ -132,7 +132,7 @@ class StageTrainer:
         show_progress: bool = True,
         amp: str = "off",
         compile: bool = False,
-        checkpoint_every: float = 60.0,
+        checkpoint_every: float = CHECKPOINT_EVERY,
     ) -> None:
         self.seed, self.dist, self.checkpoint_dir, self.resume = seed, dist, checkpoint_dir, resume
         self.stop, self.show_progress, self.amp, self.compile = stop, show_progress, amp, compile
@@ -207,7 +207,7 @@ class DetectorRunner:
         dist: Optional[DistributedContext] = None,
         amp: str = "off",
         compile: bool = False,
-        checkpoint_every: float = 60.0,
+        checkpoint_every: float = CHECKPOINT_EVERY,
     ) -> None:
         self.dataset, self.config, self.show_progress = dataset, config, show_progress
         self.dist = dist if dist is not None else DistributedContext(device=torch.device(device))

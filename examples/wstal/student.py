@@ -44,7 +44,15 @@ from dmf_fusion.functional import zero_padding
 from .config import ScoringSettings, StudentSettings
 from .console import progress
 from .data import Video
-from .detect import _batches, _collate, best_detections, select_classes, soft_nms_per_class, support
+from .detect import (
+    _batches,
+    _collate,
+    best_detections,
+    class_detections,
+    select_classes,
+    soft_nms_per_class,
+    support,
+)
 from .distributed import global_denominator, global_rescale
 from .model import FusionEmbed, TemporalConv, residual_blocks
 from .proposals import nms_1d, segment_iou
@@ -441,15 +449,10 @@ def refine(
     """
     per_class = {}
     for c in sorted({int(r[0]) for r in teacher}):
-        own = [r for r in teacher if int(r[0]) == c]
-        found = torch.tensor([[r[2], r[3]] for r in own], dtype=torch.float32)
-        scores = torch.tensor([r[1] for r in own], dtype=torch.float32)
-        theirs = [r for r in student if int(r[0]) == c]
-        reference = torch.tensor([[r[2], r[3]] for r in theirs], dtype=torch.float32).reshape(-1, 2)
-        reference_scores = torch.tensor([r[1] for r in theirs], dtype=torch.float32)
+        found, scores = class_detections(teacher, c)
         w = settings.score_weight
         if w > 0:  # the student's support for the detection as the two stages bounded it
-            backing = support(found, reference, reference_scores)
+            backing = support(found, *class_detections(student, c))
             scores = scores.clamp_min(1e-8) ** (1 - w) * backing.clamp_min(1e-8) ** w
         if segments.shape[0]:
             p = probs[:, c].float()

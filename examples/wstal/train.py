@@ -42,6 +42,7 @@ from .console import log, progress
 from .distributed import DistributedContext, TrainStep
 
 __all__ = [
+    "CHECKPOINT_EVERY",
     "CheckpointMismatchError",
     "StopAfter",
     "TrainingDiverged",
@@ -168,6 +169,9 @@ def adam(params: Iterable[nn.Parameter], *, lr: float, weight_decay: float) -> t
 # --------------------------------------------------------------------------------------------------
 # checkpoints
 # --------------------------------------------------------------------------------------------------
+
+CHECKPOINT_EVERY = 60.0
+"""Seconds between two checkpoints of a stage in a detector run (``--checkpoint-every``)."""
 
 
 class CheckpointMismatchError(RuntimeError):
