@@ -169,6 +169,32 @@ def test_fusion_embed_ignores_padding(strategy: str) -> None:
     assert (padded.aux_loss > 0) == strategy.startswith("mutual")
 
 
+@pytest.mark.parametrize("through", [True, False], ids=["mutual loss trains DMF", "mutual loss detached"])
+def test_the_mutual_loss_reaches_dmf_only_when_asked(through: bool) -> None:
+    """``mutual_loss_through_dmf=False`` keeps the features and the loss's value and stops the loss's
+    gradient at DMF, while the mutual embeddings still learn from it."""
+    torch.manual_seed(0)
+    reference = FusionEmbed("mutual+", 6, 5, 4)
+    embed = FusionEmbed("mutual+", 6, 5, 4, mutual_loss_through_dmf=through)
+    embed.load_state_dict(reference.state_dict())
+    rgb, flow = torch.randn(2, 7, 6), torch.randn(2, 7, 5)
+    mask = torch.tensor([[True] * 7, [True] * 4 + [False] * 3])
+    out, expected = embed(rgb, flow, mask), reference(rgb, flow, mask)
+    torch.testing.assert_close(out.features, expected.features)
+    torch.testing.assert_close(out.aux_loss, expected.aux_loss)
+    assert embed.dmf is not None
+    dmf = list(embed.dmf.parameters())
+    from_loss = torch.autograd.grad(out.aux_loss, dmf, allow_unused=True, retain_graph=True)
+    reached = any(g is not None and g.abs().sum() > 0 for g in from_loss)
+    assert reached == through
+    embeddings = list(embed.fuse.parameters())
+    from_loss = torch.autograd.grad(out.aux_loss, embeddings, allow_unused=True, retain_graph=True)
+    assert any(g is not None and g.abs().sum() > 0 for g in from_loss)
+    from_features = torch.autograd.grad(out.features.square().sum(), dmf, allow_unused=True)
+    assert any(g is not None and g.abs().sum() > 0 for g in from_features)  # the task losses still train DMF
+    assert ("mutual_loss_through_dmf=False" in repr(embed)) != through
+
+
 def test_masked_topk_mean_matches_a_loop() -> None:
     torch.manual_seed(1)
     x, lengths = torch.randn(3, 9, 4), torch.tensor([9, 5, 2])
@@ -217,7 +243,10 @@ def test_checkpoints_are_atomic_and_checked(tmp_path: Path) -> None:
         load_checkpoint(path, "other")
 
 
-@pytest.mark.parametrize("name", ["wstal.model", "wstal.pseudo_labels", "wstal.train", "wstal.detect", "wstal.student", "wstal.stages"])
+@pytest.mark.parametrize(
+    "name",
+    ["wstal.model", "wstal.pseudo_labels", "wstal.train", "wstal.detect", "wstal.student", "wstal.stages"],
+)
 def test_docstring_examples(name: str) -> None:
     import doctest
     import importlib

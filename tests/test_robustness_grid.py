@@ -293,6 +293,21 @@ def test_fusion_statistics_against_the_attentions_read_directly() -> None:
     assert plain == dict.fromkeys(dmf_attention.STATISTICS)
 
 
+def test_one_fusion_pair_still_records_what_dmf_learned(tmp_path: Path) -> None:
+    """``--fusions`` with one pair writes fusions.md and the DMF statistics (a variant of the block on
+    every cell, e.g. ``--dmf-attention dot``, needs them); without ``--fusions`` the grid writes neither."""
+    argv = ["--cells", "built-in", "--seeds", "0", "--videos", "4", "--dim", "8", "--width", "16"]
+    argv += ["--epochs", "1", "--threads", "1", "--quiet"]
+    assert run_script("studies/robustness_grid.py", [*argv, "--out", str(tmp_path / "plain")]) == 0
+    assert "fusions" not in json.loads((tmp_path / "plain" / "grid.json").read_text())
+    assert not (tmp_path / "plain" / "fusions.md").exists()
+    argv += ["--out", str(tmp_path / "one"), "--fusions", "mutual+/concat"]
+    assert run_script("studies/robustness_grid.py", argv) == 0
+    saved = json.loads((tmp_path / "one" / "grid.json").read_text())
+    assert 0 < saved["fusion_statistics"]["mutual+"]["built-in"][0]["temporal gate"] < 1
+    assert "| temporal gate |" in (tmp_path / "one" / "fusions.md").read_text()
+
+
 def test_foreground_snippets_by_hand() -> None:
     from wstal.data import Video
 

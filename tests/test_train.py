@@ -137,7 +137,20 @@ def plain_adam(params: list[torch.Tensor], grads: list[list[torch.Tensor]], lr: 
     return params
 
 
-def test_the_stages_optimizer_computes_plain_adam() -> None:
+ADAM = torch.optim.Adam
+
+
+def without_fused_adam(params, **kwargs):
+    """``torch.optim.Adam`` as in a torch with no fused kernel for these parameters (torch < 2.4 on the CPU)."""
+    if kwargs.get("fused"):
+        raise RuntimeError("`fused=True` requires all the params to be on a supported device")
+    return ADAM(params, **kwargs)
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "for-each fallback"])
+def test_the_stages_optimizer_computes_plain_adam(fused: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    if not fused:
+        monkeypatch.setattr(torch.optim, "Adam", without_fused_adam)
     generator = torch.Generator().manual_seed(0)
     params = [
         nn.Parameter(torch.randn(5, 3, generator=generator)),
@@ -146,7 +159,10 @@ def test_the_stages_optimizer_computes_plain_adam() -> None:
     start = [p.detach().clone() for p in params]
     grads = [[torch.randn(p.shape, generator=generator) for p in params] for _ in range(4)]
     optimizer = adam(params, lr=1e-2, weight_decay=1e-3)
-    assert optimizer.defaults["fused"] or optimizer.defaults["foreach"]
+    if fused:
+        assert optimizer.defaults["fused"] or optimizer.defaults["foreach"]
+    else:
+        assert optimizer.defaults["foreach"] and not optimizer.defaults["fused"]
     for step_grads in grads:
         for p, g in zip(params, step_grads):
             p.grad = g.clone()

@@ -27,7 +27,7 @@ a pseudo-label rule could trust (:mod:`studies.candidate_variants`), into ``--ou
 ``examples/studies/compare_schedules.py`` compares two grids' diagnostics: does a shortened schedule rank the
 variants as the full one does?
 
-``--fusions S1/S2 ...`` adds a fusion axis (issue: the library's headline block must earn its place): every
+``--fusions S1/S2 ...`` (one pair or more) adds a fusion axis (issue: the library's headline block must earn its place): every
 run trains its base model once and the two stages once per Stage-1 / Stage-2 fusion pair, and the grid
 writes ``--out/fusions.md`` (and the ``fusions`` of ``grid.json``): per cell and pair the two stages' and
 the Stage-1-alone AVG (mean ± std over the seeds), the grid's mean, and what each Stage-1 fusion learned
@@ -390,7 +390,7 @@ def run_one(
         )
         found["fusions"][pair_name(pair)] = row
         trained = runner.train(*pair)  # trained above: every stage is cached
-        if pair[0] not in found["statistics"] and len(pairs) > 1:
+        if pair[0] not in found["statistics"] and args.fusions:
             found["statistics"][pair[0]] = dmf_attention.fusion_statistics(
                 trained, dataset.test, dataset.snippet_seconds, device=str(runner.device)
             )
@@ -490,7 +490,7 @@ def run_grid(args: argparse.Namespace) -> int:
         "checks": bars(cells),
         "cells": cells,
     }
-    if len(fusions) > 1:
+    if args.fusions:
         payload["fusions"] = fusions
         payload["fusion_statistics"] = statistics
     write_json(args.out / "grid.json", payload)

@@ -345,6 +345,8 @@ class DetectorConfig:
         base_topk_ratio: base model top-k is ``t / base_topk_ratio`` (training and inference).
         base_bottomk_ratio: base model easy-background count is ``t / base_bottomk_ratio``.
         mutual_weight: weight of the mutual loss wherever a stage uses mutual fusion.
+        mutual_loss_through_dmf: whether the mutual loss trains DMF's gates (``mutual+``); false: only
+            the stage's task losses do (the loss reads DMF's output detached).
         proposal_topk_ratio: Stage-2 top-k is ``n / proposal_topk_ratio`` proposals.
         completeness_weight: weight of the Stage-2 pseudo-completeness loss.
         completeness_source: which base attention head gives the completeness targets (``mean``: the
@@ -369,6 +371,7 @@ class DetectorConfig:
     base_topk_ratio: float = field(default=8.0, metadata=AT_LEAST_ONE)
     base_bottomk_ratio: float = field(default=2.0, metadata=AT_LEAST_ONE)
     mutual_weight: float = field(default=1.0, metadata=NON_NEGATIVE)
+    mutual_loss_through_dmf: bool = True
     proposal_topk_ratio: float = field(default=4.0, metadata=AT_LEAST_ONE)
     completeness_weight: float = field(default=1.0, metadata=NON_NEGATIVE)
     completeness_source: Literal["attention", "boundary", "mean"] = "attention"

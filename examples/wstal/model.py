@@ -125,6 +125,9 @@ class FusionEmbed(nn.Module):
         dim: output width.
         alpha: DMF strength (0: no DMF, which would be the identity).
         attention: DMF attention form, ``"gate"`` or ``"dot"``.
+        mutual_loss_through_dmf: with ``mutual+``, whether the mutual loss's gradient reaches DMF. False:
+            the loss reads the mutual embeddings of DMF's output detached (a second pass of the
+            embeddings), so only the stage's task losses train DMF; the features are the same.
 
     Shape:
         rgb: (b, t, dim_rgb); flow: (b, t, dim_flow); mask: (b, t). Returns features (b, t, dim), zero at
@@ -146,10 +149,12 @@ class FusionEmbed(nn.Module):
         *,
         alpha: float = 0.5,
         attention: str = "gate",
+        mutual_loss_through_dmf: bool = True,
     ) -> None:
         super().__init__()
         self.strategy = FusionStrategy.parse(strategy) if isinstance(strategy, str) else strategy
         self.dim = dim
+        self.mutual_loss_through_dmf = mutual_loss_through_dmf
         name = self.strategy.name
         # alpha = 0 makes DMF the identity: none is built, so no parameter sits unused (which DDP
         # would reject without find_unused_parameters)
@@ -170,7 +175,8 @@ class FusionEmbed(nn.Module):
             self.mutual_loss = MutualLoss()
 
     def extra_repr(self) -> str:
-        return f"strategy={str(self.strategy)!r}, dim={self.dim}"
+        detached = "" if self.mutual_loss_through_dmf else ", mutual_loss_through_dmf=False"
+        return f"strategy={str(self.strategy)!r}, dim={self.dim}{detached}"
 
     def forward(self, rgb: Tensor, flow: Tensor, mask: Optional[Tensor] = None) -> FusionOutput:
         zero = rgb.new_zeros(())
@@ -184,6 +190,8 @@ class FusionEmbed(nn.Module):
             return FusionOutput(self.fuse(rgb, flow, mask), zero)
         fused, rgb_embed, flow_embed = self.fuse(rgb, flow, mask)
         assert self.mutual_loss is not None  # set together with MutualFusion in __init__
+        if self.dmf is not None and not self.mutual_loss_through_dmf:
+            _, rgb_embed, flow_embed = self.fuse(rgb.detach(), flow.detach(), mask)
         return FusionOutput(fused, self.mutual_loss(rgb_embed, flow_embed, mask))
 
 

@@ -125,6 +125,7 @@ def _fusion(config: DetectorConfig, rgb_dim: int, flow_dim: int, strategy: str) 
         config.embed_dim,
         alpha=config.alpha,
         attention=config.dmf_attention,
+        mutual_loss_through_dmf=config.mutual_loss_through_dmf,
     )
 
 
@@ -160,7 +161,10 @@ def _widths(dataset: WSTALDataset) -> dict[str, int]:
 
 
 def _fusion_key(config: DetectorConfig, strategy: str) -> tuple:
-    dmf = (config.dmf_attention, config.alpha) if FusionStrategy.parse(strategy).dmf else ()
+    parsed = FusionStrategy.parse(strategy)
+    dmf = (config.dmf_attention, config.alpha) if parsed.dmf else ()
+    if parsed.dmf and parsed.name == "mutual" and not config.mutual_loss_through_dmf:
+        dmf += ("mutual loss detached",)  # only when set: the keys of earlier checkpoints hold
     return (config.embed_dim, config.mutual_weight, dmf, config.seed)
 
 
