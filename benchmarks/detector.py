@@ -13,7 +13,7 @@ synthetic family lays the features around the real THUMOS14 ground truth, keepin
 with ``--family builtin`` the first family generates N + M videos of its THUMOS-like lengths.
 
 Each run trains and evaluates the detector exactly as ``examples/thumos_two_stage.py --data-dir`` does
-(the ``thumos14`` preset, ``mutual+`` / ``concat``, the THUMOS evaluation protocol), with the command line's default threads and
+(the ``thumos14`` preset and the default fusions, the THUMOS evaluation protocol), with the command line's default threads and
 device, and times the phases in pipeline order: base model, pseudo labels (base inference on the
 training split), Stage 1, training proposals, Stage 2, with ``--stage3`` (or where the configuration
 enables it) the two stages' detections on the training split and Stage 3, and the test split

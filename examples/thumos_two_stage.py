@@ -6,7 +6,7 @@
     torchrun --standalone --nproc_per_node 8 examples/thumos_two_stage.py --device cuda --amp bf16 ...
 
 A snippet-level MIL base model turns its attention into pseudo segments; Stage 1, a temporal region
-proposal network on ``--stage1-fusion`` features (default ``mutual+``: DMF, then mutual fusion), learns from
+proposal network on ``--stage1-fusion`` features (default ``concat+``: DMF, then concat), learns from
 them; Stage 2, trained on the proposals, classifies them and the base model's detected segments on
 ``--stage2-fusion`` features (default ``concat+``: DMF, then concat), each scored by the T-RPN's support. The mAP table is
 printed and written to ``--out`` with the detections, the Stage-1 proposals, a checkpoint per stage, the

@@ -36,7 +36,7 @@ def test_tiny_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     printed = capsys.readouterr().out
     assert "| two-stage (Stage-2 detections) |" in printed and "AVG 0.1:0.7" in printed
     results = read(tmp_path, "results.json")
-    assert (results["stage1_fusion"], results["stage2_fusion"]) == ("mutual+", "concat+")
+    assert (results["stage1_fusion"], results["stage2_fusion"]) == ("concat+", "concat+")
     assert results["data"] == "synthetic"
     for detector in ("two_stage", "stage1_only", "base"):
         averages = results["results"][detector]["averages"]
@@ -48,7 +48,7 @@ def test_tiny_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert all(0 <= d["segment"][0] <= d["segment"][1] for dets in detections.values() for d in dets)
     assert {d["label"] for dets in proposals.values() for d in dets} <= {"action"}
     checkpoints = sorted(p.name for p in (tmp_path / "checkpoints").glob("*.pt"))
-    assert checkpoints == ["base_concat.pt", "stage1_concat_mutual+.pt", "stage2_concat_mutual+_concat+.pt"]
+    assert checkpoints == ["base_concat.pt", "stage1_concat_concat+.pt", "stage2_concat_concat+_concat+.pt"]
     assert (tmp_path / "plot.png").stat().st_size > 0
     assert (tmp_path / "average_recall.png").stat().st_size > 0
     assert not list(tmp_path.rglob("*.tmp"))
@@ -76,13 +76,13 @@ def test_resume_reaches_the_uninterrupted_result(tmp_path: Path) -> None:
     # killed after 3 epochs: the base model (2 epochs) is done, Stage 1 has one epoch checkpointed
     assert run_cli(parts, "--epochs", "2", "--seed", "3", "--stop-after-epochs", "3") == 3
     assert not (parts / "results.json").exists()
-    state = torch.load(parts / "checkpoints" / "stage1_concat_mutual+.pt", weights_only=True)
+    state = torch.load(parts / "checkpoints" / "stage1_concat_concat+.pt", weights_only=True)
     assert state["epoch"] == 1
     assert run_cli(parts, "--epochs", "2", "--seed", "3", "--resume") == 0
     for name in ("detections.json", "proposals.json"):
         assert read(parts, name) == read(whole, name)
     assert read(parts, "results.json")["results"] == read(whole, "results.json")["results"]
-    for stage in ("base_concat", "stage1_concat_mutual+", "stage2_concat_mutual+_concat+"):
+    for stage in ("base_concat", "stage1_concat_concat+", "stage2_concat_concat+_concat+"):
         a = torch.load(whole / "checkpoints" / f"{stage}.pt", weights_only=True)["model"]
         b = torch.load(parts / "checkpoints" / f"{stage}.pt", weights_only=True)["model"]
         assert all(torch.equal(a[k], b[k]) for k in a)
@@ -141,7 +141,7 @@ def test_cli_runs_on_a_folder_in_the_real_thumos_format(
     assert "| two-stage (Stage-2 detections) |" in capsys.readouterr().out
     results = read(out, "results.json")
     assert results["data"] == "thumos14" and results["evaluation_protocol"] == "thumos"
-    assert results["config"]["stage1_fusion"] == "mutual+" and results["config"]["stage2_fusion"] == "concat+"
+    assert results["config"]["stage1_fusion"] == "concat+" and results["config"]["stage2_fusion"] == "concat+"
     assert set(read(out, "detections.json")["results"]) == {f"video_test_{i}" for i in range(3)}
 
 

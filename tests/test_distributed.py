@@ -390,11 +390,11 @@ def test_torchrun_cli_resume_reaches_the_uninterrupted_result(tmp_path):
     assert done.stdout.count("[base_concat] epoch 1/2") == 1
     stopped = _torchrun(parts, "--epochs", "2", "--seed", "3", "--stop-after-epochs", "3")
     assert stopped.returncode != 0 and not (parts / "results.json").exists()  # torchrun reports exit code 3
-    assert torch.load(parts / "checkpoints" / "stage1_concat_mutual+.pt", weights_only=True)["epoch"] == 1
+    assert torch.load(parts / "checkpoints" / "stage1_concat_concat+.pt", weights_only=True)["epoch"] == 1
     resumed = _torchrun(parts, "--epochs", "2", "--seed", "3", "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert json.loads((parts / "results.json").read_text())["results"] == json.loads((whole / "results.json").read_text())["results"]
-    for stage in ("base_concat", "stage1_concat_mutual+", "stage2_concat_mutual+_concat+"):
+    for stage in ("base_concat", "stage1_concat_concat+", "stage2_concat_concat+_concat+"):
         a = torch.load(whole / "checkpoints" / f"{stage}.pt", weights_only=True)
         b = torch.load(parts / "checkpoints" / f"{stage}.pt", weights_only=True)
         assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"]), stage

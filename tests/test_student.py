@@ -405,7 +405,7 @@ def test_the_command_line_runs_stage3_and_resumes_it(
     results = json.loads((out / "results.json").read_text())
     assert results["final"] == "three_stage" and results["config"]["student"]["enabled"] is True
     checkpoints = sorted(p.name for p in (out / "checkpoints").glob("*.pt"))
-    assert "stage3_concat_mutual+_concat+_concat+.pt" in checkpoints
+    assert "stage3_concat_concat+_concat+_concat+.pt" in checkpoints
     detections = json.loads((out / "detections.json").read_text())["results"]
     assert (out / "detector.pt").is_file() and len(detections) == 6
     # resumed: every stage loaded, nothing trained again, the same detections

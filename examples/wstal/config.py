@@ -353,7 +353,7 @@ class DetectorConfig:
             average of the two).
     """
 
-    stage1_fusion: str = field(default="mutual+", metadata=FUSION_STRATEGY)
+    stage1_fusion: str = field(default="concat+", metadata=FUSION_STRATEGY)
     stage2_fusion: str = field(default="concat+", metadata=FUSION_STRATEGY)
     stage3_fusion: str = field(default="concat+", metadata=FUSION_STRATEGY)
     dmf_attention: Literal["gate", "dot"] = "gate"
