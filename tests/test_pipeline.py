@@ -167,6 +167,11 @@ def test_stage_keys_hold_what_each_stage_depends_on(tiny) -> None:
     # DMF settings matter only to a DMF fusion
     dmf = dataclasses.replace(config, alpha=0.9)
     assert BaseStage("concat", dmf, tiny).key == base.key
+    # where the mutual loss reaches matters only to mutual+, and leaves the keys of earlier runs as they were
+    detached = dataclasses.replace(config, mutual_loss_through_dmf=False)
+    assert BaseStage("concat+", detached, tiny).key == BaseStage("concat+", config, tiny).key
+    assert BaseStage("mutual", detached, tiny).key == BaseStage("mutual", config, tiny).key
+    assert BaseStage("mutual+", detached, tiny).key != BaseStage("mutual+", config, tiny).key
     empty = {v.name: None for v in tiny.train}
     rpn = RPNStage.__new__(RPNStage)  # the key needs no targets
     rpn.fusion, rpn.config, rpn.dataset, rpn.base, rpn.pseudo = "mutual+", config, tiny, base.key, empty
