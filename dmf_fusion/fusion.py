@@ -492,13 +492,29 @@ class MutualFusion(nn.Module):
     def extra_repr(self) -> str:
         return f"{self.dim_rgb}, {self.dim_flow}, dim={self.dim}, dropout={self.dropout}, fused={self.fused}"
 
-    def forward(self, rgb: Tensor, flow: Tensor, mask: Optional[Tensor] = None) -> MutualOutput:
+    def embed(self, rgb: Tensor, flow: Tensor, mask: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+        """The shared-space embeddings ``(C_r(rgb), C_f(flow))`` alone, each (b, t, dim), zero at padded
+        snippets: what :class:`~dmf_fusion.MutualLoss` reads, without the projectors.
+
+        Example:
+            >>> mutual = MutualFusion(32, 16, 8)
+            >>> rgb_embed, flow_embed = mutual.embed(torch.randn(2, 10, 32), torch.randn(2, 10, 16))
+            >>> rgb_embed.shape, bool((rgb_embed >= 0).all())
+            (torch.Size([2, 10, 8]), True)
+        """
         mask = _check_inputs(rgb, flow, mask, self.dim_rgb, self.dim_flow)
-        dtype = rgb.dtype
-        fused = self.fused
+        return self._embed(rgb, flow, mask)
+
+    def _embed(self, rgb: Tensor, flow: Tensor, mask: Optional[Tensor]) -> tuple[Tensor, Tensor]:
+        dtype, fused = rgb.dtype, self.fused
         rgb_embed = F.relu(DF.linear(rgb, self.embed_rgb.weight.to(dtype), self.embed_rgb.bias.to(dtype), fused=fused))
         flow_embed = F.relu(DF.linear(flow, self.embed_flow.weight.to(dtype), self.embed_flow.bias.to(dtype), fused=fused))
-        rgb_embed, flow_embed = DF.zero_padding(rgb_embed, mask), DF.zero_padding(flow_embed, mask)
+        return DF.zero_padding(rgb_embed, mask), DF.zero_padding(flow_embed, mask)
+
+    def forward(self, rgb: Tensor, flow: Tensor, mask: Optional[Tensor] = None) -> MutualOutput:
+        mask = _check_inputs(rgb, flow, mask, self.dim_rgb, self.dim_flow)
+        dtype, fused = rgb.dtype, self.fused
+        rgb_embed, flow_embed = self._embed(rgb, flow, mask)
         a = F.dropout(rgb_embed, self.dropout, self.training) if self.dropout > 0 else rgb_embed
         b = F.dropout(flow_embed, self.dropout, self.training) if self.dropout > 0 else flow_embed
         h_r, h_f = self.head_rgb, self.head_flow

@@ -276,6 +276,22 @@ def test_mutual_dropout_only_in_training():
     assert not torch.equal(module(rgb, flow).fused, module(rgb, flow).fused)
 
 
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "plain"])
+@given(case=shapes)
+def test_mutual_embed_matches_reference_and_forward(fused, case):
+    seed, b, t, (c_rgb, c_flow), masked = case
+    module = make_module("mutual", c_rgb, c_flow, seed, fused=fused, dropout=0.5).train()
+    rgb, flow, mask = make_inputs(seed, b, t, c_rgb, c_flow, masked=masked)
+    rgb_embed, flow_embed = module.embed(rgb, flow, mask)
+    _, want_rgb, want_flow = ref.mutual(module, rgb, flow, mask)
+    atol, rtol = TOL[torch.float32]
+    torch.testing.assert_close(rgb_embed.double(), want_rgb, atol=atol, rtol=rtol)
+    torch.testing.assert_close(flow_embed.double(), want_flow, atol=atol, rtol=rtol)
+    # the embeddings the forward pass gives MutualLoss, dropout (after them) notwithstanding
+    out = module(rgb, flow, mask)
+    assert torch.equal(out.rgb_embed, rgb_embed) and torch.equal(out.flow_embed, flow_embed)
+
+
 def test_reset_parameters_and_repr():
     for module in (DualModalityFusion(8, 8), DualModalityFusion(8, 8, attention="dot"), ConcatFusion(8, 8), MutualFusion(8, 8, 4)):
         before = [p.clone() for p in module.parameters()]

@@ -43,6 +43,15 @@ def test_bad_input_is_named(kind, case):
         assert word in str(info.value), (word, str(info.value))
 
 
+@pytest.mark.parametrize("case", range(len(BAD_INPUTS)))
+def test_mutual_embed_bad_input_is_named(case):
+    r, f, mask, exc, words = BAD_INPUTS[case]
+    with pytest.raises(exc) as info:
+        MODULES["mutual"]().embed(r, f, mask)
+    for word in words:
+        assert word in str(info.value), (word, str(info.value))
+
+
 @pytest.mark.parametrize(
     "make, words",
     [

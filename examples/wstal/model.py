@@ -127,7 +127,7 @@ class FusionEmbed(nn.Module):
         attention: DMF attention form, ``"gate"`` or ``"dot"``.
         mutual_loss_through_dmf: with ``mutual+``, whether the mutual loss's gradient reaches DMF. False:
             the loss reads the mutual embeddings of DMF's output detached (a second pass of the
-            embeddings), so only the stage's task losses train DMF; the features are the same.
+            embedding layers alone), so only the stage's task losses train DMF; the features are the same.
 
     Shape:
         rgb: (b, t, dim_rgb); flow: (b, t, dim_flow); mask: (b, t). Returns features (b, t, dim), zero at
@@ -191,7 +191,7 @@ class FusionEmbed(nn.Module):
         fused, rgb_embed, flow_embed = self.fuse(rgb, flow, mask)
         assert self.mutual_loss is not None  # set together with MutualFusion in __init__
         if self.dmf is not None and not self.mutual_loss_through_dmf:
-            _, rgb_embed, flow_embed = self.fuse(rgb.detach(), flow.detach(), mask)
+            rgb_embed, flow_embed = self.fuse.embed(rgb.detach(), flow.detach(), mask)
         return FusionOutput(fused, self.mutual_loss(rgb_embed, flow_embed, mask))
 
 
