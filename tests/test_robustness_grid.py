@@ -350,6 +350,55 @@ def test_a_fusion_axis_trains_one_base_per_run(tmp_path: Path, capsys: pytest.Ca
     assert "no grid.json in" in capsys.readouterr().err
 
 
+def fusion_grid(cells: dict[str, tuple[float, float]], seeds=(0,), stamp: str = "Commit abc: one") -> dict:
+    """A finished grid's payload with a two-pair fusion axis: per cell (base, two-stage of the second pair)."""
+    runs = {c: [dict(row(b, b + 1, 5.0, 6.0), stage1_only=b - 1) for _ in seeds] for c, (b, _) in cells.items()}
+    second = {c: [dict(row(b, t, 5.0, 6.0), stage1_only=b - 1) for _ in seeds] for c, (b, t) in cells.items()}
+    stats = {c: [{name: None for name in dmf_attention.STATISTICS} for _ in seeds] for c in cells}
+    return {
+        "stamp": stamp,
+        "runtime_seconds": 60.0,
+        "seeds": list(seeds),
+        "epochs_scale": 0.4,
+        "preset": "thumos14",
+        "checks": grid.bars(runs),
+        "cells": runs,
+        "fusions": {"concat/concat": runs, "concat+/concat+": second},
+        "fusion_statistics": {"concat": stats, "concat+": stats},
+    }
+
+
+def test_report_combines_grids_with_disjoint_cells(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--report OUT A B``: one table over the cells of both grids, every mean over all of them, each
+    grid's stamp kept; grids that cannot be put side by side are refused, naming why."""
+    for name, payload in {
+        "a": fusion_grid({"built-in": (10.0, 20.0), "context:0": (30.0, 30.0)}),
+        "b": fusion_grid({"broadcast:1": (20.0, 40.0)}, stamp="Commit def: two"),
+        "seeds": fusion_grid({"broadcast:1": (20.0, 40.0)}, seeds=(0, 1)),
+        "again": fusion_grid({"context:0": (30.0, 30.0)}),
+    }.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "grid.json").write_text(json.dumps(payload))
+    out = tmp_path / "both"
+    assert run_script("studies/robustness_grid.py", ["--report", str(out), str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    saved = json.loads((out / "grid.json").read_text())
+    assert list(saved["cells"]) == ["built-in", "context:0", "broadcast:1"]
+    assert saved["runtime_seconds"] == 120.0
+    text = (out / "fusions.md").read_text()
+    assert "- " + str(tmp_path / "a") + ": Commit abc: one" in text and "Commit def: two" in text
+    # concat+/concat+: (20 + 30 + 40) / 3; base: (10 + 30 + 20) / 3
+    assert "| grid mean | 20.0 | 21.0 | 30.0 |" in text
+    assert "Grids run in 2.0 min in all." in (out / "grid.md").read_text()
+    for other, words in (("seeds", "seeds differ"), ("again", "cell 'context:0' is in both")):
+        argv = ["--report", str(tmp_path / "x"), str(tmp_path / "a"), str(tmp_path / other)]
+        assert run_script("studies/robustness_grid.py", argv) == 2
+        assert words in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+    with pytest.raises(SystemExit) as stop:  # one grid to combine is a mistake, not a copy
+        run_script("studies/robustness_grid.py", ["--report", str(out), str(tmp_path / "a")])
+    assert stop.value.code == 2
+
+
 def stage3_row(three: tuple[float, float, float], **rows: tuple[float, float, float]) -> dict:
     """A grid row with Stage 3: each detector's (AVG, @0.1, @0.7)."""
     found = row(rows["base"][0], rows["two_stage"][0], rows["base"][2], rows["two_stage"][2])

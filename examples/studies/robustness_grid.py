@@ -353,7 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument(
         "--report",
         metavar="OUT",
-        help="alone: rewrite OUT/grid.md (and fusions.md) from OUT/grid.json, training nothing",
+        help="alone: rewrite OUT/grid.md (and fusions.md) from OUT/grid.json, training nothing; "
+        "--report OUT IN IN ...: first combine the grids of the IN folders (disjoint cells, the same seeds, "
+        "schedule and fusion pairs) into OUT/grid.json",
     )
     grid.add_argument(
         "--diagnostics",
@@ -518,7 +520,8 @@ def write_reports(out: Path, payload: dict[str, Any]) -> str:
     returns what it wrote, for the terminal."""
     text, _ = format_grid(payload["cells"], payload["seeds"])
     stamp = payload.get("stamp", "Trained by an unrecorded commit")
-    text = f"{stamp}\n\n{text}\n\nGrid run in {payload['runtime_seconds'] / 60:.1f} min."
+    took = "Grids run in {:.1f} min in all." if "combined" in payload else "Grid run in {:.1f} min."
+    text = f"{stamp}\n\n{text}\n\n{took.format(payload['runtime_seconds'] / 60)}"
     (out / "grid.md").write_text(text + "\n")
     if "fusions" in payload:
         tables = format_fusions(payload["fusions"], payload["fusion_statistics"], payload["seeds"])
@@ -528,14 +531,67 @@ def write_reports(out: Path, payload: dict[str, Any]) -> str:
     return text
 
 
-def report(out: Path) -> int:
+def combine(payloads: Sequence[dict[str, Any]], names: Sequence[str]) -> dict[str, Any]:
+    """One grid from several finished ones with disjoint cells (e.g. a cell added to a fusion axis later):
+    their cells, fusion pairs and statistics side by side, the bars over all cells, each run's stamp kept.
+
+    Raises:
+        ValueError: the grids differ in seeds, schedule, preset or fusion pairs, or share a cell (naming
+            the grids and what differs).
+    """
+    first, name = payloads[0], names[0]
+    for other, other_name in zip(payloads[1:], names[1:]):
+        for key in ("seeds", "epochs_scale", "preset"):
+            if other.get(key) != first.get(key):
+                raise ValueError(f"{key} differ: {first.get(key)!r} in {name}, {other.get(key)!r} in {other_name}")
+        pairs, other_pairs = list(first.get("fusions", {})), list(other.get("fusions", {}))
+        if pairs != other_pairs:
+            raise ValueError(f"fusion pairs differ: {pairs} in {name}, {other_pairs} in {other_name}")
+    owner: dict[str, str] = {}
+    for payload, source in zip(payloads, names):
+        for cell in payload["cells"]:
+            if cell in owner:
+                raise ValueError(f"cell {cell!r} is in both {owner[cell]} and {source}")
+            owner[cell] = source
+    stamps = [payload.get("stamp", "Trained by an unrecorded commit") for payload in payloads]
+    combined: dict[str, Any] = {
+        "stamp": f"Combined by {launch.source_stamp()} from {len(payloads)} grids:\n\n"
+        + "\n".join(f"- {source}: {stamp}" for source, stamp in zip(names, stamps)),
+        "runtime_seconds": round(sum(p["runtime_seconds"] for p in payloads), 1),
+        "combined": list(names),
+        "seeds": first["seeds"],
+        "epochs_scale": first.get("epochs_scale"),
+        "preset": first.get("preset"),
+        "cells": {cell: runs for p in payloads for cell, runs in p["cells"].items()},
+    }
+    combined["checks"] = bars(combined["cells"])
+    if "fusions" in first:
+        for key in ("fusions", "fusion_statistics"):
+            merged: dict[str, dict[str, Any]] = {}
+            for payload in payloads:
+                for name_, by_cell in payload[key].items():
+                    merged.setdefault(name_, {}).update(by_cell)
+            combined[key] = merged
+    return combined
+
+
+def report(out: Path, sources: Sequence[Path] = ()) -> int:
     """``--report OUT``: rewrite a finished grid's tables from its ``grid.json``, training nothing (the
-    stamp is the run's; a grid of an earlier version, without one, also says which code rendered it)."""
-    path = out / "grid.json"
-    if not path.is_file():
-        print(f"robustness_grid.py: error: argument --report: no grid.json in {out}", file=sys.stderr)
-        return 2
-    payload = json.loads(path.read_text())
+    stamp is the run's; a grid of an earlier version, without one, also says which code rendered it).
+    ``--report OUT IN IN ...``: first write into OUT the grid that :func:`combine` makes of the INs'."""
+    for folder in sources or (out,):
+        if not (folder / "grid.json").is_file():
+            print(f"robustness_grid.py: error: argument --report: no grid.json in {folder}", file=sys.stderr)
+            return 2
+    if sources:
+        try:
+            payload = combine([json.loads((f / "grid.json").read_text()) for f in sources], [str(f) for f in sources])
+        except ValueError as error:
+            print(f"robustness_grid.py: error: argument --report: {error}", file=sys.stderr)
+            return 2
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "grid.json", payload)
+    payload = json.loads((out / "grid.json").read_text())
     payload.setdefault("stamp", f"Trained by an unrecorded commit; rendered by {launch.source_stamp()}")
     print(write_reports(out, payload))
     return 0
@@ -545,12 +601,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--report"]:
-        if len(argv) != 2:
-            parser.error("argument --report: expected --report OUT alone")
-        return report(Path(argv[1]))
+        if len(argv) == 3 or len(argv) < 2:
+            parser.error("argument --report: expected --report OUT alone, or OUT and two or more grids")
+        return report(Path(argv[1]), [Path(a) for a in argv[2:]])
     args = launch.parse(parser, argv)
     if args.report is not None:  # --report with other flags: it trains nothing, so it takes none
-        parser.error("argument --report: expected --report OUT alone")
+        parser.error("argument --report: expected --report OUT alone, or OUT and two or more grids")
     args.argv = argv
     if any(c.family != "built-in" for c in args.cells) and not args.annotations.is_dir():
         parser.error(f"argument --annotations: no THUMOS14 annotation folder at {args.annotations}")
