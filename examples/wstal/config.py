@@ -360,7 +360,7 @@ class DetectorConfig:
     alpha: float = field(default=0.5, metadata=NON_NEGATIVE)
     seed: int = 0
     embed_dim: int = field(default=256, metadata=AT_LEAST_ONE)
-    base: StageSettings = StageSettings(20, 5e-4, 1e-3, 16, 320, 256, 0.5)
+    base: StageSettings = StageSettings(10, 5e-4, 1e-3, 16, 320, 256, 0.5)
     stage1: StageSettings = StageSettings(20, 5e-4, 1e-3, 16, 512, 128, 0.3)
     stage2: StageSettings = StageSettings(20, 5e-4, 1e-3, 8, 100_000, 128, 0.5)
     stage3: StageSettings = StageSettings(20, 5e-4, 1e-3, 8, 512, 128, 0.1)
