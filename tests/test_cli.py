@@ -93,6 +93,23 @@ def test_the_cli_takes_the_method_defaults_from_the_configuration() -> None:
     assert f"(default {default.stage1_fusion})" in help_text and f"(default {default.alpha})" in help_text
 
 
+def test_quality_bars_name_the_fusions_in_force(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--quality-bars`` without fusion flags names the configuration's defaults (it printed "None"), and
+    a flag where one is given."""
+    from scripts import two_stage
+
+    from wstal.config import DetectorConfig
+
+    default = DetectorConfig()
+    for flags, stage1 in (([], default.stage1_fusion), (["--stage1-fusion", "mutual"], "mutual")):
+        out = tmp_path / (stage1 or "none")
+        assert two_stage(["--quality-bars", *TINY, "--quiet", *flags, "--out", str(out)]) == 0
+        header = f"Quality bars: Stage 1 {stage1} / Stage 2 {default.stage2_fusion},"
+        assert header in (out / "quality_bars.md").read_text()
+        printed = capsys.readouterr()
+        assert f"=== {stage1} / {default.stage2_fusion}, seed 0 ===" in printed.out + printed.err
+
+
 def test_a_log_that_is_not_a_terminal_has_no_progress_frames(tmp_path: Path) -> None:
     """Without ``--quiet``, a run whose output goes to a file writes its epoch lines and no bar."""
     log = tmp_path / "run.log"

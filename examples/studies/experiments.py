@@ -134,8 +134,10 @@ def run_quality_bars(args: argparse.Namespace, dataset: WSTALDataset) -> int:
         source_stamp(),
     )  # the code that runs, not what is checked out at the end
     runs: dict[str, EvaluationResult] = {}
+    chosen = make_config(args, seed=0)  # the fusions in force, flags or defaults
+    fusions = (chosen.stage1_fusion, chosen.stage2_fusion)
     for seed in (0, 1, 2):
-        log(f"=== {args.stage1_fusion} / {args.stage2_fusion}, seed {seed} ===")
+        log(f"=== {fusions[0]} / {fusions[1]}, seed {seed} ===")
         runner = make_runner(args, dataset, make_config(args, seed=seed), args.out / f"seed{seed}")
         result = train_and_evaluate(runner, save_to=args.out / f"seed{seed}" / "detector.pt")
         if result is not None:  # None on the ranks other than 0 of a distributed run
@@ -150,7 +152,7 @@ def run_quality_bars(args: argparse.Namespace, dataset: WSTALDataset) -> int:
     if not args.dist.is_main:
         return 0
     seconds = time.perf_counter() - start
-    text, checks = format_quality_bars(runs, args.stage1_fusion, args.stage2_fusion)
+    text, checks = format_quality_bars(runs, *fusions)
     text = f"{stamp}\n\n{text}"
     write_json(
         args.out / "quality_bars.json",
