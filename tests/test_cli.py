@@ -102,7 +102,7 @@ def test_quality_bars_name_the_fusions_in_force(tmp_path: Path, capsys: pytest.C
 
     default = DetectorConfig()
     for flags, stage1 in (([], default.stage1_fusion), (["--stage1-fusion", "mutual"], "mutual")):
-        out = tmp_path / (stage1 or "none")
+        out = tmp_path / stage1
         assert two_stage(["--quality-bars", *TINY, "--quiet", *flags, "--out", str(out)]) == 0
         header = f"Quality bars: Stage 1 {stage1} / Stage 2 {default.stage2_fusion},"
         assert header in (out / "quality_bars.md").read_text()

@@ -134,11 +134,11 @@ def run_quality_bars(args: argparse.Namespace, dataset: WSTALDataset) -> int:
         source_stamp(),
     )  # the code that runs, not what is checked out at the end
     runs: dict[str, EvaluationResult] = {}
-    chosen = make_config(args, seed=0)  # the fusions in force, flags or defaults
-    fusions = (chosen.stage1_fusion, chosen.stage2_fusion)
-    for seed in (0, 1, 2):
+    configs = {seed: make_config(args, seed=seed) for seed in (0, 1, 2)}
+    fusions = (configs[0].stage1_fusion, configs[0].stage2_fusion)  # in force: the flags or the defaults
+    for seed, config in configs.items():
         log(f"=== {fusions[0]} / {fusions[1]}, seed {seed} ===")
-        runner = make_runner(args, dataset, make_config(args, seed=seed), args.out / f"seed{seed}")
+        runner = make_runner(args, dataset, config, args.out / f"seed{seed}")
         result = train_and_evaluate(runner, save_to=args.out / f"seed{seed}" / "detector.pt")
         if result is not None:  # None on the ranks other than 0 of a distributed run
             runs[f"seed{seed}"] = result

@@ -589,9 +589,9 @@ def report(out: Path, sources: Sequence[Path] = ()) -> int:
         except ValueError as error:
             print(f"robustness_grid.py: error: argument --report: {error}", file=sys.stderr)
             return 2
-        out.mkdir(parents=True, exist_ok=True)
         write_json(out / "grid.json", payload)
-    payload = json.loads((out / "grid.json").read_text())
+    else:
+        payload = json.loads((out / "grid.json").read_text())
     payload.setdefault("stamp", f"Trained by an unrecorded commit; rendered by {launch.source_stamp()}")
     print(write_reports(out, payload))
     return 0
